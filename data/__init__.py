@@ -1,0 +1,1 @@
+"""Candles in, model-ready matrices out: providers, validation, features, labels, splits, windows."""

@@ -1,0 +1,45 @@
+"""Per-symbol features and labels joined by timestamp into one multi-symbol table."""
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig
+
+from data.features import compute_features, feature_names
+from data.labels import direction_label, past_direction
+
+
+@dataclass
+class FeatureTable:
+    frame: pd.DataFrame        # symbol, timestamp, features..., label, t1, persistence; sorted by (symbol, timestamp)
+    feature_names: list[str]
+    step: pd.Timedelta
+
+    def matrix(self) -> np.ndarray:
+        return self.frame[self.feature_names].to_numpy(np.float64)
+
+    def run_position(self) -> np.ndarray:
+        """Index of each row inside its run of consecutive candles (same symbol, no gap)."""
+        ts = self.frame["timestamp"].to_numpy(dtype="datetime64[ns]")
+        sym = self.frame["symbol"].to_numpy()
+        starts = np.ones(len(ts), dtype=bool)
+        if len(ts) > 1:
+            starts[1:] = (sym[1:] != sym[:-1]) | ((ts[1:] - ts[:-1]) != self.step.to_timedelta64())
+        run_start = np.maximum.accumulate(np.where(starts, np.arange(len(ts)), 0))
+        return np.arange(len(ts)) - run_start
+
+
+def build_table(
+    candles: dict[str, pd.DataFrame], features: DictConfig, horizon: int, step: pd.Timedelta
+) -> FeatureTable:
+    """Features, label, t1 and the persistence call per symbol, joined on timestamp (never position)."""
+    names = feature_names(features)
+    parts = []
+    for symbol, c in candles.items():
+        f = compute_features(c, features)
+        joined = f.join(direction_label(c, horizon, step)).join(past_direction(c, horizon, step))
+        joined = joined.dropna(subset=names)  # warm-up rows; labels stay on their own timestamps
+        joined.insert(0, "symbol", symbol)
+        parts.append(joined.reset_index())
+    frame = pd.concat(parts, ignore_index=True)
+    return FeatureTable(frame=frame, feature_names=names, step=step)

@@ -1,0 +1,39 @@
+"""Sequence windows as index arithmetic over the feature matrix: batches are gathered on demand,
+never materialised as an N x window x F copy."""
+import numpy as np
+import torch
+
+
+class WindowBatches:
+    """Iterable of (x[B, window, F], y[B]) batches whose windows end at ``ends`` rows of ``features``.
+
+    The caller guarantees each window lies inside one run of consecutive candles of one symbol
+    (see ``FeatureTable.run_position``).
+    """
+
+    def __init__(self, features: torch.Tensor, ends: np.ndarray, labels: np.ndarray | None, window: int,
+                 batch_size: int, shuffle_seed: int | None = None):
+        self.features = features
+        self.ends = torch.as_tensor(np.asarray(ends, dtype=np.int64))
+        self.labels = None if labels is None else torch.as_tensor(np.asarray(labels, dtype=np.int64))
+        self.offsets = torch.arange(-window + 1, 1, dtype=torch.int64)
+        self.batch_size = batch_size
+        self.shuffle_seed = shuffle_seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return (len(self.ends) + self.batch_size - 1) // self.batch_size
+
+    def __iter__(self):
+        order = torch.arange(len(self.ends))
+        if self.shuffle_seed is not None:  # minibatch order within the training segment only
+            g = torch.Generator().manual_seed(self.shuffle_seed + self.epoch)
+            order = torch.randperm(len(self.ends), generator=g)
+            self.epoch += 1
+        for start in range(0, len(order), self.batch_size):
+            pick = order[start:start + self.batch_size]
+            x = self.features[self.ends[pick, None] + self.offsets]
+            if self.labels is None:
+                yield (x,)
+            else:
+                yield x, self.labels[pick]

@@ -1,0 +1,67 @@
+"""The one interface every family implements, nets and trees alike."""
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig
+
+from callbacks.cancel import CancellationToken
+from callbacks.progress import ProgressReporter
+
+
+@dataclass
+class Rows:
+    """Rows of the scaled feature matrix a model sees; sequence models read windows ending at ``rows``."""
+    features: np.ndarray          # (n_total, F) float32, the whole table
+    rows: np.ndarray              # indices into ``features``
+    y: np.ndarray | None = None   # int labels for ``rows``
+
+    def tabular(self) -> np.ndarray:
+        return self.features[self.rows]
+
+
+@dataclass
+class FitContext:
+    run_dir: Path
+    seed: int
+    reporter: ProgressReporter
+    token: CancellationToken | None = None
+    callbacks: DictConfig | None = None     # cfg.callbacks
+    trainer: DictConfig | None = None       # cfg.trainer
+    device: DictConfig | None = None        # cfg.device (resolved accelerator)
+    logger: object | None = None            # a Lightning logger or None
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class FitReport:
+    metrics: dict                 # training_metrics for result.json
+    cancelled: bool = False
+    history: dict = field(default_factory=dict)  # curves for plots: name -> list of floats
+
+
+class CandleModel(ABC):
+    input: str = "tabular"        # or "sequence"
+    window: int = 1               # candles of context per prediction
+
+    @abstractmethod
+    def fit(self, train: Rows, val: Rows, ctx: FitContext) -> FitReport: ...
+
+    @abstractmethod
+    def predict_proba(self, data: Rows) -> np.ndarray:
+        """(n, 2) probabilities of [down, up] for ``data.rows``."""
+
+    @abstractmethod
+    def save(self, directory: Path) -> None: ...
+
+    @classmethod
+    @abstractmethod
+    def load(cls, directory: Path) -> "CandleModel": ...
+
+    @abstractmethod
+    def n_parameters(self) -> int: ...
+
+    def feature_importance(self, names: list[str]) -> dict | None:
+        """Native importance where the family has one; None means 'not measured'."""
+        return None

@@ -1,0 +1,82 @@
+"""LightGBM direction classifier: sklearn-style adapter over the native Booster, early-stopped on the
+time-ordered validation split (never a shuffled one), saved in LightGBM's own text format."""
+import json
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from callbacks.boosting import LightGBMHooks
+from models.base import CandleModel, FitContext, FitReport, Rows
+
+_WEIGHTS = "model.txt"
+_META = "lightgbm.json"
+
+
+class LightGBMModel(CandleModel):
+    input = "tabular"
+
+    def __init__(self, params: dict, n_estimators: int = 500, early_stopping_rounds: int = 50):
+        self.params = dict(params)
+        self.n_estimators = int(n_estimators)
+        self.early_stopping_rounds = int(early_stopping_rounds)
+        self.booster: lgb.Booster | None = None
+        self.best_iteration: int | None = None
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig, n_features: int, seed: int, num_threads: int) -> "LightGBMModel":
+        params = OmegaConf.to_container(cfg.params, resolve=True)
+        params.update(objective="binary", metric=["binary_logloss", "binary_error"], seed=seed,
+                      deterministic=True, num_threads=num_threads, verbosity=-1)
+        return cls(params, cfg.n_estimators, cfg.early_stopping_rounds)
+
+    def fit(self, train: Rows, val: Rows, ctx: FitContext) -> FitReport:
+        every = ctx.callbacks.progress.every_n_batches if ctx.callbacks is not None else 10
+        hooks = LightGBMHooks(ctx.reporter, ctx.token, every_n=every)
+        evals: dict = {}
+        dtrain = lgb.Dataset(train.tabular(), label=train.y, free_raw_data=False)
+        dval = lgb.Dataset(val.tabular(), label=val.y, reference=dtrain)
+        self.booster = lgb.train(
+            self.params, dtrain, num_boost_round=self.n_estimators, valid_sets=[dtrain, dval],
+            valid_names=["train", "val"],
+            callbacks=[lgb.early_stopping(self.early_stopping_rounds, first_metric_only=True, verbose=False),
+                       lgb.record_evaluation(evals), hooks],
+        )
+        self.best_iteration = int(self.booster.best_iteration or self.booster.current_iteration())
+        b = self.best_iteration - 1
+        metrics = {
+            "best_iteration": self.best_iteration,
+            "iterations_run": self.booster.current_iteration(),
+            "train/loss": float(evals["train"]["binary_logloss"][b]),
+            "val/loss": float(evals["val"]["binary_logloss"][b]),
+            "val/acc": float(1.0 - evals["val"]["binary_error"][b]),
+        }
+        history = {"train/loss": evals["train"]["binary_logloss"], "val/loss": evals["val"]["binary_logloss"]}
+        return FitReport(metrics=metrics, cancelled=hooks.cancelled_at is not None, history=history)
+
+    def predict_proba(self, data: Rows) -> np.ndarray:
+        p_up = self.booster.predict(data.tabular(), num_iteration=self.best_iteration)
+        return np.column_stack([1.0 - p_up, p_up])
+
+    def save(self, directory: Path) -> None:
+        self.booster.save_model(str(directory / _WEIGHTS), num_iteration=self.best_iteration)
+        (directory / _META).write_text(json.dumps({"best_iteration": self.best_iteration, "params": self.params}))
+
+    @classmethod
+    def load(cls, directory: Path) -> "LightGBMModel":
+        meta = json.loads((directory / _META).read_text())
+        model = cls(meta["params"])
+        model.booster = lgb.Booster(model_file=str(directory / _WEIGHTS))
+        model.best_iteration = meta["best_iteration"]
+        return model
+
+    def n_parameters(self) -> int:
+        """Trees x leaves: the number of fitted leaf values."""
+        dump = self.booster.dump_model(num_iteration=self.best_iteration)
+        return int(sum(t["num_leaves"] for t in dump["tree_info"]))
+
+    def feature_importance(self, names: list[str]) -> dict:
+        gain = self.booster.feature_importance("gain", iteration=self.best_iteration)
+        total = gain.sum() or 1.0
+        return {"kind": "gain", "values": {n: float(g / total) for n, g in zip(names, gain)}}

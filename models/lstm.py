@@ -1,0 +1,178 @@
+"""LSTM direction classifier: a LightningModule over lazy windows, class-weighted cross-entropy on
+logits (no sigmoid/softmax in the network), early stopping on val loss, best checkpoint restored."""
+import json
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from callbacks.lightning import CancelCallback, ProgressCallback
+from data.windows import WindowBatches
+from models.base import CandleModel, FitContext, FitReport, Rows
+
+# Lightning's start-up banner (GPU/TPU availability, tips) says nothing the run summary does not.
+logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+
+_WEIGHTS = "model.safetensors"
+_META = "lstm.json"
+
+
+class LSTMNet(pl.LightningModule):
+    def __init__(self, n_features: int, hidden: int, layers: int, dropout: float, lr: float,
+                 weight_decay: float = 0.0, class_weights: list[float] | None = None):
+        super().__init__()
+        self.lstm = nn.LSTM(n_features, hidden, num_layers=layers, batch_first=True,
+                            dropout=dropout if layers > 1 else 0.0)
+        self.head = nn.Linear(hidden, 2)   # raw logits: the loss applies the (log-)softmax once
+        self.lr, self.weight_decay = lr, weight_decay
+        self.register_buffer("class_weights", torch.tensor(class_weights or [1.0, 1.0], dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.lstm(x)
+        return self.head(out[:, -1])
+
+    def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, y, weight=self.class_weights)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = self.loss(self(x), y)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self(x)
+        self.log("val/loss", self.loss(logits, y), on_epoch=True, batch_size=len(y))
+        self.log("val/acc", (logits.argmax(1) == y).float().mean(), on_epoch=True, batch_size=len(y))
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+
+
+class _EpochHistory(pl.Callback):
+    def __init__(self):
+        self.history: dict[str, list[float]] = {"train/loss": [], "val/loss": [], "val/acc": []}
+
+    def _record(self, trainer, keys):
+        for key in keys:
+            if key in trainer.callback_metrics:
+                self.history[key].append(float(trainer.callback_metrics[key]))
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            self._record(trainer, ("val/loss", "val/acc"))
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self._record(trainer, ("train/loss",))
+
+
+def _at(values: list[float], epoch: int | None) -> float | None:
+    return values[epoch] if epoch is not None and epoch < len(values) else None
+
+
+class LSTMModel(CandleModel):
+    input = "sequence"
+
+    def __init__(self, arch: dict, train_opts: dict | None = None):
+        self.arch = dict(arch)
+        self.window = int(arch["window"])
+        self.train_opts = dict(train_opts or {})
+        self.net = LSTMNet(arch["n_features"], arch["hidden"], arch["layers"], arch["dropout"],
+                           arch["lr"], arch["weight_decay"])
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig, n_features: int, seed: int, num_threads: int) -> "LSTMModel":
+        arch = {"n_features": n_features, "window": cfg.window, "hidden": cfg.hidden, "layers": cfg.layers,
+                "dropout": float(cfg.dropout), "lr": float(cfg.lr), "weight_decay": float(cfg.weight_decay)}
+        opts = {"batch_size": cfg.batch_size, "max_epochs": cfg.max_epochs, "patience": cfg.patience,
+                "seed": seed}
+        return cls(arch, opts)
+
+    def _batches(self, data: Rows, shuffle_seed=None, with_labels=True) -> WindowBatches:
+        return WindowBatches(torch.from_numpy(np.ascontiguousarray(data.features)), data.rows,
+                             data.y if with_labels else None, self.window,
+                             self.train_opts.get("batch_size", 1024), shuffle_seed)
+
+    def fit(self, train: Rows, val: Rows, ctx: FitContext) -> FitReport:
+        counts = np.bincount(train.y, minlength=2).astype(np.float64)
+        weights = counts.sum() / (2.0 * np.maximum(counts, 1.0))   # balanced class weights from train only
+        self.net.class_weights.copy_(torch.tensor(weights, dtype=torch.float32))
+        ckpt_dir = ctx.run_dir / "checkpoints"
+        checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best-{epoch}", monitor="val/loss", mode="min",
+                                     save_top_k=1, save_last=True, save_weights_only=True)
+        history = _EpochHistory()
+        cbs = ctx.callbacks
+        callbacks = [checkpoint, history,
+                     EarlyStopping(monitor="val/loss", mode="min", patience=int(self.train_opts["patience"])),
+                     ProgressCallback(ctx.reporter, cbs.progress.every_n_batches if cbs else 10)]
+        cancel = None
+        if ctx.token is not None:
+            cancel = CancelCallback(ctx.token, cbs.cancel.check_every_n_batches if cbs else 5)
+            callbacks.append(cancel)
+        dev = ctx.device
+        trainer = pl.Trainer(
+            max_epochs=int(self.train_opts["max_epochs"]),
+            accelerator=dev.accelerator if dev is not None else "cpu",
+            devices=dev.devices if dev is not None else 1,
+            precision=dev.precision if dev is not None else "32-true",
+            callbacks=callbacks, logger=ctx.logger if ctx.logger is not None else False,
+            enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+            deterministic=True, default_root_dir=str(ctx.run_dir),
+            gradient_clip_val=ctx.trainer.gradient_clip_val if ctx.trainer is not None else None,
+            limit_train_batches=ctx.trainer.get("limit_train_batches") if ctx.trainer is not None else None,
+        )
+        trainer.fit(self.net, train_dataloaders=self._batches(train, shuffle_seed=ctx.seed),
+                    val_dataloaders=self._batches(val))
+        last_epochs = trainer.current_epoch
+        best_path = checkpoint.best_model_path
+        if best_path:  # restore the best epoch's weights from disk, not the last in-memory ones
+            state = torch.load(best_path, map_location="cpu", weights_only=True)["state_dict"]
+            self.net.load_state_dict(state)
+            best_epoch = int(Path(best_path).stem.split("epoch=")[1])
+        else:
+            best_epoch = None
+        metrics = {
+            "best_epoch": best_epoch,
+            "epochs_run": last_epochs,
+            "train/loss": _at(history.history["train/loss"], best_epoch),
+            "val/loss": float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None,
+            "val/acc": _at(history.history["val/acc"], best_epoch),
+            "best_checkpoint": best_path or None,
+        }
+        cancelled = cancel is not None and cancel.stopped_at is not None
+        return FitReport(metrics=metrics, cancelled=cancelled, history=history.history)
+
+    @torch.no_grad()
+    def predict_proba(self, data: Rows) -> np.ndarray:
+        self.net.eval()
+        self.net.to("cpu")
+        out = [torch.softmax(self.net(x), dim=1) for (x,) in self._batches(data, with_labels=False)]
+        if not out:
+            return np.zeros((0, 2))
+        return torch.cat(out).double().numpy()
+
+    def save(self, directory: Path) -> None:
+        state = {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
+        save_file(state, str(directory / _WEIGHTS))
+        (directory / _META).write_text(json.dumps({"arch": self.arch, "train_opts": self.train_opts}))
+
+    @classmethod
+    def load(cls, directory: Path) -> "LSTMModel":
+        meta = json.loads((directory / _META).read_text())
+        model = cls(meta["arch"], meta["train_opts"])
+        model.net.load_state_dict(load_file(str(directory / _WEIGHTS)))
+        model.net.eval()
+        return model
+
+    def n_parameters(self) -> int:
+        return int(sum(p.numel() for p in self.net.parameters()))

@@ -1,0 +1,74 @@
+"""What train.py needs around the pipeline: a run summary, and mapping user mistakes to one line + exit 2."""
+import logging
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Callable
+
+from omegaconf import DictConfig
+
+from data.errors import UserError
+from trainer.pipeline import train
+
+log = logging.getLogger("candlelab")
+
+EXIT_USER_ERROR = 2
+
+
+def run(cfg: DictConfig) -> float:
+    """Train, log where the run folder is and how the model did; return the metric a sweeper optimises."""
+    result = train(cfg)
+    run_dir = result["run"]["run_dir"]
+    if result["status"] != "completed":
+        log.warning("run %s: %s (%s)", result["status"], result.get("reason"), run_dir)
+        return math.nan
+    m, b, d = result["test_metrics"], result["baselines"], result["data_summary"]
+    oracle = d["oracle_accuracy"]
+    log.info("run folder: %s", run_dir)
+    log.info("test (%d rows): accuracy %.4f | balanced %.4f | log_loss %.4f | ece %.4f | auc %s",
+             m["n"], m["accuracy"], m["balanced_accuracy"], m["log_loss"], m["ece"],
+             "n/a" if m["auc"] is None else f"{m['auc']:.4f}")
+    log.info("baselines: majority %.4f | persistence %.4f | oracle %s",
+             b["majority_class"]["accuracy"], b["persistence"]["accuracy"],
+             "n/a (real data)" if oracle is None else f"{oracle:.4f}")
+    value = m.get(cfg.eval.optimize)
+    return float(value) if value is not None else math.nan
+
+
+def _check_group_choices(argv: list[str], conf_dir: Path) -> None:
+    """Refuse `group=option` overrides naming an option that has no config file, before Hydra starts."""
+    for arg in argv:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        key, value = arg.split("=", 1)
+        key = key.lstrip("+~")
+        group_dir = conf_dir / key
+        if "." in key or key.startswith("hydra") or not group_dir.is_dir() or "(" in value:
+            continue
+        available = sorted(p.stem for p in group_dir.glob("*.yaml"))
+        for option in (v.strip() for v in value.split(",")):
+            if option and option not in available:
+                raise UserError(f"unknown {key} {option!r}; available: {', '.join(available)}", f"{key}={option}")
+
+
+def guarded(main: Callable[[], object], conf_dir: Path) -> int:
+    """Run a Hydra main; user-caused errors end as `error: <what> (<where>)` with exit code 2."""
+    show_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"   # let exceptions reach us instead of Hydra's own exit(1)
+    try:
+        _check_group_choices(sys.argv[1:], conf_dir)
+        main()
+        return 0
+    except UserError as exc:
+        if show_traceback:
+            raise
+        print(exc.line(), file=sys.stderr)
+        return EXIT_USER_ERROR
+    except Exception as exc:
+        from hydra.errors import HydraException
+        if show_traceback or not isinstance(exc, HydraException):
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"error: {first} (command line)", file=sys.stderr)
+        return EXIT_USER_ERROR

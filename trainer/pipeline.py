@@ -1,0 +1,216 @@
+"""The pipeline from candles to result: load -> features/labels -> purged split -> train-only scaler ->
+fit -> evaluate on test -> model dir + result.json. The CLI is a thin layer over ``train``."""
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import get_class
+from omegaconf import DictConfig, OmegaConf
+
+from callbacks.cancel import CancellationToken, Cancelled
+from callbacks.progress import ProgressEvent, ProgressReporter, log_sink
+from data.errors import UserError
+from data.providers import Candles, load_candles
+from data.scaling import Standardizer
+from data.splits import assign_rows, holdout_cutoffs
+from data.table import FeatureTable, build_table
+from models.base import FitContext, Rows
+from trainer import plots
+from trainer.checks import check_config
+from trainer.devices import resolve_device
+from trainer.importance import permutation_importance
+from trainer.loggers import build_logger, close_logger
+from trainer.metrics import baselines, classification_metrics, reliability_curve
+from trainer.model_dir import eligible_rows, save_model_dir
+from trainer.runinfo import config_hash, git_commit, new_run_id, utc_now, write_json_atomic
+
+log = logging.getLogger("candlelab")
+
+MIN_ROWS = {"train": 200, "val": 50, "test": 50}
+
+
+def resolve_run_dir(cfg: DictConfig, run_id: str) -> Path:
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir)
+    if cfg.paths.get("run_dir"):
+        return Path(cfg.paths.run_dir)
+    return Path(cfg.paths.output_dir) / "runs" / f"{run_id}_{cfg.model.name}_{cfg.coin.name}"
+
+
+def train(cfg: DictConfig, progress_callback: Callable[[ProgressEvent], None] | None = None,
+          cancellation_token: CancellationToken | None = None) -> dict:
+    """Run the whole pipeline for one family on the configured symbols; returns what result.json holds."""
+    run_id = new_run_id()
+    run_dir = resolve_run_dir(cfg, run_id)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    reporter = ProgressReporter([log_sink] + ([progress_callback] if progress_callback else []))
+    token = cancellation_token or CancellationToken(
+        stop_file=cfg.callbacks.cancel.get("stop_file") or run_dir / "STOP")
+    run = {"run_id": run_id, "git_commit": git_commit(Path(cfg.paths.root_dir)), "config_hash": config_hash(cfg),
+           "seed": cfg.seed, "started_at": utc_now(), "finished_at": None, "run_dir": str(run_dir)}
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    logger = None
+    try:
+        logger = build_logger(cfg, run_dir, run_id)
+        result = _run(cfg, run_dir, run, reporter, token, logger)
+    except Cancelled as exc:
+        result = _ended(run, "cancelled", f"cancelled before fit: {exc}")
+        write_json_atomic(run_dir / "result.json", result)
+        close_logger(logger, "cancelled")
+        return result
+    except BaseException as exc:
+        what = exc.line() if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+        write_json_atomic(run_dir / "result.json", _ended(run, "failed", what))
+        close_logger(logger, "failed")
+        raise
+    close_logger(logger, "success" if result["status"] == "completed" else result["status"])
+    return result
+
+
+def _ended(run: dict, status: str, reason: str) -> dict:
+    return {"status": status, "reason": reason, "model_path": None, "training_metrics": {}, "test_metrics": {},
+            "baselines": {}, "artifacts": {}, "model_info": {}, "data_summary": {},
+            "run": {**run, "finished_at": utc_now()}}
+
+
+def _split_rows(cfg: DictConfig, table: FeatureTable, window: int, candles: Candles):
+    frame = table.frame
+    eligible = eligible_rows(table, window) & frame["label"].notna().to_numpy()
+    where = "data.rows" if cfg.data.provider == "synthetic" else "data.path"
+    if eligible.sum() < sum(MIN_ROWS.values()):
+        raise UserError(
+            f"too little data: {int(eligible.sum())} labelled rows after warm-up, window {window} and horizon "
+            f"{cfg.target.horizon} (from {sum(map(len, candles.by_symbol.values()))} candles); "
+            f"need at least {sum(MIN_ROWS.values())}", where)
+    cutoffs = holdout_cutoffs(frame["timestamp"][eligible], float(cfg.split.train),
+                              float(cfg.split.val), int(cfg.split.embargo) * table.step)
+    idx = assign_rows(frame["timestamp"], frame["t1"], eligible, cutoffs)
+    short = {k: len(v) for k, v in idx.items() if len(v) < MIN_ROWS[k]}
+    if short:
+        raise UserError(f"too little data after purge and embargo: {short} rows, need at least "
+                        f"{ {k: MIN_ROWS[k] for k in short} }", where)
+    return idx, cutoffs, int(eligible.sum())
+
+
+def _oracle_accuracy(candles: Candles, frame: pd.DataFrame, rows: np.ndarray) -> float | None:
+    if candles.oracle_up is None:
+        return None
+    oracle = pd.concat([s.rename("oracle_up").rename_axis("timestamp").reset_index().assign(symbol=sym)
+                        for sym, s in candles.oracle_up.items()])
+    test = frame.iloc[rows][["symbol", "timestamp", "label"]].merge(oracle, on=["symbol", "timestamp"], how="left")
+    return float(np.mean(test["oracle_up"].astype(int).to_numpy() == test["label"].astype(int).to_numpy()))
+
+
+def _run(cfg, run_dir: Path, run: dict, reporter: ProgressReporter, token: CancellationToken, logger) -> dict:
+    check_config(cfg)
+    device = resolve_device(cfg.device, cfg.model.stage)
+    threads = int(cfg.trainer.num_threads or os.cpu_count() or 1)
+    torch.set_num_threads(threads)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    symbols = [str(s) for s in cfg.coin.symbols]
+
+    reporter.emit("load", metrics={"provider": cfg.data.provider, "symbols": ",".join(symbols)})
+    candles = load_candles(cfg.data, symbols, cfg.seed)
+    token.raise_if_cancelled()
+
+    reporter.emit("features", metrics={"candles": sum(map(len, candles.by_symbol.values()))})
+    table = build_table(candles.by_symbol, cfg.features, int(cfg.target.horizon), candles.step)
+    token.raise_if_cancelled()
+
+    window = int(cfg.model.window) if cfg.model.input == "sequence" else 1
+    idx, cutoffs, n_labelled = _split_rows(cfg, table, window, candles)
+    reporter.emit("split", metrics={k: len(v) for k, v in idx.items()})
+    frame = table.frame
+    y_all = frame["label"].to_numpy()
+    raw = table.matrix()
+    scaler = Standardizer.fit(raw[idx["train"]], table.feature_names)   # train rows only
+    X = scaler.transform(raw)
+    split = {k: Rows(features=X, rows=v, y=y_all[v].astype(np.int64)) for k, v in idx.items()}
+
+    model = get_class(cfg.model._target_).from_config(cfg.model, len(table.feature_names), cfg.seed, threads)
+    ctx = FitContext(run_dir=run_dir, seed=cfg.seed, reporter=reporter, token=token, callbacks=cfg.callbacks,
+                     trainer=cfg.trainer, device=device, logger=logger)
+    reporter.emit("fit", metrics={"family": cfg.model.name, "device": device.name})
+    report = model.fit(split["train"], split["val"], ctx)
+    if report.cancelled:
+        result = _ended(run, "cancelled", token.reason or "cancelled")
+        result["training_metrics"] = report.metrics
+        write_json_atomic(run_dir / "result.json", result)
+        return result
+
+    reporter.emit("evaluate")
+    test = split["test"]
+    proba = model.predict_proba(test)
+    test_metrics = classification_metrics(proba, test.y, int(cfg.eval.ece_bins))
+    base = baselines(test.y, split["train"].y, frame["persistence"].to_numpy()[test.rows])
+    per_symbol = {}
+    test_symbols = frame["symbol"].to_numpy()[test.rows]
+    for sym in symbols:
+        m = test_symbols == sym
+        if m.any():
+            per_symbol[sym] = classification_metrics(proba[m], test.y[m], int(cfg.eval.ece_bins))
+    importance = model.feature_importance(table.feature_names) or permutation_importance(
+        model, split["val"], table.feature_names, cfg.seed)
+
+    reporter.emit("save")
+    feature_cfg = OmegaConf.to_container(cfg.features, resolve=True)
+    label = {"type": cfg.target.type, "horizon": int(cfg.target.horizon), "timeframe": candles.timeframe,
+             "definition": "1 if close[t + horizon] > close[t] else 0; t1 = t + horizon candles"}
+    card = {"family": cfg.model.name, "target_class": cfg.model._target_, "kind": cfg.model.kind,
+            "stage": cfg.model.stage, "input": cfg.model.input, "window": window, "symbols": symbols,
+            "feature_names": table.feature_names, "label": label, "run_id": run["run_id"],
+            "config_hash": run["config_hash"], "git_commit": run["git_commit"], "seed": cfg.seed,
+            "created_at": utc_now(), "n_parameters": model.n_parameters(), "test_metrics": test_metrics,
+            "data": {"provider": candles.provider, "sources": candles.sources, "cutoffs": cutoffs.as_dict()}}
+    model_dir = save_model_dir(run_dir / "model", model, card, cfg, scaler, feature_cfg, label)
+    predictions = frame.iloc[test.rows][["symbol", "timestamp", "t1", "label"]].assign(
+        p_down=proba[:, 0], p_up=proba[:, 1])
+    predictions.to_parquet(run_dir / "predictions_test.parquet", index=False)
+    plot_dir = run_dir / "plots"
+    plot_dir.mkdir(exist_ok=True)
+    curve = reliability_curve(proba[:, 1], test.y, int(cfg.eval.ece_bins))
+    plot_paths = [plots.reliability_plot(curve, plot_dir / "reliability.png", f"{cfg.model.name} test"),
+                  plots.curves_plot(report.history, plot_dir / "training_curves.png", cfg.model.name)]
+    ckpt_dir = run_dir / "checkpoints"
+    if ckpt_dir.exists() and not cfg.callbacks.get("keep_checkpoints", False):
+        shutil.rmtree(ckpt_dir)   # the best weights live in model/; resumable checkpoints are for unfinished runs
+        report.metrics.pop("best_checkpoint", None)
+
+    rows_per_split = {k: len(v) for k, v in idx.items()}
+    result = {
+        "status": "completed",
+        "model_path": str(model_dir),
+        "training_metrics": report.metrics,
+        "test_metrics": test_metrics,
+        "baselines": base,
+        "artifacts": {
+            "feature_importance": importance,
+            "per_symbol_metrics": per_symbol,
+            "reliability": curve,
+            "predictions": str(run_dir / "predictions_test.parquet"),
+            "plots": [str(p) for p in plot_paths if p is not None],
+        },
+        "model_info": {"family": cfg.model.name, "kind": cfg.model.kind, "stage": cfg.stage.name,
+                       "device": device.name, "n_parameters": model.n_parameters()},
+        "data_summary": {
+            "provider": candles.provider, "symbols": symbols, "timeframe": candles.timeframe,
+            "sources": candles.sources, "candles": {s: len(c) for s, c in candles.by_symbol.items()},
+            "labelled_rows": n_labelled, "rows_per_split": rows_per_split,
+            "purged_or_embargoed_rows": n_labelled - sum(rows_per_split.values()),
+            "split_cutoffs": cutoffs.as_dict(), "label_up_rate_test": float(np.mean(test.y)),
+            "oracle_accuracy": _oracle_accuracy(candles, frame, test.rows),
+        },
+        "run": {**run, "finished_at": utc_now()},
+    }
+    write_json_atomic(run_dir / "result.json", result)
+    if logger is not None:
+        logger.log_metrics({f"test/{k}": v for k, v in test_metrics.items() if isinstance(v, (int, float))})
+    reporter.emit("done", metrics={"accuracy": test_metrics["accuracy"]})
+    return result

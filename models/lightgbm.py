@@ -47,7 +47,7 @@ class LightGBMModel(CandleModel):
         b = self.best_iteration - 1
         metrics = {
             "best_iteration": self.best_iteration,
-            "iterations_run": self.booster.current_iteration(),
+            "iterations_run": len(evals["val"]["binary_logloss"]),
             "train/loss": float(evals["train"]["binary_logloss"][b]),
             "val/loss": float(evals["val"]["binary_logloss"][b]),
             "val/acc": float(1.0 - evals["val"]["binary_error"][b]),

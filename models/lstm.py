@@ -109,10 +109,13 @@ class LSTMModel(CandleModel):
         self.net.class_weights.copy_(torch.tensor(weights, dtype=torch.float32))
         ckpt_dir = ctx.run_dir / "checkpoints"
         checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best-{epoch}", monitor="val/loss", mode="min",
-                                     save_top_k=1, save_last=True, save_weights_only=True)
+                                     save_top_k=1, save_weights_only=True)
+        # Every epoch's full state (weights, optimiser, loops): what a resumed run continues from.
+        latest = ModelCheckpoint(dirpath=ckpt_dir, filename="latest", save_top_k=1, every_n_epochs=1,
+                                 enable_version_counter=False)
         history = _EpochHistory()
         cbs = ctx.callbacks
-        callbacks = [checkpoint, history,
+        callbacks = [checkpoint, latest, history,
                      EarlyStopping(monitor="val/loss", mode="min", patience=int(self.train_opts["patience"])),
                      ProgressCallback(ctx.reporter, cbs.progress.every_n_batches if cbs else 10)]
         cancel = None

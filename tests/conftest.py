@@ -1,0 +1,33 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+os.environ.setdefault("CANDLELAB_ROOT", str(ROOT))
+os.environ.setdefault("WANDB_MODE", "offline")
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def make_cfg(*overrides: str, run_dir: Path | None = None):
+    """Compose the real config tree with overrides, as `python train.py ...` would."""
+    extra = [f"paths.run_dir={run_dir}"] if run_dir is not None else []
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose(config_name="config", overrides=[*overrides, *extra])
+
+
+# Small, fast variants of the two families for tests.
+FAST_LSTM = ["model=lstm", "model.hidden=16", "model.layers=1", "model.window=16", "model.max_epochs=2",
+             "model.batch_size=1024"]
+FAST_DATA = ["data.rows=20000", "trainer.num_threads=2", "logger=none"]
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not (SHARED_DATA / "ohlcv").is_dir():
+        pytest.skip(f"real market data not found at {SHARED_DATA} (expected beside the checkout)")
+    return SHARED_DATA

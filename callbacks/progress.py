@@ -42,9 +42,17 @@ class ProgressReporter:
     def __init__(self, sinks: list[Callable[[ProgressEvent], None]] | None = None):
         self.sinks = list(sinks) if sinks is not None else [log_sink]
         self.started = time.monotonic()
+        self.phase_seconds: dict[str, float] = {}
+        self._phase: tuple[str, float] | None = None
 
     def emit(self, phase: str, **fields) -> None:
-        event = ProgressEvent(phase=phase, elapsed=time.monotonic() - self.started, **fields)
+        now = time.monotonic()
+        if self._phase is None or self._phase[0] != phase:
+            if self._phase is not None:
+                name, since = self._phase
+                self.phase_seconds[name] = round(self.phase_seconds.get(name, 0.0) + now - since, 3)
+            self._phase = (phase, now)
+        event = ProgressEvent(phase=phase, elapsed=now - self.started, **fields)
         for sink in self.sinks:
             sink(event)
 

@@ -209,8 +209,9 @@ def _run(cfg, run_dir: Path, run: dict, reporter: ProgressReporter, token: Cance
         },
         "run": {**run, "finished_at": utc_now()},
     }
+    reporter.emit("done", metrics={"accuracy": test_metrics["accuracy"]})
+    result["run"]["phase_seconds"] = dict(reporter.phase_seconds)
     write_json_atomic(run_dir / "result.json", result)
     if logger is not None:
         logger.log_metrics({f"test/{k}": v for k, v in test_metrics.items() if isinstance(v, (int, float))})
-    reporter.emit("done", metrics={"accuracy": test_metrics["accuracy"]})
     return result

@@ -77,7 +77,10 @@ def generate(
     if not 0 <= correlation < 1 or not 0 <= signal_correlation <= 1:
         raise UserError("correlations must lie in [0, 1)", "data.correlation")
     step = to_timedelta(timeframe)
-    k = len(symbols)
+    # Always draw the whole universe in one fixed order, so a coin's path does not depend on which
+    # other coins were asked for (ETH alone == ETH within coin=majors).
+    universe = list(_START_PRICE) + sorted(set(symbols) - set(_START_PRICE))
+    k = len(universe)
     rng = np.random.default_rng(seed)
     timestamps = pd.date_range(pd.Timestamp(start, tz="UTC"), periods=rows, freq=step)
     hours = (timestamps.hour + timestamps.minute / 60.0).to_numpy()
@@ -97,7 +100,8 @@ def generate(
     volume_noise = rng.standard_normal((rows, k))
 
     candles, oracle = {}, {}
-    for j, symbol in enumerate(symbols):
+    for symbol in symbols:
+        j = universe.index(symbol)
         p0 = _START_PRICE.get(symbol, 10.0 + (sum(map(ord, symbol)) % 900))
         close = p0 * np.exp(np.cumsum(returns[:, j]))
         open_ = np.r_[p0, close[:-1]]

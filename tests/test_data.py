@@ -35,6 +35,14 @@ def test_synthetic_is_deterministic_valid_and_correlated():
     assert np.corrcoef(r["BTC"], r["ETH"])[0, 1] > 0.5
 
 
+def test_a_synthetic_coin_does_not_depend_on_the_other_coins_requested():
+    alone = generate(["ETH"], 3000, seed=11)
+    together = generate(["BTC", "ETH", "SOL"], 3000, seed=11)
+    pd.testing.assert_frame_equal(alone.candles["ETH"], together.candles["ETH"])
+    assert not np.allclose(together.candles["BTC"]["close"].pct_change().iloc[1:],
+                           together.candles["ETH"]["close"].pct_change().iloc[1:])
+
+
 def test_synthetic_oracle_is_chance_without_signal_and_above_with_it():
     def oracle_acc(strength):
         g = generate(["BTC"], 100_000, seed=3, signal_strength=strength)

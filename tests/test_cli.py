@@ -76,3 +76,10 @@ def test_too_little_data_is_one_line_exit_2(tmp_path):
     proc = run_cli(*FAST_LSTM, "data.rows=400", "logger=none", f"hydra.run.dir={tmp_path / 'r'}")
     _assert_user_error(proc, "too little data", "data.rows")
     assert not (tmp_path / "r" / "model").exists()
+
+
+def test_device_gpu_without_a_gpu_is_one_line_exit_2(tmp_path):
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    _assert_user_error(run_cli("device=gpu", *FAST_DATA, f"hydra.run.dir={tmp_path / 'r'}"), "device")

@@ -142,3 +142,12 @@ def test_files_provider_trains_end_to_end_on_real_btc(shared_data, tmp_path):
     assert result["test_metrics"]["n"] > 2500
     # Real hourly BTC is close to unpredictable at this horizon: anything far from chance is a leak.
     assert 0.44 <= result["test_metrics"]["accuracy"] <= 0.58
+
+
+def test_wandb_logger_runs_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = make_cfg("model=lightgbm", "data.rows=20000", "trainer.num_threads=2", "logger=wandb", run_dir=tmp_path)
+    result = train(cfg)
+    assert result["status"] == "completed"
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and any(runs[0].rglob("*.wandb"))

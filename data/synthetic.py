@@ -14,6 +14,8 @@ model's own test rows, is ``oracle_accuracy``: no honest model can beat it (beyo
 """
 from dataclasses import dataclass
 
+import zlib
+
 import numpy as np
 import pandas as pd
 from scipy.signal import lfilter
@@ -50,10 +52,14 @@ def _session_seasonality(hours: np.ndarray) -> np.ndarray:
     return s / s.mean()
 
 
-def _correlated_normals(rng: np.random.Generator, n: int, k: int, rho: float) -> np.ndarray:
-    common = rng.standard_normal((n, 1), dtype=np.float64)
-    own = rng.standard_normal((n, k), dtype=np.float64)
-    return np.sqrt(rho) * common + np.sqrt(1.0 - rho) * own
+def _symbol_stream(seed: int, symbol: str) -> np.random.Generator:
+    """A random stream of one symbol's own: its path never depends on which other symbols were asked for."""
+    return np.random.default_rng([seed, zlib.crc32(symbol.encode())])
+
+
+def _factor_normals(common: np.ndarray, own: np.random.Generator, rho: float) -> np.ndarray:
+    """Standard normals sharing ``rho`` of their variance with the market-wide ``common`` series."""
+    return np.sqrt(rho) * common + np.sqrt(1.0 - rho) * own.standard_normal(len(common))
 
 
 def generate(
@@ -77,39 +83,34 @@ def generate(
     if not 0 <= correlation < 1 or not 0 <= signal_correlation <= 1:
         raise UserError("correlations must lie in [0, 1)", "data.correlation")
     step = to_timedelta(timeframe)
-    # Always draw the whole universe in one fixed order, so a coin's path does not depend on which
-    # other coins were asked for (ETH alone == ETH within coin=majors).
-    universe = list(_START_PRICE) + sorted(set(symbols) - set(_START_PRICE))
-    k = len(universe)
-    rng = np.random.default_rng(seed)
     timestamps = pd.date_range(pd.Timestamp(start, tz="UTC"), periods=rows, freq=step)
     hours = (timestamps.hour + timestamps.minute / 60.0).to_numpy()
-
-    season = _session_seasonality(hours)[:, None]
-    log_vol = vol_of_vol * _ar1(_correlated_normals(rng, rows, k, 0.6), 0.5 ** (1.0 / vol_half_life))
-    sigma = volatility * season * np.exp(log_vol - 0.5 * vol_of_vol**2)
-    eps = _correlated_normals(rng, rows, k, correlation)
-    drift_state = _ar1(_correlated_normals(rng, rows, k, signal_correlation), 0.5 ** (1.0 / signal_half_life))
-    drift = signal_strength * _DRIFT_SCALE * volatility * drift_state
-
-    # r[t] moves close[t-1] -> close[t]; it carries drift[t-1] (known at t-1) plus fresh noise.
-    returns = sigma * eps
-    returns[1:] += drift[:-1]
-    returns[0] = 0.0
-    wick_noise = np.abs(rng.standard_normal((rows, 2, k)))
-    volume_noise = rng.standard_normal((rows, k))
+    season = _session_seasonality(hours)
+    # Market-wide factors on their own stream; each symbol adds its own part from its own stream.
+    market = np.random.default_rng([seed, 0]).standard_normal((3, rows))
+    phi_vol, phi_drift = 0.5 ** (1.0 / vol_half_life), 0.5 ** (1.0 / signal_half_life)
 
     candles, oracle = {}, {}
     for symbol in symbols:
-        j = universe.index(symbol)
-        p0 = _START_PRICE.get(symbol, 10.0 + (sum(map(ord, symbol)) % 900))
-        close = p0 * np.exp(np.cumsum(returns[:, j]))
+        rng = _symbol_stream(seed, symbol)
+        log_vol = vol_of_vol * _ar1(_factor_normals(market[0], rng, 0.6), phi_vol)
+        sigma = volatility * season * np.exp(log_vol - 0.5 * vol_of_vol**2)
+        eps = _factor_normals(market[1], rng, correlation)
+        drift_state = _ar1(_factor_normals(market[2], rng, signal_correlation), phi_drift)
+        drift = signal_strength * _DRIFT_SCALE * volatility * drift_state
+        # r[t] moves close[t-1] -> close[t]; it carries drift[t-1] (known at t-1) plus fresh noise.
+        returns = sigma * eps
+        returns[1:] += drift[:-1]
+        returns[0] = 0.0
+        p0 = _START_PRICE.get(symbol, 10.0 + (zlib.crc32(symbol.encode()) % 900))
+        close = p0 * np.exp(np.cumsum(returns))
         open_ = np.r_[p0, close[:-1]]
-        high = np.maximum(open_, close) * np.exp(0.5 * sigma[:, j] * wick_noise[:, 0, j])
-        low = np.minimum(open_, close) * np.exp(-0.5 * sigma[:, j] * wick_noise[:, 1, j])
-        volume = 50.0 * season[:, 0] * np.exp(0.4 * volume_noise[:, j] + 0.3 * np.abs(eps[:, j]))
+        wick = np.abs(rng.standard_normal((2, rows)))
+        high = np.maximum(open_, close) * np.exp(0.5 * sigma * wick[0])
+        low = np.minimum(open_, close) * np.exp(-0.5 * sigma * wick[1])
+        volume = 50.0 * season * np.exp(0.4 * rng.standard_normal(rows) + 0.3 * np.abs(eps))
         candles[symbol] = pd.DataFrame(
             {"timestamp": timestamps, "open": open_, "high": high, "low": low, "close": close, "volume": volume}
         )
-        oracle[symbol] = pd.Series(drift[:, j] >= 0, index=timestamps, name="oracle_up")
+        oracle[symbol] = pd.Series(drift >= 0, index=timestamps, name="oracle_up")
     return SyntheticCandles(candles=candles, oracle_up=oracle)

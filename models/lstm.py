@@ -2,6 +2,7 @@
 logits (no sigmoid/softmax in the network), early stopping on val loss, best checkpoint restored."""
 import json
 import logging
+import shutil
 import warnings
 from pathlib import Path
 
@@ -108,6 +109,8 @@ class LSTMModel(CandleModel):
         weights = counts.sum() / (2.0 * np.maximum(counts, 1.0))   # balanced class weights from train only
         self.net.class_weights.copy_(torch.tensor(weights, dtype=torch.float32))
         ckpt_dir = ctx.run_dir / "checkpoints"
+        if ckpt_dir.exists():   # a reused run folder: never pick up another fit's "best"
+            shutil.rmtree(ckpt_dir)
         checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best-{epoch}", monitor="val/loss", mode="min",
                                      save_top_k=1, save_weights_only=True)
         # Every epoch's full state (weights, optimiser, loops): what a resumed run continues from.
@@ -139,9 +142,9 @@ class LSTMModel(CandleModel):
         last_epochs = trainer.current_epoch
         best_path = checkpoint.best_model_path
         if best_path:  # restore the best epoch's weights from disk, not the last in-memory ones
-            state = torch.load(best_path, map_location="cpu", weights_only=True)["state_dict"]
-            self.net.load_state_dict(state)
-            best_epoch = int(Path(best_path).stem.split("epoch=")[1])
+            best = torch.load(best_path, map_location="cpu", weights_only=True)
+            self.net.load_state_dict(best["state_dict"])
+            best_epoch = int(best["epoch"])
         else:
             best_epoch = None
         metrics = {

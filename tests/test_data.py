@@ -37,8 +37,9 @@ def test_synthetic_is_deterministic_valid_and_correlated():
 
 def test_a_synthetic_coin_does_not_depend_on_the_other_coins_requested():
     alone = generate(["ETH"], 3000, seed=11)
-    together = generate(["BTC", "ETH", "SOL"], 3000, seed=11)
+    together = generate(["BTC", "ETH", "SOL", "DOGE"], 3000, seed=11)
     pd.testing.assert_frame_equal(alone.candles["ETH"], together.candles["ETH"])
+    pd.testing.assert_frame_equal(generate(["DOGE"], 3000, seed=11).candles["DOGE"], together.candles["DOGE"])
     assert not np.allclose(together.candles["BTC"]["close"].pct_change().iloc[1:],
                            together.candles["ETH"]["close"].pct_change().iloc[1:])
 
@@ -75,6 +76,8 @@ def test_validation_refuses_duplicates_and_naive_timestamps(tmp_path):
     df = generate(["BTC"], 20, seed=1).candles["BTC"]
     with pytest.raises(UserError, match="unique"):
         validate_candles(pd.concat([df.iloc[:5], df.iloc[4:]], ignore_index=True), "x")
+    with pytest.raises(UserError, match="timestamps present"):
+        validate_candles(df.assign(timestamp=df["timestamp"].where(df.index != 3, pd.NaT)), "x")
     with pytest.raises(UserError, match="tz-aware"):
         validate_candles(df.assign(timestamp=df["timestamp"].dt.tz_localize(None)), "x")
 

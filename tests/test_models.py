@@ -92,3 +92,15 @@ def test_lightgbm_early_stops_on_validation_and_reloads_identically(tmp_path):
     np.testing.assert_array_equal(model.predict_proba(val), again.predict_proba(val))
     imp = model.feature_importance([f"f{i}" for i in range(5)])
     assert max(imp["values"], key=imp["values"].get) == "f0"
+
+
+def test_lstm_fit_in_a_reused_run_folder_ignores_old_checkpoints(tmp_path):
+    train, val = _noise_rows()
+    opts = {"batch_size": 256, "max_epochs": 2, "patience": 2, "seed": 0}
+    arch = {"n_features": 6, "window": 8, "hidden": 8, "layers": 1, "dropout": 0.0, "lr": 0.01, "weight_decay": 0.0}
+    LSTMModel(arch, opts).fit(train, val, _ctx(tmp_path))
+    second_model = LSTMModel(arch, opts)
+    second = second_model.fit(train, val, _ctx(tmp_path))
+    assert second.metrics["best_epoch"] == int(np.argmin(second.history["val/loss"]))
+    best = torch.load(second.metrics["best_checkpoint"], weights_only=True)["state_dict"]
+    assert all(torch.equal(second_model.net.state_dict()[k], best[k]) for k in best)

@@ -151,3 +151,23 @@ def test_wandb_logger_runs_offline(tmp_path, monkeypatch):
     assert result["status"] == "completed"
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and any(runs[0].rglob("*.wandb"))
+
+
+def test_multi_symbol_reload_parity_and_timeframe_guard(tmp_path):
+    cfg = make_cfg("model=lightgbm", "coin=majors", "data.rows=20000", "trainer.num_threads=2", "logger=none",
+                   run_dir=tmp_path)
+    result = train(cfg)
+    assert set(result["artifacts"]["per_symbol_metrics"]) == {"BTC", "ETH", "SOL", "BNB"}
+    evaluated = pd.read_parquet(tmp_path / "predictions_test.parquet")
+    by_symbol = load_candles(cfg.data, list(cfg.coin.symbols), cfg.seed).by_symbol
+    stacked = pd.concat([c.assign(symbol=s) for s, c in by_symbol.items()], ignore_index=True)
+    model = load_model(tmp_path)
+    out = model.predict_proba(stacked)
+    got = stacked[["symbol", "timestamp"]].assign(p_up=out["p_up"].to_numpy())
+    merged = evaluated.merge(got, on=["symbol", "timestamp"], suffixes=("", "_reloaded"))
+    assert len(merged) == len(evaluated)
+    np.testing.assert_array_equal(merged["p_up_reloaded"].to_numpy(), merged["p_up"].to_numpy())
+    from data.errors import UserError
+    five_minute = by_symbol["BTC"].iloc[::5].reset_index(drop=True)
+    with pytest.raises(UserError, match="trained on 1m"):
+        model.predict_proba(five_minute)

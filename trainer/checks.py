@@ -1,33 +1,91 @@
 """Config values a user can get wrong, checked before any work starts."""
+import pandas as pd
 from omegaconf import DictConfig
 
 from data.errors import UserError
 
+# key -> (type, low, high, bounds): bounds "[]" inclusive both ends, "[)" high exclusive, "()" both
+# exclusive, "(]" low exclusive. None = unbounded. A key absent from the config is not checked.
+_NUMBERS = {
+    "seed": (int, 0, None, "[]"),
+    "target.horizon": (int, 1, None, "[]"),
+    "split.train": (float, 0.0, 1.0, "()"),
+    "split.val": (float, 0.0, 1.0, "()"),
+    "split.embargo": (int, 0, None, "[]"),
+    "data.rows": (int, 2, None, "[]"),
+    "data.signal_strength": (float, 0.0, None, "[]"),
+    "data.signal_half_life": (float, 0.0, None, "(]"),
+    "data.volatility": (float, 0.0, None, "(]"),
+    "data.correlation": (float, 0.0, 1.0, "[)"),
+    "data.signal_correlation": (float, 0.0, 1.0, "[]"),
+    "model.window": (int, 1, None, "[]"),
+    "model.hidden": (int, 1, None, "[]"),
+    "model.layers": (int, 1, None, "[]"),
+    "model.dropout": (float, 0.0, 1.0, "[)"),
+    "model.lr": (float, 0.0, None, "(]"),
+    "model.weight_decay": (float, 0.0, None, "[]"),
+    "model.batch_size": (int, 1, None, "[]"),
+    "model.max_epochs": (int, 1, None, "[]"),
+    "model.patience": (int, 0, None, "[]"),
+    "model.n_estimators": (int, 1, None, "[]"),
+    "model.early_stopping_rounds": (int, 1, None, "[]"),
+    "trainer.num_threads": (int, 1, None, "[]"),
+    "callbacks.progress.every_n_batches": (int, 1, None, "[]"),
+    "callbacks.cancel.check_every_n_batches": (int, 1, None, "[]"),
+    "eval.ece_bins": (int, 2, None, "[]"),
+}
+_CHOICES = {
+    "data.provider": ("synthetic", "files"),
+    "target.type": ("direction",),
+    "model.input": ("tabular", "sequence"),
+    "device.precision": ("32-true", "32", "16-mixed", "bf16-mixed", "64-true"),
+}
 
-def _int_at_least(cfg: DictConfig, key: str, low: int) -> None:
-    value = cfg
+
+def _get(cfg: DictConfig, key: str):
+    node = cfg
     for part in key.split("."):
-        value = value.get(part) if isinstance(value, DictConfig) else None
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise UserError(f"{key} must be an integer >= {low}, got {value!r}", key)
+        if not isinstance(node, DictConfig) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _check_number(key: str, value, kind, low, high, bounds: str) -> None:
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    if not (is_int or (kind is float and isinstance(value, float))):
+        raise UserError(f"{key} must be {'an integer' if kind is int else 'a number'}, got {value!r}", key)
+    too_low = low is not None and (value < low if bounds[0] == "[" else value <= low)
+    too_high = high is not None and (value > high if bounds[1] == "]" else value >= high)
+    if too_low or too_high:
+        interval = f"{bounds[0]}{low if low is not None else '-inf'}, {high if high is not None else 'inf'}{bounds[1]}"
+        raise UserError(f"{key} must lie in {interval}, got {value!r}", key)
 
 
 def check_config(cfg: DictConfig) -> None:
-    for key, low in (("target.horizon", 1), ("split.embargo", 0), ("data.rows", 2), ("model.window", 1),
-                     ("model.hidden", 1), ("model.layers", 1), ("model.batch_size", 1), ("model.max_epochs", 1),
-                     ("model.n_estimators", 1), ("callbacks.progress.every_n_batches", 1),
-                     ("callbacks.cancel.check_every_n_batches", 1)):
-        _int_at_least(cfg, key, low)
-    if cfg.get("seed") is None or not isinstance(cfg.seed, int):
-        raise UserError(f"seed must be an integer, got {cfg.get('seed')!r}", "seed")
-    if cfg.model.get("input") not in ("tabular", "sequence"):
-        raise UserError(f"model.input must be tabular or sequence, got {cfg.model.get('input')!r}", "model.input")
+    for key, (kind, low, high, bounds) in _NUMBERS.items():
+        value = _get(cfg, key)
+        if value is not None:
+            _check_number(key, value, kind, low, high, bounds)
+    for key, allowed in _CHOICES.items():
+        value = _get(cfg, key)
+        if value is not None and str(value) not in allowed:
+            raise UserError(f"{key} must be one of {', '.join(allowed)}, got {value!r}", key)
+    if cfg.split.train + cfg.split.val >= 1.0:
+        raise UserError(f"split.train + split.val must be below 1 to leave a test segment, got "
+                        f"{cfg.split.train} + {cfg.split.val}", "split.train/split.val")
     if not cfg.model.get("_target_"):
         raise UserError("model config names no implementation (_target_)", f"conf/model/{cfg.model.get('name')}.yaml")
-    dropout = cfg.model.get("dropout")
-    if dropout is not None and not 0.0 <= float(dropout) < 1.0:
-        raise UserError(f"model.dropout must lie in [0, 1), got {dropout}", "model.dropout")
-    if cfg.target.type != "direction":
-        raise UserError(f"unknown target type {cfg.target.type!r}; available: direction", "target.type")
+    if not list(cfg.coin.get("symbols") or []):
+        raise UserError("no symbols selected", "coin.symbols")
+    if cfg.data.provider == "synthetic":
+        try:
+            pd.Timestamp(str(cfg.data.start))
+        except ValueError:
+            raise UserError(f"data.start {cfg.data.start!r} is not a date", "data.start") from None
+    if cfg.data.provider == "files":
+        path = str(cfg.data.path)
+        try:
+            path.format(symbol="X")
+        except (KeyError, IndexError, ValueError):
+            raise UserError("data.path may hold no placeholder other than {symbol}", "data.path") from None

@@ -12,7 +12,8 @@ from data.errors import UserError
 from data.scaling import Standardizer
 from data.schema import validate_candles
 from data.table import FeatureTable, build_table
-from data.timeframes import to_timedelta
+from data.files import infer_step
+from data.timeframes import to_string, to_timedelta
 from models.base import CandleModel, Rows
 from trainer.runinfo import fresh_temp_dir, publish_dir
 
@@ -62,8 +63,12 @@ class LoadedModel:
         else:
             groups = {self.card["symbols"][0]: candles}
         groups = {s: validate_candles(g, f"candles[{s}]") for s, g in groups.items()}
-        return build_table(groups, self.feature_config, int(self.label["horizon"]),
-                           to_timedelta(self.label["timeframe"]))
+        step = to_timedelta(self.label["timeframe"])
+        for s, g in groups.items():
+            if len(g) > 1 and infer_step(g, f"candles[{s}]") != step:
+                raise UserError(f"candles are {to_string(infer_step(g, s))} but the model was trained on "
+                                f"{self.label['timeframe']} candles", f"candles[{s}]")
+        return build_table(groups, self.feature_config, int(self.label["horizon"]), step)
 
     def predict_proba(self, candles: pd.DataFrame) -> pd.DataFrame:
         """P(down), P(up) for every input candle, aligned to ``candles``' index; NaN where the

@@ -179,7 +179,7 @@ def _run(cfg, run_dir: Path, run: dict, reporter: ProgressReporter, token: Cance
     plot_paths = [plots.reliability_plot(curve, plot_dir / "reliability.png", f"{cfg.model.name} test"),
                   plots.curves_plot(report.history, plot_dir / "training_curves.png", cfg.model.name)]
     ckpt_dir = run_dir / "checkpoints"
-    if ckpt_dir.exists() and not cfg.callbacks.get("keep_checkpoints", False):
+    if ckpt_dir.exists() and not cfg.callbacks.checkpoint.keep:
         shutil.rmtree(ckpt_dir)   # the best weights live in model/; resumable checkpoints are for unfinished runs
         report.metrics.pop("best_checkpoint", None)
 

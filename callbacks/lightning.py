@@ -1,7 +1,9 @@
-"""Lightning callbacks: throttled progress and cooperative cancellation checks."""
+"""Lightning callbacks: throttled progress and cooperative cancellation."""
+from pathlib import Path
+
 import pytorch_lightning as pl
 
-from callbacks.cancel import CancellationToken
+from callbacks.cancel import CancellationToken, Cancelled
 from callbacks.progress import ProgressReporter
 
 
@@ -10,6 +12,8 @@ def _scalars(metrics) -> dict:
 
 
 class ProgressCallback(pl.Callback):
+    """A step event every ``every_n_batches`` batches and an epoch event after each validation."""
+
     def __init__(self, reporter: ProgressReporter, every_n_batches: int = 10):
         self.reporter = reporter
         self.every = max(1, int(every_n_batches))
@@ -18,25 +22,35 @@ class ProgressCallback(pl.Callback):
         if (batch_idx + 1) % self.every:
             return  # skip, never wait
         done = trainer.global_step
-        total = trainer.max_epochs * trainer.num_training_batches if trainer.max_epochs else None
-        self.reporter.emit("fit", epoch=trainer.current_epoch, epochs=trainer.max_epochs, iteration=done,
-                           iterations=total, metrics=_scalars({"train/loss": outputs["loss"]}),
-                           eta=self.reporter.eta(done, total))
+        per_epoch = trainer.num_training_batches
+        total = trainer.max_epochs * per_epoch if trainer.max_epochs else None
+        self.reporter.emit("fit", kind="step", epoch=trainer.current_epoch, epochs=trainer.max_epochs,
+                           iteration=done, iterations=total, batch=batch_idx + 1, batches=per_epoch,
+                           metrics={"train/loss": float(outputs["loss"])}, eta=self.reporter.eta(done, total))
 
     def on_validation_epoch_end(self, trainer, pl_module):
         if trainer.sanity_checking:
             return
-        self.reporter.emit("fit", epoch=trainer.current_epoch, epochs=trainer.max_epochs,
-                           metrics={k: round(v, 5) for k, v in _scalars(trainer.callback_metrics).items()})
+        total = trainer.max_epochs * trainer.num_training_batches if trainer.max_epochs else None
+        self.reporter.emit("fit", kind="epoch", epoch=trainer.current_epoch, epochs=trainer.max_epochs,
+                           iteration=trainer.global_step, iterations=total,
+                           metrics={k: round(v, 5) for k, v in _scalars(trainer.callback_metrics).items()},
+                           eta=self.reporter.eta(trainer.global_step, total))
 
 
 class CancelCallback(pl.Callback):
-    def __init__(self, token: CancellationToken, check_every_n_batches: int = 5):
+    """Polls the token every ``check_every_n_batches`` batches; on cancel saves a checkpoint of the
+    state reached and leaves the fit at once (no end-of-epoch validation pass)."""
+
+    def __init__(self, token: CancellationToken, checkpoint_path: Path, check_every_n_batches: int = 5):
         self.token = token
+        self.checkpoint_path = Path(checkpoint_path)
         self.every = max(1, int(check_every_n_batches))
         self.stopped_at: dict | None = None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if batch_idx % self.every == 0 and self.token.cancelled:
-            trainer.should_stop = True
-            self.stopped_at = {"epoch": trainer.current_epoch, "global_step": trainer.global_step}
+        if (batch_idx + 1) % self.every == 0 and self.token.cancelled:
+            self.stopped_at = {"epoch": trainer.current_epoch, "batch": batch_idx + 1,
+                               "global_step": trainer.global_step}
+            trainer.save_checkpoint(self.checkpoint_path, weights_only=False)
+            raise Cancelled(self.token.reason)

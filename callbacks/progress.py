@@ -1,4 +1,7 @@
-"""One progress event type, emitted at phase changes and every N batches/iterations (by skipping, not waiting)."""
+"""One progress event type, emitted at phase changes, every N batches/boosting rounds and every epoch.
+
+Throttling is by skipping (a modulo test in the fit loop), never by waiting.
+"""
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -6,14 +9,19 @@ from typing import Callable
 
 log = logging.getLogger("candlelab.progress")
 
+PHASES = ("load", "features", "labels", "split", "fit", "evaluate", "save", "done", "cancelled")
+
 
 @dataclass
 class ProgressEvent:
-    phase: str                      # load, features, split, fit, evaluate, save, done
-    epoch: int | None = None
+    phase: str                      # one of PHASES
+    kind: str = "phase"             # phase (a phase starts), step (throttled batch/round), epoch (an epoch ended)
+    epoch: int | None = None        # 0-based
     epochs: int | None = None
-    iteration: int | None = None    # global batch (nets) or boosting round (trees)
+    iteration: int | None = None    # global batch (nets) or boosting round (trees), 1-based
     iterations: int | None = None
+    batch: int | None = None        # batch within the epoch (nets), 1-based
+    batches: int | None = None
     metrics: dict = field(default_factory=dict)
     elapsed: float = 0.0
     eta: float | None = None
@@ -25,8 +33,10 @@ class ProgressEvent:
         parts = [f"[{self.phase}]"]
         if self.epoch is not None:
             parts.append(f"epoch {self.epoch + 1}/{self.epochs}")
-        if self.iteration is not None:
-            parts.append(f"step {self.iteration}" + (f"/{self.iterations}" if self.iterations else ""))
+        if self.batch is not None:
+            parts.append(f"batch {self.batch}/{self.batches}")
+        elif self.iteration is not None:
+            parts.append(f"iteration {self.iteration}" + (f"/{self.iterations}" if self.iterations else ""))
         parts += [f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in self.metrics.items()]
         parts.append(f"{self.elapsed:.1f}s")
         if self.eta is not None:
@@ -34,29 +44,48 @@ class ProgressEvent:
         return " ".join(parts)
 
 
+Sink = Callable[[ProgressEvent], None]
+
+
 def log_sink(event: ProgressEvent) -> None:
-    log.info(event.line())
+    """Phase starts and epoch ends at INFO; throttled steps at DEBUG (they also reach the JSONL file)."""
+    log.log(logging.DEBUG if event.kind == "step" else logging.INFO, event.line())
 
 
 class ProgressReporter:
-    def __init__(self, sinks: list[Callable[[ProgressEvent], None]] | None = None):
+    """Fans events out to sinks and keeps per-phase wall time. A failing sink never stops training."""
+
+    def __init__(self, sinks: list[Sink] | None = None):
         self.sinks = list(sinks) if sinks is not None else [log_sink]
         self.started = time.monotonic()
         self.phase_seconds: dict[str, float] = {}
         self._phase: tuple[str, float] | None = None
+        self._fit_started: float | None = None
 
-    def emit(self, phase: str, **fields) -> None:
+    def emit(self, phase: str, kind: str = "phase", **fields) -> None:
         now = time.monotonic()
         if self._phase is None or self._phase[0] != phase:
             if self._phase is not None:
                 name, since = self._phase
                 self.phase_seconds[name] = round(self.phase_seconds.get(name, 0.0) + now - since, 3)
             self._phase = (phase, now)
-        event = ProgressEvent(phase=phase, elapsed=now - self.started, **fields)
+            if phase == "fit":
+                self._fit_started = now
+        event = ProgressEvent(phase=phase, kind=kind, elapsed=now - self.started, **fields)
         for sink in self.sinks:
-            sink(event)
+            try:
+                sink(event)
+            except Exception:  # a broken dashboard must not kill a training run
+                log.exception("progress sink %r failed", sink)
 
     def eta(self, done: int, total: int | None) -> float | None:
-        if not total or done <= 0:
+        """Seconds left in the fit phase, extrapolated from its rate so far."""
+        if not total or done <= 0 or self._fit_started is None:
             return None
-        return (time.monotonic() - self.started) * (total - done) / done
+        return (time.monotonic() - self._fit_started) * (total - done) / done
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            close = getattr(sink, "close", None)
+            if close is not None:
+                close()

@@ -29,17 +29,26 @@ class FeatureTable:
         return np.arange(len(ts)) - run_start
 
 
-def build_table(
-    candles: dict[str, pd.DataFrame], features: DictConfig, horizon: int, step: pd.Timedelta
-) -> FeatureTable:
-    """Features, label, t1 and the persistence call per symbol, joined on timestamp (never position)."""
+def feature_frames(candles: dict[str, pd.DataFrame], features: DictConfig) -> dict[str, pd.DataFrame]:
+    """Causal features per symbol (indicators never see another symbol's candles)."""
+    return {symbol: compute_features(c, features) for symbol, c in candles.items()}
+
+
+def join_labels(candles: dict[str, pd.DataFrame], frames: dict[str, pd.DataFrame], features: DictConfig,
+                horizon: int, step: pd.Timedelta) -> FeatureTable:
+    """Label, t1 and the persistence call joined to each symbol's features on timestamp (never position)."""
     names = feature_names(features)
     parts = []
     for symbol, c in candles.items():
-        f = compute_features(c, features)
-        joined = f.join(direction_label(c, horizon, step)).join(past_direction(c, horizon, step))
+        joined = frames[symbol].join(direction_label(c, horizon, step)).join(past_direction(c, horizon, step))
         joined = joined.dropna(subset=names)  # warm-up rows; labels stay on their own timestamps
         joined.insert(0, "symbol", symbol)
         parts.append(joined.reset_index())
     frame = pd.concat(parts, ignore_index=True)
     return FeatureTable(frame=frame, feature_names=names, step=step)
+
+
+def build_table(
+    candles: dict[str, pd.DataFrame], features: DictConfig, horizon: int, step: pd.Timedelta
+) -> FeatureTable:
+    return join_labels(candles, feature_frames(candles, features), features, horizon, step)

@@ -20,6 +20,7 @@ class WindowBatches:
         self.batch_size = batch_size
         self.shuffle_seed = shuffle_seed
         self.epoch = 0
+        self.epoch_source = None   # a callable giving the trainer's epoch, so a resumed fit shuffles alike
 
     def __len__(self) -> int:
         return (len(self.ends) + self.batch_size - 1) // self.batch_size
@@ -27,7 +28,8 @@ class WindowBatches:
     def __iter__(self):
         order = torch.arange(len(self.ends))
         if self.shuffle_seed is not None:  # minibatch order within the training segment only
-            g = torch.Generator().manual_seed(self.shuffle_seed + self.epoch)
+            epoch = self.epoch_source() if self.epoch_source is not None else self.epoch
+            g = torch.Generator().manual_seed(self.shuffle_seed + epoch)
             order = torch.randperm(len(self.ends), generator=g)
             self.epoch += 1
         for start in range(0, len(order), self.batch_size):

@@ -31,6 +31,7 @@ class FitContext:
     trainer: DictConfig | None = None       # cfg.trainer
     device: DictConfig | None = None        # cfg.device (resolved accelerator)
     logger: object | None = None            # a Lightning logger or None
+    resume_from: str | None = None          # nets: a checkpoint to continue from
     extra: dict = field(default_factory=dict)
 
 
@@ -38,6 +39,7 @@ class FitContext:
 class FitReport:
     metrics: dict                 # training_metrics for result.json
     cancelled: bool = False
+    checkpoint: str | None = None  # nets: the checkpoint saved when cancelled
     history: dict = field(default_factory=dict)  # curves for plots: name -> list of floats
 
 

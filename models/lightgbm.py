@@ -33,7 +33,7 @@ class LightGBMModel(CandleModel):
 
     def fit(self, train: Rows, val: Rows, ctx: FitContext) -> FitReport:
         every = ctx.callbacks.progress.every_n_batches if ctx.callbacks is not None else 10
-        hooks = LightGBMHooks(ctx.reporter, ctx.token, every_n=every)
+        hooks = LightGBMHooks(ctx.reporter, ctx.token, every, self.n_estimators)
         evals: dict = {}
         dtrain = lgb.Dataset(train.tabular(), label=train.y, free_raw_data=False)
         dval = lgb.Dataset(val.tabular(), label=val.y, reference=dtrain)
@@ -52,6 +52,8 @@ class LightGBMModel(CandleModel):
             "val/loss": float(evals["val"]["binary_logloss"][b]),
             "val/acc": float(1.0 - evals["val"]["binary_error"][b]),
         }
+        if hooks.cancelled_at is not None:
+            metrics["cancelled_at"] = {"iteration": hooks.cancelled_at}
         history = {"train/loss": evals["train"]["binary_logloss"], "val/loss": evals["val"]["binary_logloss"]}
         return FitReport(metrics=metrics, cancelled=hooks.cancelled_at is not None, history=history)
 

@@ -15,6 +15,7 @@ from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from callbacks.cancel import Cancelled
 from callbacks.lightning import CancelCallback, ProgressCallback
 from data.windows import WindowBatches
 from models.base import CandleModel, FitContext, FitReport, Rows
@@ -76,6 +77,12 @@ class _EpochHistory(pl.Callback):
     def on_train_epoch_end(self, trainer, pl_module):
         self._record(trainer, ("train/loss",))
 
+    def state_dict(self):   # saved in checkpoints, so a resumed fit keeps the earlier epochs' curves
+        return {k: list(v) for k, v in self.history.items()}
+
+    def load_state_dict(self, state):
+        self.history = {k: list(v) for k, v in state.items()}
+
 
 def _at(values: list[float], epoch: int | None) -> float | None:
     return values[epoch] if epoch is not None and epoch < len(values) else None
@@ -109,11 +116,11 @@ class LSTMModel(CandleModel):
         weights = counts.sum() / (2.0 * np.maximum(counts, 1.0))   # balanced class weights from train only
         self.net.class_weights.copy_(torch.tensor(weights, dtype=torch.float32))
         ckpt_dir = ctx.run_dir / "checkpoints"
-        if ckpt_dir.exists():   # a reused run folder: never pick up another fit's "best"
+        if ckpt_dir.exists() and ctx.resume_from is None:   # never pick up another fit's "best"
             shutil.rmtree(ckpt_dir)
         checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best-{epoch}", monitor="val/loss", mode="min",
                                      save_top_k=1, save_weights_only=True)
-        # Every epoch's full state (weights, optimiser, loops): what a resumed run continues from.
+        # Every completed epoch's full state (weights, optimiser, loops, callbacks): what resume continues.
         latest = ModelCheckpoint(dirpath=ckpt_dir, filename="latest", save_top_k=1, every_n_epochs=1,
                                  enable_version_counter=False)
         history = _EpochHistory()
@@ -123,7 +130,8 @@ class LSTMModel(CandleModel):
                      ProgressCallback(ctx.reporter, cbs.progress.every_n_batches if cbs else 10)]
         cancel = None
         if ctx.token is not None:
-            cancel = CancelCallback(ctx.token, cbs.cancel.check_every_n_batches if cbs else 5)
+            cancel = CancelCallback(ctx.token, ckpt_dir / "cancelled.ckpt",
+                                    cbs.cancel.check_every_n_batches if cbs else 5)
             callbacks.append(cancel)
         dev = ctx.device
         trainer = pl.Trainer(
@@ -137,9 +145,15 @@ class LSTMModel(CandleModel):
             gradient_clip_val=ctx.trainer.gradient_clip_val if ctx.trainer is not None else None,
             limit_train_batches=ctx.trainer.get("limit_train_batches") if ctx.trainer is not None else None,
         )
-        trainer.fit(self.net, train_dataloaders=self._batches(train, shuffle_seed=ctx.seed),
-                    val_dataloaders=self._batches(val))
-        last_epochs = trainer.current_epoch
+        train_batches = self._batches(train, shuffle_seed=ctx.seed)
+        train_batches.epoch_source = lambda: trainer.current_epoch
+        try:
+            trainer.fit(self.net, train_dataloaders=train_batches, val_dataloaders=self._batches(val),
+                        ckpt_path=ctx.resume_from)
+        except Cancelled:
+            return FitReport(metrics={"cancelled_at": cancel.stopped_at,
+                                      "epochs_completed": len(history.history["val/loss"])},
+                             cancelled=True, checkpoint=str(cancel.checkpoint_path), history=history.history)
         best_path = checkpoint.best_model_path
         if best_path:  # restore the best epoch's weights from disk, not the last in-memory ones
             best = torch.load(best_path, map_location="cpu", weights_only=True)
@@ -149,14 +163,15 @@ class LSTMModel(CandleModel):
             best_epoch = None
         metrics = {
             "best_epoch": best_epoch,
-            "epochs_run": last_epochs,
+            "epochs_run": trainer.current_epoch,
             "train/loss": _at(history.history["train/loss"], best_epoch),
             "val/loss": float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None,
             "val/acc": _at(history.history["val/acc"], best_epoch),
             "best_checkpoint": best_path or None,
         }
-        cancelled = cancel is not None and cancel.stopped_at is not None
-        return FitReport(metrics=metrics, cancelled=cancelled, history=history.history)
+        if ctx.resume_from:
+            metrics["resumed_from"] = str(ctx.resume_from)
+        return FitReport(metrics=metrics, history=history.history)
 
     @torch.no_grad()
     def predict_proba(self, data: Rows) -> np.ndarray:

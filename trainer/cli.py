@@ -14,14 +14,25 @@ from trainer.pipeline import train
 log = logging.getLogger("candlelab")
 
 EXIT_USER_ERROR = 2
+EXIT_CANCELLED = 3
+
+
+class RunCancelled(Exception):
+    """A single run that stopped on request (token, signal, stop file): exit code 3."""
+
+    def __init__(self, result: dict):
+        super().__init__(result.get("reason"))
+        self.result = result
 
 
 def run(cfg: DictConfig) -> float:
     """Train, log where the run folder is and how the model did; return the metric a sweeper optimises."""
     result = train(cfg)
     run_dir = result["run"]["run_dir"]
-    if result["status"] != "completed":
-        log.warning("run %s: %s (%s)", result["status"], result.get("reason"), run_dir)
+    if result["status"] == "cancelled":
+        log.warning("run cancelled: %s (%s)", result.get("reason"), run_dir)
+        if not _in_multirun():
+            raise RunCancelled(result)
         return math.nan
     m, b, d = result["test_metrics"], result["baselines"], result["data_summary"]
     oracle = d["oracle_accuracy"]
@@ -34,6 +45,12 @@ def run(cfg: DictConfig) -> float:
              "n/a (real data)" if oracle is None else f"{oracle:.4f}")
     value = m.get(cfg.eval.optimize)
     return float(value) if value is not None else math.nan
+
+
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def _check_group_choices(argv: list[str], conf_dir: Path) -> None:
@@ -65,6 +82,9 @@ def guarded(main: Callable[[], object], conf_dir: Path) -> int:
             raise
         print(exc.line(), file=sys.stderr)
         return EXIT_USER_ERROR
+    except RunCancelled as exc:
+        print(f"cancelled: {exc.result.get('reason')} ({exc.result['run']['run_dir']})", file=sys.stderr)
+        return EXIT_CANCELLED
     except Exception as exc:
         from hydra.errors import HydraException
         if show_traceback or not isinstance(exc, HydraException):

@@ -14,13 +14,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
-from callbacks.cancel import CancellationToken, Cancelled
-from callbacks.progress import ProgressEvent, ProgressReporter, log_sink
+from callbacks.cancel import CancellationToken, Cancelled, ImmediateStop
+from callbacks.progress import ProgressEvent, ProgressReporter
+from callbacks.sinks import build_sinks
 from data.errors import UserError
 from data.providers import Candles, load_candles
 from data.scaling import Standardizer
 from data.splits import assign_rows, holdout_cutoffs
-from data.table import FeatureTable, build_table
+from data.table import FeatureTable, feature_frames, join_labels
 from models.base import FitContext, Rows
 from trainer import plots
 from trainer.checks import check_config
@@ -29,6 +30,7 @@ from trainer.importance import permutation_importance
 from trainer.loggers import build_logger, close_logger
 from trainer.metrics import baselines, classification_metrics, reliability_curve
 from trainer.model_dir import eligible_rows, save_model_dir
+from trainer.resume import resume_checkpoint
 from trainer.runinfo import config_hash, git_commit, new_run_id, utc_now, write_json_atomic
 
 log = logging.getLogger("candlelab")
@@ -46,32 +48,51 @@ def resolve_run_dir(cfg: DictConfig, run_id: str) -> Path:
 
 def train(cfg: DictConfig, progress_callback: Callable[[ProgressEvent], None] | None = None,
           cancellation_token: CancellationToken | None = None) -> dict:
-    """Run the whole pipeline for one family on the configured symbols; returns what result.json holds."""
+    """Run the whole pipeline for one family on the configured symbols; returns what result.json holds.
+
+    ``progress_callback`` receives every ProgressEvent. ``cancellation_token`` (optional) stops the run
+    cooperatively; SIGINT/SIGTERM and the stop file (``<run_dir>/STOP`` by default) are always honoured.
+    """
     run_id = new_run_id()
     run_dir = resolve_run_dir(cfg, run_id)
     run_dir.mkdir(parents=True, exist_ok=True)
-    reporter = ProgressReporter([log_sink] + ([progress_callback] if progress_callback else []))
-    token = cancellation_token or CancellationToken(
-        stop_file=cfg.callbacks.cancel.get("stop_file") or run_dir / "STOP")
+    token = cancellation_token or CancellationToken()
+    if token.stop_file is None:
+        token.stop_file = Path(cfg.callbacks.cancel.get("stop_file") or run_dir / "STOP")
+        if token.stop_file.exists() and token.stop_file.parent == run_dir:
+            log.warning("removing a stale stop file from an earlier run: %s", token.stop_file)
+            token.stop_file.unlink()
     run = {"run_id": run_id, "git_commit": git_commit(Path(cfg.paths.root_dir)), "config_hash": config_hash(cfg),
            "seed": cfg.seed, "started_at": utc_now(), "finished_at": None, "run_dir": str(run_dir)}
+    write_json_atomic(run_dir / "run.json", run)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    logger = None
+    logger = reporter = None
     try:
-        logger = build_logger(cfg, run_dir, run_id)
-        result = _run(cfg, run_dir, run, reporter, token, logger)
-    except Cancelled as exc:
-        result = _ended(run, "cancelled", f"cancelled before fit: {exc}")
+        with token.handle_signals():
+            logger = build_logger(cfg, run_dir, run_id)
+            reporter = ProgressReporter(build_sinks(run_dir, logger, progress_callback))
+            result = _run(cfg, run_dir, run, reporter, token, logger)
+    except (Cancelled, ImmediateStop) as exc:
+        result = _ended(run, "cancelled", token.reason or str(exc))
+        result["training_metrics"] = {"cancelled_in_phase": reporter._phase[0] if reporter and reporter._phase else None}
         write_json_atomic(run_dir / "result.json", result)
-        close_logger(logger, "cancelled")
+        _finish(reporter, logger, "cancelled", token.reason)
         return result
     except BaseException as exc:
         what = exc.line() if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
         write_json_atomic(run_dir / "result.json", _ended(run, "failed", what))
-        close_logger(logger, "failed")
+        _finish(reporter, logger, "failed", what)
         raise
-    close_logger(logger, "success" if result["status"] == "completed" else result["status"])
+    _finish(reporter, logger, "success" if result["status"] == "completed" else result["status"], None)
     return result
+
+
+def _finish(reporter: ProgressReporter | None, logger, status: str, reason: str | None) -> None:
+    if reporter is not None:
+        if status == "cancelled":
+            reporter.emit("cancelled", metrics={"reason": reason})
+        reporter.close()
+    close_logger(logger, status)
 
 
 def _ended(run: dict, status: str, reason: str) -> dict:
@@ -99,6 +120,22 @@ def _split_rows(cfg: DictConfig, table: FeatureTable, window: int, candles: Cand
     return idx, cutoffs, int(eligible.sum())
 
 
+def _cancelled_fit(run_dir, run, token, report, model, card, cfg, scaler, feature_cfg, label, model_info) -> dict:
+    """A fit stopped by the token: keep what was reached (checkpoint or partial model), claim nothing more."""
+    result = _ended(run, "cancelled", token.reason or "cancelled")
+    result["training_metrics"] = report.metrics
+    result["model_info"] = model_info
+    if report.checkpoint is not None:
+        result["artifacts"]["checkpoint"] = report.checkpoint
+    else:  # trees: the rounds boosted so far, in the usual model-dir format, marked as partial
+        card.update(status="cancelled", created_at=utc_now(), n_parameters=model.n_parameters())
+        partial = save_model_dir(run_dir / "partial_model", model, card, cfg, scaler, feature_cfg, label)
+        result["artifacts"]["partial_model"] = str(partial)
+        result["model_info"]["n_parameters"] = card["n_parameters"]
+    write_json_atomic(run_dir / "result.json", result)
+    return result
+
+
 def _oracle_accuracy(candles: Candles, frame: pd.DataFrame, rows: np.ndarray) -> float | None:
     if candles.oracle_up is None:
         return None
@@ -121,7 +158,10 @@ def _run(cfg, run_dir: Path, run: dict, reporter: ProgressReporter, token: Cance
     token.raise_if_cancelled()
 
     reporter.emit("features", metrics={"candles": sum(map(len, candles.by_symbol.values()))})
-    table = build_table(candles.by_symbol, cfg.features, int(cfg.target.horizon), candles.step)
+    frames = feature_frames(candles.by_symbol, cfg.features)
+    token.raise_if_cancelled()
+    reporter.emit("labels", metrics={"type": cfg.target.type, "horizon": int(cfg.target.horizon)})
+    table = join_labels(candles.by_symbol, frames, cfg.features, int(cfg.target.horizon), candles.step)
     token.raise_if_cancelled()
 
     window = int(cfg.model.window) if cfg.model.input == "sequence" else 1
@@ -136,14 +176,22 @@ def _run(cfg, run_dir: Path, run: dict, reporter: ProgressReporter, token: Cance
 
     model = get_class(cfg.model._target_).from_config(cfg.model, len(table.feature_names), cfg.seed, threads)
     ctx = FitContext(run_dir=run_dir, seed=cfg.seed, reporter=reporter, token=token, callbacks=cfg.callbacks,
-                     trainer=cfg.trainer, device=device, logger=logger)
+                     trainer=cfg.trainer, device=device, logger=logger,
+                     resume_from=resume_checkpoint(cfg, run_dir, run["config_hash"]))
+    token.raise_if_cancelled()
     reporter.emit("fit", metrics={"family": cfg.model.name, "device": device.name})
     report = model.fit(split["train"], split["val"], ctx)
+    feature_cfg = OmegaConf.to_container(cfg.features, resolve=True)
+    label = {"type": cfg.target.type, "horizon": int(cfg.target.horizon), "timeframe": candles.timeframe,
+             "definition": "1 if close[t + horizon] > close[t] else 0; t1 = t + horizon candles"}
+    card = {"family": cfg.model.name, "target_class": cfg.model._target_, "kind": cfg.model.kind,
+            "stage": cfg.model.stage, "input": cfg.model.input, "window": window, "symbols": symbols,
+            "feature_names": table.feature_names, "label": label, "run_id": run["run_id"],
+            "config_hash": run["config_hash"], "git_commit": run["git_commit"], "seed": cfg.seed,
+            "data": {"provider": candles.provider, "sources": candles.sources, "cutoffs": cutoffs.as_dict()}}
+    model_info = {"family": cfg.model.name, "kind": cfg.model.kind, "stage": cfg.stage.name, "device": device.name}
     if report.cancelled:
-        result = _ended(run, "cancelled", token.reason or "cancelled")
-        result["training_metrics"] = report.metrics
-        write_json_atomic(run_dir / "result.json", result)
-        return result
+        return _cancelled_fit(run_dir, run, token, report, model, card, cfg, scaler, feature_cfg, label, model_info)
 
     reporter.emit("evaluate")
     test = split["test"]
@@ -160,15 +208,8 @@ def _run(cfg, run_dir: Path, run: dict, reporter: ProgressReporter, token: Cance
         model, split["val"], table.feature_names, cfg.seed)
 
     reporter.emit("save")
-    feature_cfg = OmegaConf.to_container(cfg.features, resolve=True)
-    label = {"type": cfg.target.type, "horizon": int(cfg.target.horizon), "timeframe": candles.timeframe,
-             "definition": "1 if close[t + horizon] > close[t] else 0; t1 = t + horizon candles"}
-    card = {"family": cfg.model.name, "target_class": cfg.model._target_, "kind": cfg.model.kind,
-            "stage": cfg.model.stage, "input": cfg.model.input, "window": window, "symbols": symbols,
-            "feature_names": table.feature_names, "label": label, "run_id": run["run_id"],
-            "config_hash": run["config_hash"], "git_commit": run["git_commit"], "seed": cfg.seed,
-            "created_at": utc_now(), "n_parameters": model.n_parameters(), "test_metrics": test_metrics,
-            "data": {"provider": candles.provider, "sources": candles.sources, "cutoffs": cutoffs.as_dict()}}
+    card.update(status="completed", created_at=utc_now(), n_parameters=model.n_parameters(),
+                test_metrics=test_metrics)
     model_dir = save_model_dir(run_dir / "model", model, card, cfg, scaler, feature_cfg, label)
     predictions = frame.iloc[test.rows][["symbol", "timestamp", "t1", "label"]].assign(
         p_down=proba[:, 0], p_up=proba[:, 1])
@@ -197,8 +238,7 @@ def _run(cfg, run_dir: Path, run: dict, reporter: ProgressReporter, token: Cance
             "predictions": str(run_dir / "predictions_test.parquet"),
             "plots": [str(p) for p in plot_paths if p is not None],
         },
-        "model_info": {"family": cfg.model.name, "kind": cfg.model.kind, "stage": cfg.stage.name,
-                       "device": device.name, "n_parameters": model.n_parameters()},
+        "model_info": {**model_info, "n_parameters": model.n_parameters()},
         "data_summary": {
             "provider": candles.provider, "symbols": symbols, "timeframe": candles.timeframe,
             "sources": candles.sources, "candles": {s: len(c) for s, c in candles.by_symbol.items()},

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-# Keys that place a run rather than define it: excluded from the config hash.
-_PLACEMENT_KEYS = ("paths",)
+# Keys that place or continue a run rather than define it: excluded from the config hash.
+_PLACEMENT_KEYS = ("paths", "resume")
 
 
 def utc_now() -> str:

@@ -1,0 +1,82 @@
+"""XGBoost direction classifier: native Booster, early-stopped on the time-ordered validation split,
+saved in XGBoost's own JSON format."""
+import json
+from pathlib import Path
+
+import numpy as np
+import xgboost as xgb
+from omegaconf import DictConfig, OmegaConf
+
+from callbacks.boosting import xgboost_hooks
+from models.base import CandleModel, FitContext, FitReport, Rows
+
+_WEIGHTS = "model.json"
+_META = "xgboost.json"
+
+
+class XGBoostModel(CandleModel):
+    input = "tabular"
+
+    def __init__(self, params: dict, n_estimators: int = 500, early_stopping_rounds: int = 50):
+        self.params = dict(params)
+        self.n_estimators = int(n_estimators)
+        self.early_stopping_rounds = int(early_stopping_rounds)
+        self.booster: xgb.Booster | None = None
+        self.best_iteration: int | None = None   # number of rounds kept
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig, n_features: int, seed: int, num_threads: int) -> "XGBoostModel":
+        params = OmegaConf.to_container(cfg.params, resolve=True)
+        # Early stopping watches the last metric: log loss.
+        params.update(objective="binary:logistic", eval_metric=["error", "logloss"], seed=seed,
+                      nthread=num_threads, device="cpu")
+        return cls(params, cfg.n_estimators, cfg.early_stopping_rounds)
+
+    def fit(self, train: Rows, val: Rows, ctx: FitContext) -> FitReport:
+        every = ctx.callbacks.progress.every_n_batches if ctx.callbacks is not None else 10
+        hooks = xgboost_hooks(ctx.reporter, ctx.token, every, self.n_estimators)
+        evals: dict = {}
+        dtrain = xgb.DMatrix(train.tabular(), label=train.y, nthread=self.params["nthread"])
+        dval = xgb.DMatrix(val.tabular(), label=val.y, nthread=self.params["nthread"])
+        self.booster = xgb.train(self.params, dtrain, num_boost_round=self.n_estimators,
+                                 evals=[(dtrain, "train"), (dval, "val")], evals_result=evals,
+                                 early_stopping_rounds=self.early_stopping_rounds, callbacks=[hooks],
+                                 verbose_eval=False)
+        rounds = self.booster.num_boosted_rounds()
+        best = getattr(self.booster, "best_iteration", None)
+        self.best_iteration = (int(best) + 1) if best is not None else rounds
+        b = self.best_iteration - 1
+        metrics = {"best_iteration": self.best_iteration, "iterations_run": len(evals["val"]["logloss"]),
+                   "train/loss": float(evals["train"]["logloss"][b]), "val/loss": float(evals["val"]["logloss"][b]),
+                   "val/acc": float(1.0 - evals["val"]["error"][b])}
+        if hooks.cancelled_at is not None:
+            metrics["cancelled_at"] = {"iteration": hooks.cancelled_at}
+        history = {"train/loss": evals["train"]["logloss"], "val/loss": evals["val"]["logloss"]}
+        return FitReport(metrics=metrics, cancelled=hooks.cancelled_at is not None, history=history)
+
+    def predict_proba(self, data: Rows) -> np.ndarray:
+        p_up = self.booster.predict(xgb.DMatrix(data.tabular()), iteration_range=(0, self.best_iteration))
+        return np.column_stack([1.0 - p_up, p_up]).astype(np.float64)
+
+    def save(self, directory: Path) -> None:
+        self.booster.save_model(str(directory / _WEIGHTS))
+        (directory / _META).write_text(json.dumps({"best_iteration": self.best_iteration, "params": self.params}))
+
+    @classmethod
+    def load(cls, directory: Path) -> "XGBoostModel":
+        meta = json.loads((directory / _META).read_text())
+        model = cls(meta["params"])
+        model.booster = xgb.Booster()
+        model.booster.load_model(str(directory / _WEIGHTS))
+        model.best_iteration = meta["best_iteration"]
+        return model
+
+    def n_parameters(self) -> int:
+        """Fitted leaf values in the kept rounds."""
+        trees = self.booster.get_dump()[: self.best_iteration]
+        return int(sum(t.count("leaf=") for t in trees))
+
+    def feature_importance(self, names: list[str]) -> dict:
+        gain = self.booster[: self.best_iteration].get_score(importance_type="total_gain")
+        total = sum(gain.values()) or 1.0
+        return {"kind": "gain", "values": {n: float(gain.get(f"f{i}", 0.0) / total) for i, n in enumerate(names)}}

@@ -49,7 +49,10 @@ class CancelCallback(pl.Callback):
         self.stopped_at: dict | None = None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if (batch_idx + 1) % self.every == 0 and self.token.cancelled:
+        # Lightning chains our SIGTERM handler and then raises its own SIGTERMException at the end of
+        # this batch; an attribute read every batch lets the cancellation win with its checkpoint.
+        sigterm = getattr(trainer, "received_sigterm", False)
+        if sigterm or ((batch_idx + 1) % self.every == 0 and self.token.cancelled):
             self.stopped_at = {"epoch": trainer.current_epoch, "batch": batch_idx + 1,
                                "global_step": trainer.global_step}
             trainer.save_checkpoint(self.checkpoint_path, weights_only=False)

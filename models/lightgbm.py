@@ -44,10 +44,11 @@ class LightGBMModel(CandleModel):
                        lgb.record_evaluation(evals), hooks],
         )
         self.best_iteration = int(self.booster.best_iteration or self.booster.current_iteration())
-        b = self.best_iteration - 1
+        recorded = len(evals["val"]["binary_logloss"])   # a cancelled round may stop before it is recorded
+        b = min(self.best_iteration, recorded) - 1
         metrics = {
             "best_iteration": self.best_iteration,
-            "iterations_run": len(evals["val"]["binary_logloss"]),
+            "iterations_run": max(recorded, hooks.cancelled_at or 0),
             "train/loss": float(evals["train"]["binary_logloss"][b]),
             "val/loss": float(evals["val"]["binary_logloss"][b]),
             "val/acc": float(1.0 - evals["val"]["binary_error"][b]),

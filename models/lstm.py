@@ -12,10 +12,12 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from callbacks.cancel import Cancelled
+from callbacks.checkpoints import adopt_checkpoint
 from callbacks.lightning import CancelCallback, ProgressCallback
 from data.windows import WindowBatches
 from models.base import CandleModel, FitContext, FitReport, Rows
@@ -145,15 +147,19 @@ class LSTMModel(CandleModel):
             gradient_clip_val=ctx.trainer.gradient_clip_val if ctx.trainer is not None else None,
             limit_train_batches=ctx.trainer.get("limit_train_batches") if ctx.trainer is not None else None,
         )
+        resume_from = adopt_checkpoint(Path(ctx.resume_from), ckpt_dir) if ctx.resume_from else None
         train_batches = self._batches(train, shuffle_seed=ctx.seed)
         train_batches.epoch_source = lambda: trainer.current_epoch
         try:
             trainer.fit(self.net, train_dataloaders=train_batches, val_dataloaders=self._batches(val),
-                        ckpt_path=ctx.resume_from)
-        except Cancelled:
-            return FitReport(metrics={"cancelled_at": cancel.stopped_at,
-                                      "epochs_completed": len(history.history["val/loss"])},
-                             cancelled=True, checkpoint=str(cancel.checkpoint_path), history=history.history)
+                        ckpt_path=resume_from)
+        except (Cancelled, SIGTERMException):   # the latter: SIGTERM during a validation pass
+            saved = cancel is not None and cancel.stopped_at is not None
+            latest_path = ckpt_dir / "latest.ckpt"
+            stopped = cancel.stopped_at if saved else {"epoch": trainer.current_epoch, "during": "validation"}
+            kept = cancel.checkpoint_path if saved else (latest_path if latest_path.exists() else None)
+            return FitReport(metrics={"cancelled_at": stopped, "epochs_completed": len(history.history["val/loss"])},
+                             cancelled=True, checkpoint=str(kept) if kept else None, history=history.history)
         best_path = checkpoint.best_model_path
         if best_path:  # restore the best epoch's weights from disk, not the last in-memory ones
             best = torch.load(best_path, map_location="cpu", weights_only=True)

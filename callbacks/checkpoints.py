@@ -1,0 +1,35 @@
+"""Moving a Lightning checkpoint into a new run folder so that resuming keeps its best-so-far state."""
+import shutil
+from pathlib import Path
+
+import torch
+
+_PATH_KEYS = ("best_model_path", "kth_best_model_path", "last_model_path")
+
+
+def adopt_checkpoint(source: Path, ckpt_dir: Path) -> Path:
+    """Copy ``source`` and its best-* siblings into ``ckpt_dir``, rewriting the paths ModelCheckpoint
+    recorded (Lightning restores the best score only when the checkpoint folder is unchanged)."""
+    source, ckpt_dir = Path(source), Path(ckpt_dir)
+    old_dir = source.parent
+    if old_dir.resolve() == ckpt_dir.resolve():
+        return source
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    for best in old_dir.glob("best-*.ckpt"):
+        shutil.copy2(best, ckpt_dir / best.name)
+    state = torch.load(source, map_location="cpu", weights_only=True)
+
+    def moved(path):
+        return str(ckpt_dir / Path(path).name) if path and Path(path).parent == old_dir else path
+
+    for key, cb_state in state.get("callbacks", {}).items():
+        if key.startswith("ModelCheckpoint") and isinstance(cb_state, dict):
+            cb_state["dirpath"] = str(ckpt_dir)
+            for k in _PATH_KEYS:
+                if k in cb_state:
+                    cb_state[k] = moved(cb_state[k])
+            if "best_k_models" in cb_state:
+                cb_state["best_k_models"] = {moved(p): v for p, v in cb_state["best_k_models"].items()}
+    target = ckpt_dir / "resume_start.ckpt"
+    torch.save(state, target)
+    return target

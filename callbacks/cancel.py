@@ -26,8 +26,13 @@ class CancellationToken:
             self.reason = reason
         self._event.set()
 
+    def is_set(self) -> bool:
+        """The in-memory flag only (caller or signal): an atomic read, cheap enough for every batch."""
+        return self._event.is_set()
+
     @property
     def cancelled(self) -> bool:
+        """The flag, or the stop file's appearance (a filesystem call: poll it every few batches)."""
         if not self._event.is_set() and self.stop_file is not None and self.stop_file.exists():
             self.cancel(f"stop file {self.stop_file}")
         return self._event.is_set()

@@ -39,8 +39,9 @@ class ProgressCallback(pl.Callback):
 
 
 class CancelCallback(pl.Callback):
-    """Polls the token every ``check_every_n_batches`` batches; on cancel saves a checkpoint of the
-    state reached and leaves the fit at once (no end-of-epoch validation pass)."""
+    """Reads the token's in-memory flag (caller, signals) every batch and polls its stop file every
+    ``check_every_n_batches``; on cancel saves a checkpoint of the state reached and leaves the fit at
+    once (no end-of-epoch validation pass)."""
 
     def __init__(self, token: CancellationToken, checkpoint_path: Path, check_every_n_batches: int = 5):
         self.token = token
@@ -52,7 +53,7 @@ class CancelCallback(pl.Callback):
         # Lightning chains our SIGTERM handler and then raises its own SIGTERMException at the end of
         # this batch; an attribute read every batch lets the cancellation win with its checkpoint.
         sigterm = getattr(trainer, "received_sigterm", False)
-        if sigterm or ((batch_idx + 1) % self.every == 0 and self.token.cancelled):
+        if sigterm or self.token.is_set() or ((batch_idx + 1) % self.every == 0 and self.token.cancelled):
             self.stopped_at = {"epoch": trainer.current_epoch, "batch": batch_idx + 1,
                                "global_step": trainer.global_step}
             trainer.save_checkpoint(self.checkpoint_path, weights_only=False)

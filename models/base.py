@@ -32,6 +32,7 @@ class FitContext:
     device: DictConfig | None = None        # cfg.device (resolved accelerator)
     logger: object | None = None            # a Lightning logger or None
     resume_from: str | None = None          # nets: a checkpoint to continue from
+    hooks: bool = True                      # False only to measure the cost of progress + cancellation
     extra: dict = field(default_factory=dict)
 
 

@@ -33,7 +33,8 @@ class CatBoostModel(CandleModel):
         every = ctx.callbacks.progress.every_n_batches if ctx.callbacks is not None else 10
         hooks = CatBoostHooks(ctx.reporter, ctx.token, every, self.params["iterations"])
         self.model = CatBoostClassifier(**self.params)
-        self.model.fit(train.tabular(), train.y, eval_set=(val.tabular(), val.y), callbacks=[hooks])
+        self.model.fit(train.tabular(), train.y, eval_set=(val.tabular(), val.y),
+                       callbacks=[hooks] if ctx.hooks else None)
         evals = self.model.get_evals_result()
         train_curve = evals["learn"]["Logloss"]
         val_curve = evals["validation"]["Logloss"]

@@ -1,6 +1,7 @@
 """LightGBM direction classifier: sklearn-style adapter over the native Booster, early-stopped on the
 time-ordered validation split (never a shuffled one), saved in LightGBM's own text format."""
 import json
+import re
 from pathlib import Path
 
 import lightgbm as lgb
@@ -12,6 +13,7 @@ from models.base import CandleModel, FitContext, FitReport, Rows
 
 _WEIGHTS = "model.txt"
 _META = "lightgbm.json"
+_NUM_LEAVES = re.compile(r"^num_leaves=(\d+)$", re.MULTILINE)
 
 
 class LightGBMModel(CandleModel):
@@ -39,9 +41,9 @@ class LightGBMModel(CandleModel):
         dval = lgb.Dataset(val.tabular(), label=val.y, reference=dtrain)
         self.booster = lgb.train(
             self.params, dtrain, num_boost_round=self.n_estimators, valid_sets=[dtrain, dval],
-            valid_names=["train", "val"],
+            valid_names=["train", "val"], keep_training_booster=True,   # no text round-trip after the fit
             callbacks=[lgb.early_stopping(self.early_stopping_rounds, first_metric_only=True, verbose=False),
-                       lgb.record_evaluation(evals), hooks],
+                       lgb.record_evaluation(evals)] + ([hooks] if ctx.hooks else []),
         )
         self.best_iteration = int(self.booster.best_iteration or self.booster.current_iteration())
         recorded = len(evals["val"]["binary_logloss"])   # a cancelled round may stop before it is recorded
@@ -75,9 +77,9 @@ class LightGBMModel(CandleModel):
         return model
 
     def n_parameters(self) -> int:
-        """Trees x leaves: the number of fitted leaf values."""
-        dump = self.booster.dump_model(num_iteration=self.best_iteration)
-        return int(sum(t["num_leaves"] for t in dump["tree_info"]))
+        """Fitted leaf values, read from the model text (a JSON dump costs ~0.4 ms per tree)."""
+        text = self.booster.model_to_string(num_iteration=self.best_iteration)
+        return int(sum(map(int, _NUM_LEAVES.findall(text))))
 
     def feature_importance(self, names: list[str]) -> dict:
         gain = self.booster.feature_importance("gain", iteration=self.best_iteration)

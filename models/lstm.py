@@ -25,6 +25,7 @@ from models.base import CandleModel, FitContext, FitReport, Rows
 # Lightning's start-up banner (GPU/TPU availability, tips) says nothing the run summary does not.
 logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")  # resume adopts files
 
 _WEIGHTS = "model.safetensors"
 _META = "lstm.json"
@@ -128,10 +129,11 @@ class LSTMModel(CandleModel):
         history = _EpochHistory()
         cbs = ctx.callbacks
         callbacks = [checkpoint, latest, history,
-                     EarlyStopping(monitor="val/loss", mode="min", patience=int(self.train_opts["patience"])),
-                     ProgressCallback(ctx.reporter, cbs.progress.every_n_batches if cbs else 10)]
+                     EarlyStopping(monitor="val/loss", mode="min", patience=int(self.train_opts["patience"]))]
+        if ctx.hooks:
+            callbacks.append(ProgressCallback(ctx.reporter, cbs.progress.every_n_batches if cbs else 10))
         cancel = None
-        if ctx.token is not None:
+        if ctx.token is not None and ctx.hooks:
             cancel = CancelCallback(ctx.token, ckpt_dir / "cancelled.ckpt",
                                     cbs.cancel.check_every_n_batches if cbs else 5)
             callbacks.append(cancel)

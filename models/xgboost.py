@@ -40,7 +40,8 @@ class XGBoostModel(CandleModel):
         dval = xgb.DMatrix(val.tabular(), label=val.y, nthread=self.params["nthread"])
         self.booster = xgb.train(self.params, dtrain, num_boost_round=self.n_estimators,
                                  evals=[(dtrain, "train"), (dval, "val")], evals_result=evals,
-                                 early_stopping_rounds=self.early_stopping_rounds, callbacks=[hooks],
+                                 early_stopping_rounds=self.early_stopping_rounds,
+                                 callbacks=[hooks] if ctx.hooks else [],
                                  verbose_eval=False)
         rounds = self.booster.num_boosted_rounds()
         best = getattr(self.booster, "best_iteration", None)

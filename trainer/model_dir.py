@@ -32,7 +32,7 @@ def eligible_rows(table: FeatureTable, window: int) -> np.ndarray:
     return mask
 
 
-def save_model_dir(final: Path, model: CandleModel, card: dict, cfg, scaler: Standardizer,
+def save_model_dir(final: Path, model: CandleModel, card: dict, config_yaml: str, scaler: Standardizer,
                    feature_cfg: dict, label: dict) -> Path:
     tmp = fresh_temp_dir(final)
     model.save(tmp)
@@ -40,7 +40,7 @@ def save_model_dir(final: Path, model: CandleModel, card: dict, cfg, scaler: Sta
     (tmp / SCALER).write_text(json.dumps(scaler.to_dict(), indent=2))
     (tmp / FEATURES).write_text(json.dumps({"names": scaler.names, "config": feature_cfg}, indent=2))
     (tmp / LABEL).write_text(json.dumps(label, indent=2))
-    (tmp / CONFIG).write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    (tmp / CONFIG).write_text(config_yaml)
     publish_dir(tmp, final)
     return final
 

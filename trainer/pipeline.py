@@ -65,13 +65,14 @@ def train(cfg: DictConfig, progress_callback: Callable[[ProgressEvent], None] | 
     run = {"run_id": run_id, "git_commit": git_commit(Path(cfg.paths.root_dir)), "config_hash": config_hash(cfg),
            "seed": cfg.seed, "started_at": utc_now(), "finished_at": None, "run_dir": str(run_dir)}
     write_json_atomic(run_dir / "run.json", run)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
+    (run_dir / "config.yaml").write_text(config_yaml)
     logger = reporter = None
     try:
         with token.handle_signals():
             logger = build_logger(cfg, run_dir, run_id)
             reporter = ProgressReporter(build_sinks(run_dir, logger, progress_callback))
-            result = _run(cfg, run_dir, run, reporter, token, logger)
+            result = _run(cfg, run_dir, run, reporter, token, logger, config_yaml)
     except (Cancelled, ImmediateStop) as exc:
         result = _ended(run, "cancelled", token.reason or str(exc))
         result["training_metrics"] = {"cancelled_in_phase": reporter._phase[0] if reporter and reporter._phase else None}
@@ -120,7 +121,8 @@ def _split_rows(cfg: DictConfig, table: FeatureTable, window: int, candles: Cand
     return idx, cutoffs, int(eligible.sum())
 
 
-def _cancelled_fit(run_dir, run, token, report, model, card, cfg, scaler, feature_cfg, label, model_info) -> dict:
+def _cancelled_fit(run_dir, run, token, report, model, card, config_yaml, scaler, feature_cfg, label,
+                   model_info) -> dict:
     """A fit stopped by the token: keep what was reached (checkpoint or partial model), claim nothing more."""
     result = _ended(run, "cancelled", token.reason or "cancelled")
     result["training_metrics"] = report.metrics
@@ -129,7 +131,7 @@ def _cancelled_fit(run_dir, run, token, report, model, card, cfg, scaler, featur
         result["artifacts"]["checkpoint"] = report.checkpoint
     else:  # trees: the rounds boosted so far, in the usual model-dir format, marked as partial
         card.update(status="cancelled", created_at=utc_now(), n_parameters=model.n_parameters())
-        partial = save_model_dir(run_dir / "partial_model", model, card, cfg, scaler, feature_cfg, label)
+        partial = save_model_dir(run_dir / "partial_model", model, card, config_yaml, scaler, feature_cfg, label)
         result["artifacts"]["partial_model"] = str(partial)
         result["model_info"]["n_parameters"] = card["n_parameters"]
     write_json_atomic(run_dir / "result.json", result)
@@ -145,7 +147,8 @@ def _oracle_accuracy(candles: Candles, frame: pd.DataFrame, rows: np.ndarray) ->
     return float(np.mean(test["oracle_up"].astype(int).to_numpy() == test["label"].astype(int).to_numpy()))
 
 
-def _run(cfg, run_dir: Path, run: dict, reporter: ProgressReporter, token: CancellationToken, logger) -> dict:
+def _run(cfg, run_dir: Path, run: dict, reporter: ProgressReporter, token: CancellationToken, logger,
+         config_yaml: str) -> dict:
     check_config(cfg)
     device = resolve_device(cfg.device, cfg.model.stage)
     threads = int(cfg.trainer.num_threads or os.cpu_count() or 1)
@@ -177,7 +180,8 @@ def _run(cfg, run_dir: Path, run: dict, reporter: ProgressReporter, token: Cance
     model = get_class(cfg.model._target_).from_config(cfg.model, len(table.feature_names), cfg.seed, threads)
     ctx = FitContext(run_dir=run_dir, seed=cfg.seed, reporter=reporter, token=token, callbacks=cfg.callbacks,
                      trainer=cfg.trainer, device=device, logger=logger,
-                     resume_from=resume_checkpoint(cfg, run_dir, run["config_hash"]))
+                     resume_from=resume_checkpoint(cfg, run_dir, run["config_hash"]),
+                     hooks=bool(cfg.callbacks.get("hooks", True)))
     token.raise_if_cancelled()
     reporter.emit("fit", metrics={"family": cfg.model.name, "device": device.name})
     report = model.fit(split["train"], split["val"], ctx)
@@ -191,7 +195,8 @@ def _run(cfg, run_dir: Path, run: dict, reporter: ProgressReporter, token: Cance
             "data": {"provider": candles.provider, "sources": candles.sources, "cutoffs": cutoffs.as_dict()}}
     model_info = {"family": cfg.model.name, "kind": cfg.model.kind, "stage": cfg.stage.name, "device": device.name}
     if report.cancelled:
-        return _cancelled_fit(run_dir, run, token, report, model, card, cfg, scaler, feature_cfg, label, model_info)
+        return _cancelled_fit(run_dir, run, token, report, model, card, config_yaml, scaler, feature_cfg, label,
+                              model_info)
 
     reporter.emit("evaluate")
     test = split["test"]
@@ -208,9 +213,10 @@ def _run(cfg, run_dir: Path, run: dict, reporter: ProgressReporter, token: Cance
         model, split["val"], table.feature_names, cfg.seed)
 
     reporter.emit("save")
-    card.update(status="completed", created_at=utc_now(), n_parameters=model.n_parameters(),
+    model_info["n_parameters"] = model.n_parameters()
+    card.update(status="completed", created_at=utc_now(), n_parameters=model_info["n_parameters"],
                 test_metrics=test_metrics)
-    model_dir = save_model_dir(run_dir / "model", model, card, cfg, scaler, feature_cfg, label)
+    model_dir = save_model_dir(run_dir / "model", model, card, config_yaml, scaler, feature_cfg, label)
     predictions = frame.iloc[test.rows][["symbol", "timestamp", "t1", "label"]].assign(
         p_down=proba[:, 0], p_up=proba[:, 1])
     predictions.to_parquet(run_dir / "predictions_test.parquet", index=False)
@@ -238,7 +244,7 @@ def _run(cfg, run_dir: Path, run: dict, reporter: ProgressReporter, token: Cance
             "predictions": str(run_dir / "predictions_test.parquet"),
             "plots": [str(p) for p in plot_paths if p is not None],
         },
-        "model_info": {**model_info, "n_parameters": model.n_parameters()},
+        "model_info": model_info,
         "data_summary": {
             "provider": candles.provider, "symbols": symbols, "timeframe": candles.timeframe,
             "sources": candles.sources, "candles": {s: len(c) for s, c in candles.by_symbol.items()},

@@ -1,0 +1,136 @@
+"""Cost of the progress + cancellation hooks, and cancellation latency, per family. Writes JSON, prints a table.
+
+    .venv/bin/python benchmarks/callbacks.py             # overhead (3-5 repeats) + 20 latency trials per family
+    .venv/bin/python benchmarks/callbacks.py --quick     # fewer repeats and trials
+
+Overhead: the fit phase of the same run (same data, seed, fixed number of epochs/rounds) with
+`callbacks.hooks=true` (default sinks: log + JSONL, token polled) vs `callbacks.hooks=false`.
+Latency: a token is cancelled from another thread at a random moment of the fit; the time from
+`cancel()` to `train()` returning (checkpoint/partial model and result.json written) is recorded.
+"""
+import argparse
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("CANDLELAB_ROOT", str(ROOT))
+
+from hydra import compose, initialize_config_dir  # noqa: E402
+
+from callbacks.cancel import CancellationToken  # noqa: E402
+from trainer import train  # noqa: E402
+
+COMMON = ["logger=none", "trainer.num_threads=2"]
+OVERHEAD = {
+    "lstm": ["model=lstm", "data.rows=60000", "model.max_epochs=2", "model.patience=10"],
+    "lightgbm": ["model=lightgbm", "data.rows=100000", "model.n_estimators=300", "model.early_stopping_rounds=1000"],
+    "xgboost": ["model=xgboost", "data.rows=100000", "model.n_estimators=300", "model.early_stopping_rounds=1000"],
+    "catboost": ["model=catboost", "data.rows=100000", "model.n_estimators=300", "model.early_stopping_rounds=1000"],
+}
+LATENCY = {
+    "lstm": ["model=lstm", "model.max_epochs=100", "model.patience=100"],
+    "lightgbm": ["model=lightgbm", "model.n_estimators=100000", "model.early_stopping_rounds=100000",
+                 "model.params.learning_rate=0.0001"],
+    "xgboost": ["model=xgboost", "model.n_estimators=100000", "model.early_stopping_rounds=100000",
+                "model.params.learning_rate=0.0001"],
+    "catboost": ["model=catboost", "model.n_estimators=100000", "model.early_stopping_rounds=100000",
+                 "model.params.learning_rate=0.0001"],
+}
+
+
+def cfg_for(*overrides):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def fit_seconds(overrides, hooks: bool) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        result = train(cfg_for(*overrides, *COMMON, f"callbacks.hooks={str(hooks).lower()}", f"paths.run_dir={tmp}"))
+    return result["run"]["phase_seconds"]["fit"]
+
+
+def overhead(family: str, repeats: int) -> dict:
+    fit_seconds(OVERHEAD[family], True)   # warm caches and imports
+    on, off = [], []
+    for _ in range(repeats):              # interleaved, so drift in machine load hits both alike
+        on.append(fit_seconds(OVERHEAD[family], True))
+        off.append(fit_seconds(OVERHEAD[family], False))
+    m_on, m_off = statistics.median(on), statistics.median(off)
+    return {"with_hooks_s": on, "without_hooks_s": off, "median_with_s": m_on, "median_without_s": m_off,
+            "overhead_pct": 100.0 * (m_on - m_off) / m_off}
+
+
+def latency_trial(family: str, rng: random.Random) -> dict:
+    token = CancellationToken()
+    marks: dict = {"steps": []}
+
+    def on_event(event):
+        if event.kind == "step":
+            marks["steps"].append(time.perf_counter())
+            if "timer" not in marks:   # the fit is running: cancel at a random moment from another thread
+                def fire():
+                    marks["cancel"] = time.perf_counter()
+                    token.cancel("benchmark")
+                marks["timer"] = threading.Timer(rng.uniform(0.05, 0.4), fire)
+                marks["timer"].start()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = cfg_for(*LATENCY[family], *COMMON, "data.rows=20000", "callbacks.progress.every_n_batches=1",
+                      f"paths.run_dir={tmp}")
+        result = train(cfg, progress_callback=on_event, cancellation_token=token)
+        returned = time.perf_counter()
+    assert result["status"] == "cancelled", result["status"]
+    steps = marks["steps"]
+    gaps = [b - a for a, b in zip(steps, steps[1:])]
+    return {"latency_ms": 1000 * (returned - marks["cancel"]),
+            "step_ms": 1000 * statistics.median(gaps) if gaps else None}
+
+
+def pct(values, q):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--families", default="lstm,lightgbm,xgboost,catboost")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "callbacks.json"))
+    args = ap.parse_args()
+    families = args.families.split(",")
+    repeats, trials = (1, 5) if args.quick else (3, 20)
+    rng = random.Random(0)
+    report = {"cpus": os.cpu_count(), "quick": args.quick, "families": {}}
+    for family in families:
+        ov = overhead(family, repeats if family == "lstm" else repeats + 2)
+        runs = [latency_trial(family, rng) for _ in range(trials)]
+        lat = [r["latency_ms"] for r in runs]
+        step = statistics.median([r["step_ms"] for r in runs if r["step_ms"] is not None])
+        report["families"][family] = {
+            "overhead": ov,
+            "latency_ms": {"p50": pct(lat, 0.5), "p95": pct(lat, 0.95), "max": max(lat), "trials": len(lat),
+                           "all": lat},
+            "one_step_ms": step,
+            "latency_target_ms": 50 + step,
+        }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2))
+    print(f"{'family':<10} {'fit w/ hooks':>13} {'w/o hooks':>10} {'overhead':>9} {'cancel p50':>11} "
+          f"{'p95':>8} {'1 step':>8} {'target p95':>11}")
+    for family, r in report["families"].items():
+        o, lt = r["overhead"], r["latency_ms"]
+        print(f"{family:<10} {o['median_with_s']:>12.2f}s {o['median_without_s']:>9.2f}s {o['overhead_pct']:>8.2f}% "
+              f"{lt['p50']:>9.1f}ms {lt['p95']:>6.1f}ms {r['one_step_ms']:>6.1f}ms {r['latency_target_ms']:>9.1f}ms")
+    print(f"written: {args.out}")
+
+
+if __name__ == "__main__":
+    main()

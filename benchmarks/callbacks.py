@@ -4,7 +4,8 @@
     .venv/bin/python benchmarks/callbacks.py --quick     # fewer repeats and trials
 
 Overhead: the fit phase of the same run (same data, seed, fixed number of epochs/rounds) with
-`callbacks.hooks=true` (default sinks: log + JSONL, token polled) vs `callbacks.hooks=false`.
+`callbacks.hooks=true` (default sinks: log + JSONL, token polled) vs `callbacks.hooks=false`, in ABBA
+order; "noise" is the spread of the hook-free runs, the floor below which a difference means nothing.
 Latency: a token is cancelled from another thread at a random moment of the fit; the time from
 `cancel()` to `train()` returning (checkpoint/partial model and result.json written) is recorded.
 """
@@ -57,15 +58,17 @@ def fit_seconds(overrides, hooks: bool) -> float:
     return result["run"]["phase_seconds"]["fit"]
 
 
-def overhead(family: str, repeats: int) -> dict:
+def overhead(family: str, pairs: int) -> dict:
     fit_seconds(OVERHEAD[family], True)   # warm caches and imports
     on, off = [], []
-    for _ in range(repeats):              # interleaved, so drift in machine load hits both alike
-        on.append(fit_seconds(OVERHEAD[family], True))
-        off.append(fit_seconds(OVERHEAD[family], False))
+    for i in range(pairs):                # ABBA order, so drift in machine load hits both alike
+        for hooks in ((True, False) if i % 2 == 0 else (False, True)):
+            (on if hooks else off).append(fit_seconds(OVERHEAD[family], hooks))
     m_on, m_off = statistics.median(on), statistics.median(off)
     return {"with_hooks_s": on, "without_hooks_s": off, "median_with_s": m_on, "median_without_s": m_off,
-            "overhead_pct": 100.0 * (m_on - m_off) / m_off}
+            "overhead_pct": 100.0 * (m_on - m_off) / m_off,
+            "overhead_pct_of_minimums": 100.0 * (min(on) - min(off)) / min(off),
+            "noise_pct": 100.0 * (max(off) - min(off)) / min(off)}
 
 
 def latency_trial(family: str, rng: random.Random) -> dict:
@@ -106,11 +109,11 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "callbacks.json"))
     args = ap.parse_args()
     families = args.families.split(",")
-    repeats, trials = (1, 5) if args.quick else (3, 20)
+    pairs, trials = (2, 5) if args.quick else (4, 20)
     rng = random.Random(0)
     report = {"cpus": os.cpu_count(), "quick": args.quick, "families": {}}
     for family in families:
-        ov = overhead(family, repeats if family == "lstm" else repeats + 2)
+        ov = overhead(family, pairs if family == "lstm" else 3 * pairs)
         runs = [latency_trial(family, rng) for _ in range(trials)]
         lat = [r["latency_ms"] for r in runs]
         step = statistics.median([r["step_ms"] for r in runs if r["step_ms"] is not None])
@@ -123,11 +126,12 @@ def main() -> None:
         }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))
-    print(f"{'family':<10} {'fit w/ hooks':>13} {'w/o hooks':>10} {'overhead':>9} {'cancel p50':>11} "
-          f"{'p95':>8} {'1 step':>8} {'target p95':>11}")
+    print(f"{'family':<10} {'fit w/ hooks':>13} {'w/o hooks':>10} {'overhead':>9} {'(of mins)':>9} {'noise':>7} "
+          f"{'cancel p50':>11} {'p95':>8} {'1 step':>8} {'target p95':>11}")
     for family, r in report["families"].items():
         o, lt = r["overhead"], r["latency_ms"]
         print(f"{family:<10} {o['median_with_s']:>12.2f}s {o['median_without_s']:>9.2f}s {o['overhead_pct']:>8.2f}% "
+              f"{o['overhead_pct_of_minimums']:>8.2f}% {o['noise_pct']:>6.1f}% "
               f"{lt['p50']:>9.1f}ms {lt['p95']:>6.1f}ms {r['one_step_ms']:>6.1f}ms {r['latency_target_ms']:>9.1f}ms")
     print(f"written: {args.out}")
 

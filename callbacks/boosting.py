@@ -15,10 +15,10 @@ class _RoundHooks:
         self.total = total
         self.cancelled_at: int | None = None
 
-    def _round(self, iteration: int, metrics: dict) -> bool:
-        """Report if due; True when the fit must stop (token set)."""
+    def _round(self, iteration: int, metrics) -> bool:
+        """Report if due (``metrics`` is a callable, evaluated only then); True when the fit must stop."""
         if iteration % self.every == 0:
-            self.reporter.emit("fit", kind="step", iteration=iteration, iterations=self.total, metrics=metrics,
+            self.reporter.emit("fit", kind="step", iteration=iteration, iterations=self.total, metrics=metrics(),
                                eta=self.reporter.eta(iteration, self.total))
         if self.token is not None and self.token.cancelled:
             self.cancelled_at = iteration
@@ -30,7 +30,8 @@ class LightGBMHooks(_RoundHooks):
     order = 40  # after LightGBM's own early stopping (30)
 
     def __call__(self, env: lgb.callback.CallbackEnv) -> None:
-        metrics = {f"{data}/{name}": float(value) for data, name, value, _ in env.evaluation_result_list}
+        def metrics():
+            return {f"{data}/{name}": float(value) for data, name, value, _ in env.evaluation_result_list}
         if self._round(env.iteration + 1, metrics):
             raise lgb.callback.EarlyStopException(env.iteration, env.evaluation_result_list)
 
@@ -40,8 +41,9 @@ def xgboost_hooks(reporter: ProgressReporter, token: CancellationToken | None, e
 
     class XGBoostHooks(_RoundHooks, xgb.callback.TrainingCallback):
         def after_iteration(self, model, epoch: int, evals_log: dict) -> bool:
-            metrics = {f"{data}/{name}": float(values[-1]) for data, d in evals_log.items()
-                       for name, values in d.items()}
+            def metrics():
+                return {f"{data}/{name}": float(values[-1]) for data, d in evals_log.items()
+                        for name, values in d.items()}
             return self._round(epoch + 1, metrics)
 
     return XGBoostHooks(reporter, token, every_n, total)
@@ -49,6 +51,7 @@ def xgboost_hooks(reporter: ProgressReporter, token: CancellationToken | None, e
 
 class CatBoostHooks(_RoundHooks):
     def after_iteration(self, info) -> bool:
-        metrics = {f"{'train' if data == 'learn' else 'val'}/{name}": float(values[-1])
-                   for data, d in info.metrics.items() for name, values in d.items()}
+        def metrics():
+            return {f"{'train' if data == 'learn' else 'val'}/{name}": float(values[-1])
+                    for data, d in info.metrics.items() for name, values in d.items()}
         return not self._round(int(info.iteration), metrics)   # CatBoost: False = stop

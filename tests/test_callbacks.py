@@ -84,7 +84,8 @@ def test_net_cancelled_mid_epoch_by_token_keeps_a_checkpoint(tmp_path):
     assert result["status"] == "cancelled" and result["reason"] == "test" and result["model_path"] is None
     stopped = result["training_metrics"]["cancelled_at"]
     assert stopped["epoch"] == 1 and 4 <= stopped["batch"] <= 4 + 3
-    assert stopped["batch"] < rec.events[-1].batches if rec.events[-1].batches else True
+    steps = [e for e in rec.events if e.kind == "step"]
+    assert stopped["batch"] < steps[-1].batches   # stopped mid-epoch, not at its end
     ckpt = torch.load(result["artifacts"]["checkpoint"], weights_only=True)
     assert ckpt["epoch"] == 1 and "state_dict" in ckpt
     assert json.loads((tmp_path / "result.json").read_text())["status"] == "cancelled"
@@ -105,13 +106,25 @@ def test_tree_cancelled_mid_boosting_by_token_keeps_the_partial_model(tmp_path, 
     assert 0 < partial.model.n_parameters() and not (tmp_path / "model").exists()
 
 
-def test_stop_file_cancels_a_run(tmp_path):
+@pytest.mark.parametrize("family", sorted(SLOW_TREES))
+def test_stop_file_cancels_a_tree_run(tmp_path, family):
     rec = Recorder(when=lambda e: e.kind == "step" and e.iteration >= 10,
                    action=lambda e: (tmp_path / "STOP").touch())
-    cfg = make_cfg(*SLOW_TREES["lightgbm"], *FAST_DATA, "callbacks.progress.every_n_batches=5", run_dir=tmp_path)
+    cfg = make_cfg(*SLOW_TREES[family], *FAST_DATA, "callbacks.progress.every_n_batches=5", run_dir=tmp_path)
     result = train(cfg, progress_callback=rec)
     assert result["status"] == "cancelled" and "stop file" in result["reason"]
     assert result["training_metrics"]["cancelled_at"] == {"iteration": 10}
+
+
+def test_stop_file_cancels_a_net_within_the_polling_interval(tmp_path):
+    stop = tmp_path / "elsewhere" / "STOP"
+    stop.parent.mkdir()
+    rec = Recorder(when=lambda e: e.kind == "step" and e.epoch == 0 and e.batch >= 4, action=lambda e: stop.touch())
+    cfg = make_cfg(*FAST_LSTM, *FAST_DATA, "model.batch_size=128", "callbacks.progress.every_n_batches=4",
+                   "callbacks.cancel.check_every_n_batches=5", f"callbacks.cancel.stop_file={stop}", run_dir=tmp_path)
+    result = train(cfg, progress_callback=rec)
+    assert result["status"] == "cancelled" and str(stop) in result["reason"]
+    assert result["training_metrics"]["cancelled_at"]["batch"] == 5   # the first poll after the file appeared
 
 
 def test_a_stale_stop_file_does_not_cancel_the_next_run(tmp_path):
@@ -149,12 +162,14 @@ def _wait_for_fit_step(progress: Path, proc: subprocess.Popen, timeout: float = 
     pytest.fail(f"no fit step reported (exit {proc.poll()})")
 
 
-@pytest.mark.parametrize("family,sig", [("lightgbm", signal.SIGINT), ("lstm", signal.SIGTERM)])
+@pytest.mark.parametrize("family,sig", [("lightgbm", signal.SIGINT), ("xgboost", signal.SIGINT),
+                                        ("catboost", signal.SIGINT), ("lstm", signal.SIGINT),
+                                        ("lstm", signal.SIGTERM)])
 def test_signal_to_a_cli_run_cancels_it_with_exit_code_3(tmp_path, family, sig):
     run_dir = tmp_path / "run"
-    extra = SLOW_TREES["lightgbm"][:-1] + ["model.n_estimators=1000000", "model.early_stopping_rounds=1000000",
-                                           "model.params.learning_rate=0.0001"] \
-        if family == "lightgbm" else [*FAST_LSTM, "model.max_epochs=50", "model.patience=50", "model.batch_size=64"]
+    extra = [f"model={family}", "model.n_estimators=1000000", "model.early_stopping_rounds=1000000",
+             "model.params.learning_rate=0.0001"] \
+        if family != "lstm" else [*FAST_LSTM, "model.max_epochs=50", "model.patience=50", "model.batch_size=64"]
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *extra, *FAST_DATA,
                              "callbacks.progress.every_n_batches=1", f"hydra.run.dir={run_dir}"],
@@ -166,7 +181,7 @@ def test_signal_to_a_cli_run_cancels_it_with_exit_code_3(tmp_path, family, sig):
     assert err.strip().splitlines()[-1].startswith("cancelled: " + sig.name)
     result = json.loads((run_dir / "result.json").read_text())
     assert result["status"] == "cancelled"
-    kept = result["artifacts"]["partial_model"] if family == "lightgbm" else result["artifacts"]["checkpoint"]
+    kept = result["artifacts"]["checkpoint"] if family == "lstm" else result["artifacts"]["partial_model"]
     assert Path(kept).exists()
 
 

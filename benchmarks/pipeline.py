@@ -47,7 +47,8 @@ def main() -> None:
     rows.append(("synthetic generation, 4 coins", rows_gen * 4, s))
     gen = generate(["BTC"], rows_feat, seed=0)
     feats = cfg_for().features
-    _, s = timed(lambda: build_table(gen.candles, feats, 15, to_timedelta("1m")))
+    target = cfg_for().target
+    _, s = timed(lambda: build_table(gen.candles, feats, target, to_timedelta("1m")))
     rows.append(("features + labels (table build)", rows_feat, s))
 
     from trainer import train

@@ -1,26 +1,167 @@
-"""Labels with their end time ``t1`` (the last candle the label looks at), aligned by timestamp."""
+"""The label library. Every label carries its end time ``t1`` (the last candle it looks at) and is
+aligned by timestamp: a future candle missing from the data (a gap) leaves the label undefined (NaN).
+
+Tasks: ``binary`` (direction), ``multiclass`` (3-class direction, quantile bins, triple barrier: classes
+0..k-1), ``regression`` (forward log return).
+"""
 import numpy as np
 import pandas as pd
+from numpy.lib.stride_tricks import sliding_window_view
+from omegaconf import DictConfig
+
+from data.errors import UserError
+
+TASKS = {"direction": "binary", "direction3": "multiclass", "forward_return": "regression",
+         "quantile": "multiclass", "triple_barrier": "multiclass"}
+
+
+def _close(candles: pd.DataFrame) -> pd.Series:
+    return pd.Series(candles["close"].to_numpy(np.float64), index=pd.DatetimeIndex(candles["timestamp"]))
+
+
+def forward_log_return(candles: pd.DataFrame, horizon: int, step: pd.Timedelta) -> pd.DataFrame:
+    """log(close[t + horizon*step] / close[t]) looked up by timestamp, with t1 = t + horizon*step."""
+    close = _close(candles)
+    t1 = close.index + horizon * step
+    future = close.reindex(t1).to_numpy()
+    return pd.DataFrame({"ret": np.log(future / close.to_numpy()), "t1": t1}, index=close.index.rename("timestamp"))
+
+
+def trailing_volatility(candles: pd.DataFrame, window: int) -> np.ndarray:
+    """Std of 1-candle log returns over the last ``window`` candles (causal; NaN in warm-up)."""
+    r = np.log(candles["close"]).diff()
+    return r.rolling(window, min_periods=window).std(ddof=0).to_numpy()
 
 
 def direction_label(candles: pd.DataFrame, horizon: int, step: pd.Timedelta) -> pd.DataFrame:
-    """1 if close[t + horizon*step] > close[t] else 0, looked up by timestamp (a gap leaves NaN).
+    """1 if close[t + horizon*step] > close[t] else 0 (NaN where that candle is missing)."""
+    fwd = forward_log_return(candles, horizon, step)
+    label = np.where(np.isnan(fwd["ret"]), np.nan, (fwd["ret"] > 0).astype(np.float64))
+    return pd.DataFrame({"label": label, "t1": fwd["t1"]}, index=fwd.index)
 
-    Returns a frame indexed by timestamp with columns ``label`` (float, NaN where the future candle is
-    missing) and ``t1`` (the timestamp of that future candle).
-    """
-    close = pd.Series(candles["close"].to_numpy(), index=pd.DatetimeIndex(candles["timestamp"]))
-    t1 = close.index + horizon * step
-    future = close.reindex(t1).to_numpy()
-    now = close.to_numpy()
-    label = np.where(np.isnan(future), np.nan, (future > now).astype(np.float64))
-    return pd.DataFrame({"label": label, "t1": t1}, index=close.index.rename("timestamp"))
+
+def direction3_label(candles: pd.DataFrame, horizon: int, step: pd.Timedelta, dead_zone: float,
+                     vol_window: int | None = None) -> pd.DataFrame:
+    """0 down / 1 flat / 2 up: |return| <= dead_zone is flat. With ``vol_window`` the dead zone is in units
+    of trailing volatility scaled to the horizon (dead_zone * vol * sqrt(horizon)), known at t."""
+    fwd = forward_log_return(candles, horizon, step)
+    ret = fwd["ret"].to_numpy()
+    width = np.full(len(ret), float(dead_zone))
+    if vol_window:
+        width = dead_zone * trailing_volatility(candles, vol_window) * np.sqrt(horizon)
+    label = np.where(ret > width, 2.0, np.where(ret < -width, 0.0, 1.0))
+    label[np.isnan(ret) | np.isnan(width)] = np.nan
+    return pd.DataFrame({"label": label, "t1": fwd["t1"]}, index=fwd.index)
+
+
+def forward_return_label(candles: pd.DataFrame, horizon: int, step: pd.Timedelta) -> pd.DataFrame:
+    fwd = forward_log_return(candles, horizon, step)
+    return pd.DataFrame({"label": fwd["ret"].to_numpy(), "t1": fwd["t1"]}, index=fwd.index)
+
+
+def quantile_label(candles: pd.DataFrame, horizon: int, step: pd.Timedelta, bins: int, lookback: int) -> pd.DataFrame:
+    """Which of ``bins`` quantile buckets the forward return falls in, with bucket edges taken from the
+    forward returns that had already *ended* by t (the ``lookback`` most recent ones): causal edges, so
+    no statistic of the future (or of the test segment) shapes the label."""
+    fwd = forward_log_return(candles, horizon, step)
+    ret = fwd["ret"]
+    # A forward return that starts at t-horizon ends at t: it is known at t. Shift by the horizon (in rows,
+    # by timestamp so a gap cannot smuggle a future return in).
+    known = ret.copy()
+    known.index = known.index + horizon * step
+    known = known.reindex(ret.index)
+    qs = np.linspace(0, 1, bins + 1)[1:-1]
+    edges = np.column_stack([known.rolling(lookback, min_periods=lookback).quantile(q).to_numpy() for q in qs])
+    r = ret.to_numpy()
+    label = (r[:, None] > edges).sum(axis=1).astype(np.float64)
+    label[np.isnan(r) | np.isnan(edges).any(axis=1)] = np.nan
+    return pd.DataFrame({"label": label, "t1": fwd["t1"]}, index=fwd.index)
+
+
+def triple_barrier_label(candles: pd.DataFrame, max_hold: int, step: pd.Timedelta, take_profit: float,
+                         stop_loss: float, vol_window: int) -> pd.DataFrame:
+    """Barriers at close[t] * exp(+take_profit * vol * sqrt(max_hold)) and exp(-stop_loss * ...), vol the
+    trailing volatility known at t; the vertical barrier is max_hold candles ahead. Classes: 0 = stop hit
+    first, 1 = neither by the vertical barrier, 2 = take-profit hit first (a candle touching both counts as
+    stop: the conservative call). t1 = the candle where the label was decided."""
+    close = candles["close"].to_numpy(np.float64)
+    high = candles["high"].to_numpy(np.float64)
+    low = candles["low"].to_numpy(np.float64)
+    ts = pd.DatetimeIndex(candles["timestamp"])
+    n = len(close)
+    label = np.full(n, np.nan)
+    t1 = pd.DatetimeIndex(ts + max_hold * step)
+    if n <= max_hold:
+        return pd.DataFrame({"label": label, "t1": t1}, index=ts.rename("timestamp"))
+    width = trailing_volatility(candles, vol_window) * np.sqrt(max_hold)
+    # Only rows whose next max_hold candles are contiguous (no gap) get a label.
+    contiguous = np.zeros(n, dtype=bool)
+    ok = (ts[max_hold:] - ts[:-max_hold]) == max_hold * step
+    contiguous[: n - max_hold] = ok
+    upper = close * np.exp(take_profit * width)
+    lower = close * np.exp(-stop_loss * width)
+    hi_path = sliding_window_view(high[1:], max_hold)          # row t: candles t+1 .. t+max_hold
+    lo_path = sliding_window_view(low[1:], max_hold)
+    m = len(hi_path)
+    hit_up = hi_path >= upper[:m, None]
+    hit_dn = lo_path <= lower[:m, None]
+    first_up = np.where(hit_up.any(1), hit_up.argmax(1), max_hold)
+    first_dn = np.where(hit_dn.any(1), hit_dn.argmax(1), max_hold)
+    cls = np.where(first_dn <= first_up, np.where(first_dn < max_hold, 0.0, 1.0), 2.0)
+    decided = np.minimum(first_up, first_dn)                   # 0-based offset of the deciding candle
+    valid = contiguous[:m] & ~np.isnan(width[:m])
+    label[:m] = np.where(valid, cls, np.nan)
+    offsets = np.where(decided < max_hold, decided + 1, max_hold)
+    t1_values = t1.to_numpy().copy()
+    t1_values[:m] = (ts[:m] + pd.to_timedelta(offsets * step.value, unit="ns")).to_numpy()
+    return pd.DataFrame({"label": label, "t1": pd.DatetimeIndex(t1_values, tz="UTC")}, index=ts.rename("timestamp"))
 
 
 def past_direction(candles: pd.DataFrame, horizon: int, step: pd.Timedelta) -> pd.Series:
     """The direction of the move that ended at t (close[t] > close[t - horizon*step]): the persistence call."""
-    close = pd.Series(candles["close"].to_numpy(), index=pd.DatetimeIndex(candles["timestamp"]))
+    close = _close(candles)
     past = close.reindex(close.index - horizon * step).to_numpy()
     now = close.to_numpy()
     return pd.Series(np.where(np.isnan(past), np.nan, (now > past).astype(np.float64)),
                      index=close.index.rename("timestamp"), name="persistence")
+
+
+def make_label(candles: pd.DataFrame, target: DictConfig, step: pd.Timedelta) -> pd.DataFrame:
+    """Dispatch on ``target.type``; returns label and t1 indexed by timestamp."""
+    kind = target.type
+    h = int(target.horizon)
+    if kind == "direction":
+        return direction_label(candles, h, step)
+    if kind == "direction3":
+        return direction3_label(candles, h, step, float(target.dead_zone), target.get("vol_window"))
+    if kind == "forward_return":
+        return forward_return_label(candles, h, step)
+    if kind == "quantile":
+        return quantile_label(candles, h, step, int(target.bins), int(target.lookback))
+    if kind == "triple_barrier":
+        return triple_barrier_label(candles, h, step, float(target.take_profit), float(target.stop_loss),
+                                    int(target.vol_window))
+    raise UserError(f"unknown target type {kind!r}; available: {', '.join(TASKS)}", "target.type")
+
+
+def n_classes(target: DictConfig) -> int | None:
+    task = TASKS[target.type]
+    if task == "binary":
+        return 2
+    if task == "regression":
+        return None
+    return int(target.bins) if target.type == "quantile" else 3
+
+
+def output_columns(target: DictConfig) -> list[str]:
+    """Column names of a model's outputs for this target (probabilities per class, or the prediction)."""
+    kind = target.type
+    if kind == "direction":
+        return ["p_down", "p_up"]
+    if kind == "direction3":
+        return ["p_down", "p_flat", "p_up"]
+    if kind == "triple_barrier":
+        return ["p_stop", "p_hold", "p_take"]
+    if kind == "quantile":
+        return [f"p_q{i}" for i in range(int(target.bins))]
+    return ["prediction"]

@@ -6,12 +6,13 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from data.features import compute_features, feature_names
-from data.labels import direction_label, past_direction
+from data.labels import make_label
 
 
 @dataclass
 class FeatureTable:
     frame: pd.DataFrame        # symbol, timestamp, features..., label, t1, persistence; sorted by (symbol, timestamp)
+    # persistence: the label of the move that ended at t (known at t), the naive "same again" call
     feature_names: list[str]
     step: pd.Timedelta
 
@@ -35,12 +36,17 @@ def feature_frames(candles: dict[str, pd.DataFrame], features: DictConfig) -> di
 
 
 def join_labels(candles: dict[str, pd.DataFrame], frames: dict[str, pd.DataFrame], features: DictConfig,
-                horizon: int, step: pd.Timedelta) -> FeatureTable:
+                target: DictConfig, step: pd.Timedelta) -> FeatureTable:
     """Label, t1 and the persistence call joined to each symbol's features on timestamp (never position)."""
     names = feature_names(features)
+    lag = int(target.horizon) * step
     parts = []
     for symbol, c in candles.items():
-        joined = frames[symbol].join(direction_label(c, horizon, step)).join(past_direction(c, horizon, step))
+        labels = make_label(c, target, step)
+        # The label whose horizon ended at t: shifted by timestamp, so a gap never pairs the wrong rows.
+        persistence = labels["label"].copy()
+        persistence.index = persistence.index + lag
+        joined = frames[symbol].join(labels).join(persistence.rename("persistence"))
         joined = joined.dropna(subset=names)  # warm-up rows; labels stay on their own timestamps
         joined.insert(0, "symbol", symbol)
         parts.append(joined.reset_index())
@@ -49,6 +55,6 @@ def join_labels(candles: dict[str, pd.DataFrame], frames: dict[str, pd.DataFrame
 
 
 def build_table(
-    candles: dict[str, pd.DataFrame], features: DictConfig, horizon: int, step: pd.Timedelta
+    candles: dict[str, pd.DataFrame], features: DictConfig, target: DictConfig, step: pd.Timedelta
 ) -> FeatureTable:
-    return join_labels(candles, feature_frames(candles, features), features, horizon, step)
+    return join_labels(candles, feature_frames(candles, features), features, target, step)

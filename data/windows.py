@@ -15,7 +15,8 @@ class WindowBatches:
                  batch_size: int, shuffle_seed: int | None = None):
         self.features = features
         self.ends = torch.as_tensor(np.asarray(ends, dtype=np.int64))
-        self.labels = None if labels is None else torch.as_tensor(np.asarray(labels, dtype=np.int64))
+        # int64 class ids or float32 regression targets, as the caller passes them
+        self.labels = None if labels is None else torch.as_tensor(np.asarray(labels))
         self.offsets = torch.arange(-window + 1, 1, dtype=torch.int64)
         self.batch_size = batch_size
         self.shuffle_seed = shuffle_seed

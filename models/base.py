@@ -10,6 +10,31 @@ from callbacks.cancel import CancellationToken
 from callbacks.progress import ProgressReporter
 
 
+@dataclass(frozen=True)
+class Task:
+    """What the label asks for: ``binary`` / ``multiclass`` (classes 0..n_classes-1) or ``regression``."""
+    kind: str = "binary"
+    n_classes: int | None = 2
+    class_weight: str | None = None      # None or "balanced" (classification only)
+
+    @property
+    def is_classification(self) -> bool:
+        return self.kind != "regression"
+
+
+def balanced_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
+    """Per-class weights n / (k * count_c) from the training labels (classes absent from train get 1)."""
+    counts = np.bincount(y.astype(np.int64), minlength=n_classes).astype(np.float64)
+    w = np.where(counts > 0, len(y) / (n_classes * np.maximum(counts, 1.0)), 1.0)
+    return w
+
+
+def sample_weights(task: Task, y: np.ndarray) -> np.ndarray | None:
+    if not task.is_classification or task.class_weight != "balanced":
+        return None
+    return balanced_weights(y, task.n_classes)[y.astype(np.int64)]
+
+
 @dataclass
 class Rows:
     """Rows of the scaled feature matrix a model sees; sequence models read windows ending at ``rows``."""
@@ -51,9 +76,12 @@ class CandleModel(ABC):
     @abstractmethod
     def fit(self, train: Rows, val: Rows, ctx: FitContext) -> FitReport: ...
 
+    task: Task = Task()
+
     @abstractmethod
     def predict_proba(self, data: Rows) -> np.ndarray:
-        """(n, 2) probabilities of [down, up] for ``data.rows``."""
+        """Classification: (n, n_classes) probabilities for ``data.rows``.
+        Regression: (n, 1) predicted values (the one method keeps every caller family-agnostic)."""
 
     @abstractmethod
     def save(self, directory: Path) -> None: ...

@@ -4,62 +4,78 @@ import json
 from pathlib import Path
 
 import numpy as np
-from catboost import CatBoostClassifier
+from catboost import CatBoostClassifier, CatBoostRegressor
 from omegaconf import DictConfig, OmegaConf
 
 from callbacks.boosting import CatBoostHooks
-from models.base import CandleModel, FitContext, FitReport, Rows
+from models.base import CandleModel, FitContext, FitReport, Rows, Task
 
 _WEIGHTS = "model.cbm"
 _META = "catboost.json"
+_LOSS = {"binary": "Logloss", "multiclass": "MultiClass", "regression": "RMSE"}
 
 
 class CatBoostModel(CandleModel):
     input = "tabular"
 
-    def __init__(self, params: dict):
+    def __init__(self, params: dict, task: Task = Task()):
         self.params = dict(params)
-        self.model: CatBoostClassifier | None = None
+        self.task = task
+        self.model: CatBoostClassifier | CatBoostRegressor | None = None
+
+    def _estimator(self):
+        return CatBoostClassifier if self.task.is_classification else CatBoostRegressor
 
     @classmethod
-    def from_config(cls, cfg: DictConfig, n_features: int, seed: int, num_threads: int) -> "CatBoostModel":
+    def from_config(cls, cfg: DictConfig, n_features: int, seed: int, num_threads: int,
+                    task: Task = Task()) -> "CatBoostModel":
         params = OmegaConf.to_container(cfg.params, resolve=True)
+        loss = _LOSS[task.kind]
         params.update(iterations=int(cfg.n_estimators), od_type="Iter", od_wait=int(cfg.early_stopping_rounds),
-                      use_best_model=True, loss_function="Logloss", eval_metric="Logloss", random_seed=seed,
+                      use_best_model=True, loss_function=loss, eval_metric=loss, random_seed=seed,
                       thread_count=num_threads, verbose=False, allow_writing_files=False)
-        return cls(params)
+        if task.is_classification and task.class_weight == "balanced":
+            params["auto_class_weights"] = "Balanced"
+        return cls(params, task)
 
     def fit(self, train: Rows, val: Rows, ctx: FitContext) -> FitReport:
         every = ctx.callbacks.progress.every_n_batches if ctx.callbacks is not None else 10
         hooks = CatBoostHooks(ctx.reporter, ctx.token, every, self.params["iterations"])
-        self.model = CatBoostClassifier(**self.params)
+        self.model = self._estimator()(**self.params)
         self.model.fit(train.tabular(), train.y, eval_set=(val.tabular(), val.y),
                        callbacks=[hooks] if ctx.hooks else None)
         evals = self.model.get_evals_result()
-        train_curve = evals["learn"]["Logloss"]
-        val_curve = evals["validation"]["Logloss"]
+        loss = self.params["loss_function"]
+        train_curve = evals["learn"][loss]
+        val_curve = evals["validation"][loss]
         best = self.model.get_best_iteration()
         b = best if best is not None else len(val_curve) - 1
-        val_pred = (self.model.predict_proba(val.tabular())[:, 1] > 0.5).astype(int)
         metrics = {"best_iteration": int(self.model.tree_count_), "iterations_run": len(val_curve),
-                   "train/loss": float(train_curve[b]), "val/loss": float(val_curve[b]),
-                   "val/acc": float(np.mean(val_pred == val.y))}
+                   "train/loss": float(train_curve[b]), "val/loss": float(val_curve[b])}
+        out = self.predict_proba(val)
+        if self.task.is_classification:
+            metrics["val/acc"] = float(np.mean(out.argmax(1) == val.y))
+        else:
+            metrics["val/mae"] = float(np.mean(np.abs(out[:, 0] - val.y)))
         if hooks.cancelled_at is not None:
             metrics["cancelled_at"] = {"iteration": hooks.cancelled_at}
         return FitReport(metrics=metrics, cancelled=hooks.cancelled_at is not None,
                          history={"train/loss": list(train_curve), "val/loss": list(val_curve)})
 
     def predict_proba(self, data: Rows) -> np.ndarray:
-        return self.model.predict_proba(data.tabular()).astype(np.float64)
+        if self.task.is_classification:
+            return self.model.predict_proba(data.tabular()).astype(np.float64)
+        return self.model.predict(data.tabular()).astype(np.float64)[:, None]
 
     def save(self, directory: Path) -> None:
         self.model.save_model(str(directory / _WEIGHTS), format="cbm")
-        (directory / _META).write_text(json.dumps({"params": self.params}))
+        (directory / _META).write_text(json.dumps({"params": self.params, "task": vars(self.task)}))
 
     @classmethod
     def load(cls, directory: Path) -> "CatBoostModel":
-        model = cls(json.loads((directory / _META).read_text())["params"])
-        model.model = CatBoostClassifier()
+        meta = json.loads((directory / _META).read_text())
+        model = cls(meta["params"], Task(**meta["task"]))
+        model.model = model._estimator()()
         model.model.load_model(str(directory / _WEIGHTS), format="cbm")
         return model
 

@@ -9,35 +9,46 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from callbacks.boosting import LightGBMHooks
-from models.base import CandleModel, FitContext, FitReport, Rows
+from models.base import CandleModel, FitContext, FitReport, Rows, Task, sample_weights
 
 _WEIGHTS = "model.txt"
 _META = "lightgbm.json"
 _NUM_LEAVES = re.compile(r"^num_leaves=(\d+)$", re.MULTILINE)
+# objective, metrics (the first one early-stops), the error metric shown as val/acc
+_OBJECTIVES = {"binary": ("binary", ["binary_logloss", "binary_error"]),
+               "multiclass": ("multiclass", ["multi_logloss", "multi_error"]),
+               "regression": ("regression", ["l2", "l1"])}
 
 
 class LightGBMModel(CandleModel):
     input = "tabular"
 
-    def __init__(self, params: dict, n_estimators: int = 500, early_stopping_rounds: int = 50):
+    def __init__(self, params: dict, n_estimators: int = 500, early_stopping_rounds: int = 50,
+                 task: Task = Task()):
         self.params = dict(params)
+        self.task = task
         self.n_estimators = int(n_estimators)
         self.early_stopping_rounds = int(early_stopping_rounds)
         self.booster: lgb.Booster | None = None
         self.best_iteration: int | None = None
 
     @classmethod
-    def from_config(cls, cfg: DictConfig, n_features: int, seed: int, num_threads: int) -> "LightGBMModel":
+    def from_config(cls, cfg: DictConfig, n_features: int, seed: int, num_threads: int,
+                    task: Task = Task()) -> "LightGBMModel":
         params = OmegaConf.to_container(cfg.params, resolve=True)
-        params.update(objective="binary", metric=["binary_logloss", "binary_error"], seed=seed,
-                      deterministic=True, num_threads=num_threads, verbosity=-1)
-        return cls(params, cfg.n_estimators, cfg.early_stopping_rounds)
+        objective, metrics = _OBJECTIVES[task.kind]
+        params.update(objective=objective, metric=metrics, seed=seed, deterministic=True,
+                      num_threads=num_threads, verbosity=-1)
+        if task.kind == "multiclass":
+            params["num_class"] = task.n_classes
+        return cls(params, cfg.n_estimators, cfg.early_stopping_rounds, task)
 
     def fit(self, train: Rows, val: Rows, ctx: FitContext) -> FitReport:
         every = ctx.callbacks.progress.every_n_batches if ctx.callbacks is not None else 10
         hooks = LightGBMHooks(ctx.reporter, ctx.token, every, self.n_estimators)
         evals: dict = {}
-        dtrain = lgb.Dataset(train.tabular(), label=train.y, free_raw_data=False)
+        dtrain = lgb.Dataset(train.tabular(), label=train.y, weight=sample_weights(self.task, train.y),
+                             free_raw_data=False)
         dval = lgb.Dataset(val.tabular(), label=val.y, reference=dtrain)
         self.booster = lgb.train(
             self.params, dtrain, num_boost_round=self.n_estimators, valid_sets=[dtrain, dval],
@@ -46,32 +57,39 @@ class LightGBMModel(CandleModel):
                        lgb.record_evaluation(evals)] + ([hooks] if ctx.hooks else []),
         )
         self.best_iteration = int(self.booster.best_iteration or self.booster.current_iteration())
-        recorded = len(evals["val"]["binary_logloss"])   # a cancelled round may stop before it is recorded
+        loss, second = _OBJECTIVES[self.task.kind][1]
+        recorded = len(evals["val"][loss])   # a cancelled round may stop before it is recorded
         b = min(self.best_iteration, recorded) - 1
         metrics = {
             "best_iteration": self.best_iteration,
             "iterations_run": max(recorded, hooks.cancelled_at or 0),
-            "train/loss": float(evals["train"]["binary_logloss"][b]),
-            "val/loss": float(evals["val"]["binary_logloss"][b]),
-            "val/acc": float(1.0 - evals["val"]["binary_error"][b]),
+            "train/loss": float(evals["train"][loss][b]),
+            "val/loss": float(evals["val"][loss][b]),
         }
+        if self.task.is_classification:
+            metrics["val/acc"] = float(1.0 - evals["val"][second][b])
+        else:
+            metrics["val/mae"] = float(evals["val"][second][b])
         if hooks.cancelled_at is not None:
             metrics["cancelled_at"] = {"iteration": hooks.cancelled_at}
-        history = {"train/loss": evals["train"]["binary_logloss"], "val/loss": evals["val"]["binary_logloss"]}
+        history = {"train/loss": evals["train"][loss], "val/loss": evals["val"][loss]}
         return FitReport(metrics=metrics, cancelled=hooks.cancelled_at is not None, history=history)
 
     def predict_proba(self, data: Rows) -> np.ndarray:
-        p_up = self.booster.predict(data.tabular(), num_iteration=self.best_iteration)
-        return np.column_stack([1.0 - p_up, p_up])
+        out = self.booster.predict(data.tabular(), num_iteration=self.best_iteration)
+        if self.task.kind == "binary":
+            return np.column_stack([1.0 - out, out])
+        return out if out.ndim == 2 else out[:, None]
 
     def save(self, directory: Path) -> None:
         self.booster.save_model(str(directory / _WEIGHTS), num_iteration=self.best_iteration)
-        (directory / _META).write_text(json.dumps({"best_iteration": self.best_iteration, "params": self.params}))
+        (directory / _META).write_text(json.dumps({"best_iteration": self.best_iteration, "params": self.params,
+                                                   "task": vars(self.task)}))
 
     @classmethod
     def load(cls, directory: Path) -> "LightGBMModel":
         meta = json.loads((directory / _META).read_text())
-        model = cls(meta["params"])
+        model = cls(meta["params"], task=Task(**meta["task"]))
         model.booster = lgb.Booster(model_file=str(directory / _WEIGHTS))
         model.best_iteration = meta["best_iteration"]
         return model

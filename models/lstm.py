@@ -20,7 +20,7 @@ from callbacks.cancel import Cancelled
 from callbacks.checkpoints import adopt_checkpoint
 from callbacks.lightning import CancelCallback, ProgressCallback
 from data.windows import WindowBatches
-from models.base import CandleModel, FitContext, FitReport, Rows
+from models.base import CandleModel, FitContext, FitReport, Rows, Task, balanced_weights
 
 # Lightning's start-up banner (GPU/TPU availability, tips) says nothing the run summary does not.
 logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
@@ -33,20 +33,23 @@ _META = "lstm.json"
 
 class LSTMNet(pl.LightningModule):
     def __init__(self, n_features: int, hidden: int, layers: int, dropout: float, lr: float,
-                 weight_decay: float = 0.0, class_weights: list[float] | None = None):
+                 weight_decay: float = 0.0, n_outputs: int = 2, regression: bool = False):
         super().__init__()
         self.lstm = nn.LSTM(n_features, hidden, num_layers=layers, batch_first=True,
                             dropout=dropout if layers > 1 else 0.0)
-        self.head = nn.Linear(hidden, 2)   # raw logits: the loss applies the (log-)softmax once
-        self.lr, self.weight_decay = lr, weight_decay
-        self.register_buffer("class_weights", torch.tensor(class_weights or [1.0, 1.0], dtype=torch.float32))
+        # raw logits (the loss applies the log-softmax once) or, for regression, the value itself
+        self.head = nn.Linear(hidden, n_outputs)
+        self.lr, self.weight_decay, self.regression = lr, weight_decay, regression
+        self.register_buffer("class_weights", torch.ones(n_outputs, dtype=torch.float32))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out, _ = self.lstm(x)
         return self.head(out[:, -1])
 
-    def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, y, weight=self.class_weights)
+    def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.regression:
+            return F.mse_loss(out[:, 0], y)
+        return F.cross_entropy(out, y, weight=self.class_weights)
 
     def training_step(self, batch, batch_idx):
         x, y = batch
@@ -56,9 +59,12 @@ class LSTMNet(pl.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         x, y = batch
-        logits = self(x)
-        self.log("val/loss", self.loss(logits, y), on_epoch=True, batch_size=len(y))
-        self.log("val/acc", (logits.argmax(1) == y).float().mean(), on_epoch=True, batch_size=len(y))
+        out = self(x)
+        self.log("val/loss", self.loss(out, y), on_epoch=True, batch_size=len(y))
+        if self.regression:
+            self.log("val/mae", (out[:, 0] - y).abs().mean(), on_epoch=True, batch_size=len(y))
+        else:
+            self.log("val/acc", (out.argmax(1) == y).float().mean(), on_epoch=True, batch_size=len(y))
 
     def configure_optimizers(self):
         return torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
@@ -66,7 +72,7 @@ class LSTMNet(pl.LightningModule):
 
 class _EpochHistory(pl.Callback):
     def __init__(self):
-        self.history: dict[str, list[float]] = {"train/loss": [], "val/loss": [], "val/acc": []}
+        self.history: dict[str, list[float]] = {"train/loss": [], "val/loss": [], "val/acc": [], "val/mae": []}
 
     def _record(self, trainer, keys):
         for key in keys:
@@ -75,7 +81,7 @@ class _EpochHistory(pl.Callback):
 
     def on_validation_epoch_end(self, trainer, pl_module):
         if not trainer.sanity_checking:
-            self._record(trainer, ("val/loss", "val/acc"))
+            self._record(trainer, ("val/loss", "val/acc", "val/mae"))
 
     def on_train_epoch_end(self, trainer, pl_module):
         self._record(trainer, ("train/loss",))
@@ -94,30 +100,35 @@ def _at(values: list[float], epoch: int | None) -> float | None:
 class LSTMModel(CandleModel):
     input = "sequence"
 
-    def __init__(self, arch: dict, train_opts: dict | None = None):
+    def __init__(self, arch: dict, train_opts: dict | None = None, task: Task = Task()):
         self.arch = dict(arch)
         self.window = int(arch["window"])
         self.train_opts = dict(train_opts or {})
+        self.task = task
+        n_out = task.n_classes if task.is_classification else 1
         self.net = LSTMNet(arch["n_features"], arch["hidden"], arch["layers"], arch["dropout"],
-                           arch["lr"], arch["weight_decay"])
+                           arch["lr"], arch["weight_decay"], n_outputs=n_out, regression=not task.is_classification)
 
     @classmethod
-    def from_config(cls, cfg: DictConfig, n_features: int, seed: int, num_threads: int) -> "LSTMModel":
+    def from_config(cls, cfg: DictConfig, n_features: int, seed: int, num_threads: int,
+                    task: Task = Task()) -> "LSTMModel":
         arch = {"n_features": n_features, "window": cfg.window, "hidden": cfg.hidden, "layers": cfg.layers,
                 "dropout": float(cfg.dropout), "lr": float(cfg.lr), "weight_decay": float(cfg.weight_decay)}
         opts = {"batch_size": cfg.batch_size, "max_epochs": cfg.max_epochs, "patience": cfg.patience,
                 "seed": seed}
-        return cls(arch, opts)
+        return cls(arch, opts, task)
 
     def _batches(self, data: Rows, shuffle_seed=None, with_labels=True) -> WindowBatches:
-        return WindowBatches(torch.from_numpy(np.ascontiguousarray(data.features)), data.rows,
-                             data.y if with_labels else None, self.window,
-                             self.train_opts.get("batch_size", 1024), shuffle_seed)
+        labels = None
+        if with_labels:
+            labels = data.y.astype(np.int64 if self.task.is_classification else np.float32)
+        return WindowBatches(torch.from_numpy(np.ascontiguousarray(data.features)), data.rows, labels,
+                             self.window, self.train_opts.get("batch_size", 1024), shuffle_seed)
 
     def fit(self, train: Rows, val: Rows, ctx: FitContext) -> FitReport:
-        counts = np.bincount(train.y, minlength=2).astype(np.float64)
-        weights = counts.sum() / (2.0 * np.maximum(counts, 1.0))   # balanced class weights from train only
-        self.net.class_weights.copy_(torch.tensor(weights, dtype=torch.float32))
+        if self.task.is_classification and self.task.class_weight == "balanced":   # from train labels only
+            weights = balanced_weights(train.y, self.task.n_classes)
+            self.net.class_weights.copy_(torch.tensor(weights, dtype=torch.float32))
         ckpt_dir = ctx.run_dir / "checkpoints"
         if ckpt_dir.exists() and ctx.resume_from is None:   # never pick up another fit's "best"
             shutil.rmtree(ckpt_dir)
@@ -174,7 +185,8 @@ class LSTMModel(CandleModel):
             "epochs_run": trainer.current_epoch,
             "train/loss": _at(history.history["train/loss"], best_epoch),
             "val/loss": float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None,
-            "val/acc": _at(history.history["val/acc"], best_epoch),
+            "val/acc" if self.task.is_classification else "val/mae":
+                _at(history.history["val/acc" if self.task.is_classification else "val/mae"], best_epoch),
             "best_checkpoint": best_path or None,
         }
         if ctx.resume_from:
@@ -185,20 +197,22 @@ class LSTMModel(CandleModel):
     def predict_proba(self, data: Rows) -> np.ndarray:
         self.net.eval()
         self.net.to("cpu")
-        out = [torch.softmax(self.net(x), dim=1) for (x,) in self._batches(data, with_labels=False)]
+        head = (lambda o: o) if not self.task.is_classification else (lambda o: torch.softmax(o, dim=1))
+        out = [head(self.net(x)) for (x,) in self._batches(data, with_labels=False)]
         if not out:
-            return np.zeros((0, 2))
+            return np.zeros((0, self.net.head.out_features))
         return torch.cat(out).double().numpy()
 
     def save(self, directory: Path) -> None:
         state = {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
         save_file(state, str(directory / _WEIGHTS))
-        (directory / _META).write_text(json.dumps({"arch": self.arch, "train_opts": self.train_opts}))
+        (directory / _META).write_text(json.dumps({"arch": self.arch, "train_opts": self.train_opts,
+                                                   "task": vars(self.task)}))
 
     @classmethod
     def load(cls, directory: Path) -> "LSTMModel":
         meta = json.loads((directory / _META).read_text())
-        model = cls(meta["arch"], meta["train_opts"])
+        model = cls(meta["arch"], meta["train_opts"], Task(**meta["task"]))
         model.net.load_state_dict(load_file(str(directory / _WEIGHTS)))
         model.net.eval()
         return model

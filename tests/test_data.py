@@ -19,6 +19,10 @@ from data.windows import WindowBatches
 STEP = pd.Timedelta("1min")
 
 
+def direction(horizon: int):
+    return OmegaConf.create({"type": "direction", "horizon": horizon})
+
+
 def features_cfg():
     return make_cfg().features
 
@@ -102,7 +106,7 @@ def test_labels_stay_on_their_candles_after_rows_are_dropped():
     """Pitfall: features and labels paired by position after rows were dropped."""
     candles = generate(["BTC"], 3000, seed=4).candles["BTC"]
     holey = candles.drop(index=range(1500, 1510)).reset_index(drop=True)   # a 10-candle gap
-    table = build_table({"BTC": holey}, features_cfg(), horizon=5, step=STEP)
+    table = build_table({"BTC": holey}, features_cfg(), direction(5), STEP)
     frame = table.frame
     close_by_ts = candles.set_index("timestamp")["close"]
     present = set(holey["timestamp"])
@@ -124,7 +128,7 @@ def test_labels_stay_on_their_candles_after_rows_are_dropped():
 
 def test_multi_symbol_labels_never_cross_symbols():
     g = generate(["BTC", "ETH"], 2000, seed=5)
-    table = build_table(g.candles, features_cfg(), horizon=10, step=STEP)
+    table = build_table(g.candles, features_cfg(), direction(10), STEP)
     for sym in ("BTC", "ETH"):
         part = table.frame[table.frame["symbol"] == sym]
         own = direction_label(g.candles[sym], 10, STEP)
@@ -134,7 +138,7 @@ def test_multi_symbol_labels_never_cross_symbols():
 
 def test_purge_and_embargo_at_both_boundaries():
     g = generate(["BTC", "ETH"], 6000, seed=6)
-    table = build_table(g.candles, features_cfg(), horizon=20, step=STEP)
+    table = build_table(g.candles, features_cfg(), direction(20), STEP)
     frame = table.frame
     eligible = frame["label"].notna().to_numpy()
     cut = holdout_cutoffs(frame["timestamp"][eligible], 0.6, 0.2, 15 * STEP)
@@ -156,7 +160,7 @@ def test_purge_and_embargo_at_both_boundaries():
 def test_windows_gather_views_and_never_cross_gaps_or_symbols():
     g = generate(["BTC", "ETH"], 500, seed=8)
     btc = g.candles["BTC"].drop(index=range(300, 305)).reset_index(drop=True)
-    table = build_table({"BTC": btc, "ETH": g.candles["ETH"]}, features_cfg(), horizon=3, step=STEP)
+    table = build_table({"BTC": btc, "ETH": g.candles["ETH"]}, features_cfg(), direction(3), STEP)
     pos = table.run_position()
     frame = table.frame
     window = 8

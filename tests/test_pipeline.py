@@ -118,7 +118,7 @@ def test_scaler_statistics_come_from_train_rows_only(lightgbm_run):
     cfg, result = lightgbm_run
     scaler = json.loads(Path(result["model_path"], "scaler.json").read_text())
     candles = load_candles(cfg.data, ["BTC"], cfg.seed)
-    table = build_table(candles.by_symbol, cfg.features, int(cfg.target.horizon), candles.step)
+    table = build_table(candles.by_symbol, cfg.features, cfg.target, candles.step)
     frame = table.frame
     cut = pd.Timestamp(result["data_summary"]["split_cutoffs"]["val_start"])
     train_rows = frame["label"].notna() & (frame["timestamp"] < cut) & (frame["t1"] < cut)

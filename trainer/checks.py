@@ -33,10 +33,17 @@ _NUMBERS = {
     "callbacks.progress.every_n_batches": (int, 1, None, "[]"),
     "callbacks.cancel.check_every_n_batches": (int, 1, None, "[]"),
     "eval.ece_bins": (int, 2, None, "[]"),
+    "target.dead_zone": (float, 0.0, None, "[]"),
+    "target.vol_window": (int, 2, None, "[]"),
+    "target.bins": (int, 2, None, "[]"),
+    "target.lookback": (int, 10, None, "[]"),
+    "target.take_profit": (float, 0.0, None, "(]"),
+    "target.stop_loss": (float, 0.0, None, "(]"),
 }
 _CHOICES = {
     "data.provider": ("synthetic", "files"),
-    "target.type": ("direction",),
+    "target.type": ("direction", "direction3", "forward_return", "quantile", "triple_barrier"),
+    "target.class_weight": ("balanced",),
     "model.input": ("tabular", "sequence"),
     "device.precision": ("32-true", "32", "16-mixed", "bf16-mixed", "64-true"),
 }

@@ -37,14 +37,22 @@ def run(cfg: DictConfig) -> float:
     m, b, d = result["test_metrics"], result["baselines"], result["data_summary"]
     oracle = d["oracle_accuracy"]
     log.info("run folder: %s", run_dir)
-    log.info("test (%d rows): accuracy %.4f | balanced %.4f | log_loss %.4f | ece %.4f | auc %s",
-             m["n"], m["accuracy"], m["balanced_accuracy"], m["log_loss"], m["ece"],
-             "n/a" if m["auc"] is None else f"{m['auc']:.4f}")
-    log.info("baselines: majority %.4f | persistence %.4f | oracle %s",
-             b["majority_class"]["accuracy"], b["persistence"]["accuracy"],
-             "n/a (real data)" if oracle is None else f"{oracle:.4f}")
-    value = m.get(cfg.eval.optimize)
+    log.info("test (%d rows): %s", m["n"], " | ".join(f"{k} {_fmt(v)}" for k, v in m.items() if k != "n"))
+    if "majority_class" in b:
+        log.info("baselines: majority %.4f | persistence %.4f | oracle %s", b["majority_class"]["accuracy"],
+                 b["persistence"]["accuracy"], "n/a" if oracle is None else f"{oracle:.4f}")
+    else:
+        log.info("baselines: zero-forecast mae %.6f | persistence ic %s | oracle direction %s", b["zero"]["mae"],
+                 _fmt(b["persistence"]["ic"]), "n/a" if oracle is None else f"{oracle:.4f}")
+    key = cfg.eval.optimize
+    if key == "auto":
+        key = "ic" if d["task"]["kind"] == "regression" else "accuracy"
+    value = m.get(key)
     return float(value) if value is not None else math.nan
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
 
 
 def _in_multirun() -> bool:

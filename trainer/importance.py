@@ -6,15 +6,17 @@ from models.base import CandleModel, Rows
 
 def permutation_importance(model: CandleModel, val: Rows, names: list[str], seed: int,
                            max_rows: int = 2000) -> dict:
-    """Increase in validation log loss when one feature column is shuffled (higher = more important)."""
+    """Increase in validation loss (log loss; MSE for regression) when one feature column is shuffled."""
     rng = np.random.default_rng(seed)
     rows = val.rows if len(val.rows) <= max_rows else np.sort(rng.choice(val.rows, max_rows, replace=False))
     pos = np.searchsorted(val.rows, rows)
     y = val.y[pos]
 
     def loss(features: np.ndarray) -> float:
-        p = np.clip(model.predict_proba(Rows(features=features, rows=rows))[:, 1], 1e-7, 1 - 1e-7)
-        return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+        out = model.predict_proba(Rows(features=features, rows=rows))
+        if not model.task.is_classification:
+            return float(np.mean((out[:, 0] - y) ** 2))
+        return float(-np.mean(np.log(np.clip(out[np.arange(len(y)), y.astype(np.int64)], 1e-7, 1.0))))
 
     base = loss(val.features)
     values = {}
@@ -22,4 +24,5 @@ def permutation_importance(model: CandleModel, val: Rows, names: list[str], seed
         shuffled = val.features.copy()
         shuffled[:, j] = rng.permutation(shuffled[:, j])
         values[name] = loss(shuffled) - base
-    return {"kind": "permutation_val_logloss", "rows": int(len(rows)), "values": values}
+    kind = "permutation_val_logloss" if model.task.is_classification else "permutation_val_mse"
+    return {"kind": kind, "rows": int(len(rows)), "values": values}

@@ -1,6 +1,9 @@
 """Every test metric and baseline is computed here, once."""
 import numpy as np
+from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
+
+from models.base import Task
 
 
 def expected_calibration_error(p_up: np.ndarray, y: np.ndarray, bins: int = 10) -> float:
@@ -44,18 +47,72 @@ def classification_metrics(proba: np.ndarray, y: np.ndarray, ece_bins: int = 10)
     }
 
 
-def baselines(y_test: np.ndarray, y_train: np.ndarray, persistence: np.ndarray) -> dict:
-    """Accuracy of naive calls on the same test rows.
+def multiclass_metrics(proba: np.ndarray, y: np.ndarray, ece_bins: int = 10) -> dict:
+    """accuracy, balanced_accuracy, log_loss, brier (sum over classes), ece (top-label), auc (macro
+    one-vs-rest; None unless every class occurs), n."""
+    y = np.asarray(y, dtype=np.int64)
+    k = proba.shape[1]
+    pred = proba.argmax(1)
+    recalls = [float(np.mean(pred[y == c] == c)) for c in range(k) if np.any(y == c)]
+    onehot = np.eye(k)[y]
+    conf = proba.max(1)
+    correct = (pred == y).astype(np.float64)
+    both = len(np.unique(y)) == k
+    return {
+        "accuracy": float(np.mean(correct)),
+        "balanced_accuracy": float(np.mean(recalls)),
+        "log_loss": float(-np.mean(np.log(np.clip(proba[np.arange(len(y)), y], 1e-15, 1.0)))),
+        "brier": float(np.mean(np.sum((proba - onehot) ** 2, axis=1))),
+        "ece": expected_calibration_error(conf, correct, ece_bins),
+        "auc": float(roc_auc_score(y, proba, multi_class="ovr", average="macro")) if both else None,
+        "n": int(len(y)),
+    }
 
-    majority_class: the training segment's majority label, always.
-    persistence: the direction of the move that just ended (same horizon); where that move is
-    unknown (a gap), the majority label.
+
+def regression_metrics(pred: np.ndarray, y: np.ndarray) -> dict:
+    """ic (Pearson), rank_ic (Spearman), mae, rmse, directional_accuracy (sign agreement), n."""
+    pred, y = np.asarray(pred, dtype=np.float64).ravel(), np.asarray(y, dtype=np.float64)
+    varies = np.std(pred) > 0 and np.std(y) > 0
+    return {
+        "ic": float(np.corrcoef(pred, y)[0, 1]) if varies else None,
+        "rank_ic": float(spearmanr(pred, y).statistic) if varies else None,
+        "mae": float(np.mean(np.abs(pred - y))),
+        "rmse": float(np.sqrt(np.mean((pred - y) ** 2))),
+        "directional_accuracy": float(np.mean(np.sign(pred) == np.sign(y))),
+        "n": int(len(y)),
+    }
+
+
+def evaluate(task: Task, out: np.ndarray, y: np.ndarray, ece_bins: int = 10) -> dict:
+    """The test metrics of one task: the only place they are computed."""
+    if task.kind == "binary":
+        return classification_metrics(out, y, ece_bins)
+    if task.kind == "multiclass":
+        return multiclass_metrics(out, y, ece_bins)
+    return regression_metrics(out[:, 0], y)
+
+
+def headline(task: Task) -> str:
+    return "accuracy" if task.is_classification else "ic"
+
+
+def baselines(task: Task, y_test: np.ndarray, y_train: np.ndarray, persistence: np.ndarray) -> dict:
+    """Naive calls on the same test rows.
+
+    Classification — majority_class: the training segment's majority label, always; persistence: the label
+    of the move that just ended (known at t); where that is unknown (a gap), the majority label.
+    Regression — zero: a 0 forecast; persistence: the forward return that just ended.
     """
+    undefined = int(np.isnan(persistence).sum())
+    if not task.is_classification:
+        past = np.where(np.isnan(persistence), 0.0, persistence)
+        zero = regression_metrics(np.zeros(len(y_test)), y_test)
+        return {"zero": {"mae": zero["mae"], "rmse": zero["rmse"]},
+                "persistence": {**regression_metrics(past, y_test), "undefined_rows": undefined}}
     y_test = np.asarray(y_test, dtype=np.int64)
-    majority = int(np.mean(y_train) >= 0.5)
+    majority = int(np.bincount(np.asarray(y_train, dtype=np.int64)).argmax())
     persist = np.where(np.isnan(persistence), majority, persistence).astype(np.int64)
     return {
         "majority_class": {"accuracy": float(np.mean(y_test == majority)), "label": majority},
-        "persistence": {"accuracy": float(np.mean(persist == y_test)),
-                        "undefined_rows": int(np.isnan(persistence).sum())},
+        "persistence": {"accuracy": float(np.mean(persist == y_test)), "undefined_rows": undefined},
     }

@@ -13,6 +13,7 @@ from data.scaling import Standardizer
 from data.schema import validate_candles
 from data.table import FeatureTable, build_table
 from data.files import infer_step
+from data.labels import output_columns
 from data.timeframes import to_string, to_timedelta
 from models.base import CandleModel, Rows
 from trainer.runinfo import fresh_temp_dir, publish_dir
@@ -68,16 +69,18 @@ class LoadedModel:
             if len(g) > 1 and infer_step(g, f"candles[{s}]") != step:
                 raise UserError(f"candles are {to_string(infer_step(g, s))} but the model was trained on "
                                 f"{self.label['timeframe']} candles", f"candles[{s}]")
-        return build_table(groups, self.feature_config, int(self.label["horizon"]), step)
+        return build_table(groups, self.feature_config, OmegaConf.create(self.label["target"]), step)
 
     def predict_proba(self, candles: pd.DataFrame) -> pd.DataFrame:
-        """P(down), P(up) for every input candle, aligned to ``candles``' index; NaN where the
+        """Class probabilities (binary: p_down, p_up; see data.labels.output_columns) or, for regression
+        targets, the predicted value, for every input candle, aligned to ``candles``' index; NaN where the
         features (or a full window) are not yet defined."""
         table = self.table(candles)
         rows = np.flatnonzero(eligible_rows(table, self.model.window))
         X = self.scaler.transform(table.matrix())
         proba = self.model.predict_proba(Rows(features=X, rows=rows))
-        scored = table.frame.iloc[rows][["symbol", "timestamp"]].assign(p_down=proba[:, 0], p_up=proba[:, 1])
+        columns = output_columns(OmegaConf.create(self.label["target"]))
+        scored = table.frame.iloc[rows][["symbol", "timestamp"]].assign(**dict(zip(columns, proba.T)))
         keys = pd.DataFrame({
             "symbol": candles["symbol"].astype(str).to_numpy() if "symbol" in candles.columns
             else self.card["symbols"][0],
@@ -85,7 +88,7 @@ class LoadedModel:
         }, index=candles.index)
         out = keys.merge(scored, on=["symbol", "timestamp"], how="left")
         out.index = candles.index
-        return out[["p_down", "p_up"]]
+        return out[columns]
 
 
 def load_model(path: str | Path) -> LoadedModel:

@@ -22,13 +22,14 @@ from data.providers import Candles, load_candles
 from data.scaling import Standardizer
 from data.splits import assign_rows, holdout_cutoffs
 from data.table import FeatureTable, feature_frames, join_labels
-from models.base import FitContext, Rows
+from data.labels import TASKS, n_classes, output_columns
+from models.base import FitContext, Rows, Task
 from trainer import plots
 from trainer.checks import check_config
 from trainer.devices import resolve_device
 from trainer.importance import permutation_importance
 from trainer.loggers import build_logger, close_logger
-from trainer.metrics import baselines, classification_metrics, reliability_curve
+from trainer.metrics import baselines, evaluate, headline, reliability_curve
 from trainer.model_dir import eligible_rows, save_model_dir
 from trainer.resume import resume_checkpoint
 from trainer.runinfo import config_hash, git_commit, new_run_id, utc_now, write_json_atomic
@@ -138,13 +139,17 @@ def _cancelled_fit(run_dir, run, token, report, model, card, config_yaml, scaler
     return result
 
 
-def _oracle_accuracy(candles: Candles, frame: pd.DataFrame, rows: np.ndarray) -> float | None:
-    if candles.oracle_up is None:
+def _oracle_accuracy(candles: Candles, frame: pd.DataFrame, rows: np.ndarray, target_type: str) -> float | None:
+    """The Bayes-optimal direction call's accuracy on these rows: for `direction` against the label, for
+    `forward_return` against the return's sign (compare with directional_accuracy). None where no exact
+    oracle exists (real data; dead-zone, quantile and barrier labels)."""
+    if candles.oracle_up is None or target_type not in ("direction", "forward_return"):
         return None
     oracle = pd.concat([s.rename("oracle_up").rename_axis("timestamp").reset_index().assign(symbol=sym)
                         for sym, s in candles.oracle_up.items()])
     test = frame.iloc[rows][["symbol", "timestamp", "label"]].merge(oracle, on=["symbol", "timestamp"], how="left")
-    return float(np.mean(test["oracle_up"].astype(int).to_numpy() == test["label"].astype(int).to_numpy()))
+    truth = test["label"].to_numpy() > 0 if target_type == "forward_return" else test["label"].astype(int) == 1
+    return float(np.mean(test["oracle_up"].to_numpy(bool) == np.asarray(truth)))
 
 
 def _run(cfg, run_dir: Path, run: dict, reporter: ProgressReporter, token: CancellationToken, logger,
@@ -164,7 +169,7 @@ def _run(cfg, run_dir: Path, run: dict, reporter: ProgressReporter, token: Cance
     frames = feature_frames(candles.by_symbol, cfg.features)
     token.raise_if_cancelled()
     reporter.emit("labels", metrics={"type": cfg.target.type, "horizon": int(cfg.target.horizon)})
-    table = join_labels(candles.by_symbol, frames, cfg.features, int(cfg.target.horizon), candles.step)
+    table = join_labels(candles.by_symbol, frames, cfg.features, cfg.target, candles.step)
     token.raise_if_cancelled()
 
     window = int(cfg.model.window) if cfg.model.input == "sequence" else 1
@@ -175,9 +180,13 @@ def _run(cfg, run_dir: Path, run: dict, reporter: ProgressReporter, token: Cance
     raw = table.matrix()
     scaler = Standardizer.fit(raw[idx["train"]], table.feature_names)   # train rows only
     X = scaler.transform(raw)
-    split = {k: Rows(features=X, rows=v, y=y_all[v].astype(np.int64)) for k, v in idx.items()}
+    task = Task(TASKS[cfg.target.type], n_classes(cfg.target),
+                cfg.target.get("class_weight") or cfg.model.get("class_weight"))
+    y_type = np.int64 if task.is_classification else np.float64
+    split = {k: Rows(features=X, rows=v, y=y_all[v].astype(y_type)) for k, v in idx.items()}
 
-    model = get_class(cfg.model._target_).from_config(cfg.model, len(table.feature_names), cfg.seed, threads)
+    model = get_class(cfg.model._target_).from_config(cfg.model, len(table.feature_names), cfg.seed, threads,
+                                                      task=task)
     ctx = FitContext(run_dir=run_dir, seed=cfg.seed, reporter=reporter, token=token, callbacks=cfg.callbacks,
                      trainer=cfg.trainer, device=device, logger=logger,
                      resume_from=resume_checkpoint(cfg, run_dir, run["config_hash"]),
@@ -187,7 +196,7 @@ def _run(cfg, run_dir: Path, run: dict, reporter: ProgressReporter, token: Cance
     report = model.fit(split["train"], split["val"], ctx)
     feature_cfg = OmegaConf.to_container(cfg.features, resolve=True)
     label = {"type": cfg.target.type, "horizon": int(cfg.target.horizon), "timeframe": candles.timeframe,
-             "definition": "1 if close[t + horizon] > close[t] else 0; t1 = t + horizon candles"}
+             "target": OmegaConf.to_container(cfg.target, resolve=True)}
     card = {"family": cfg.model.name, "target_class": cfg.model._target_, "kind": cfg.model.kind,
             "stage": cfg.model.stage, "input": cfg.model.input, "window": window, "symbols": symbols,
             "feature_names": table.feature_names, "label": label, "run_id": run["run_id"],
@@ -201,14 +210,15 @@ def _run(cfg, run_dir: Path, run: dict, reporter: ProgressReporter, token: Cance
     reporter.emit("evaluate")
     test = split["test"]
     proba = model.predict_proba(test)
-    test_metrics = classification_metrics(proba, test.y, int(cfg.eval.ece_bins))
-    base = baselines(test.y, split["train"].y, frame["persistence"].to_numpy()[test.rows])
+    bins = int(cfg.eval.ece_bins)
+    test_metrics = evaluate(task, proba, test.y, bins)
+    base = baselines(task, test.y, split["train"].y, frame["persistence"].to_numpy()[test.rows])
     per_symbol = {}
     test_symbols = frame["symbol"].to_numpy()[test.rows]
     for sym in symbols:
         m = test_symbols == sym
         if m.any():
-            per_symbol[sym] = classification_metrics(proba[m], test.y[m], int(cfg.eval.ece_bins))
+            per_symbol[sym] = evaluate(task, proba[m], test.y[m], bins)
     importance = model.feature_importance(table.feature_names) or permutation_importance(
         model, split["val"], table.feature_names, cfg.seed)
 
@@ -218,12 +228,17 @@ def _run(cfg, run_dir: Path, run: dict, reporter: ProgressReporter, token: Cance
                 test_metrics=test_metrics)
     model_dir = save_model_dir(run_dir / "model", model, card, config_yaml, scaler, feature_cfg, label)
     predictions = frame.iloc[test.rows][["symbol", "timestamp", "t1", "label"]].assign(
-        p_down=proba[:, 0], p_up=proba[:, 1])
+        **dict(zip(output_columns(cfg.target), proba.T)))
     predictions.to_parquet(run_dir / "predictions_test.parquet", index=False)
     plot_dir = run_dir / "plots"
     plot_dir.mkdir(exist_ok=True)
-    curve = reliability_curve(proba[:, 1], test.y, int(cfg.eval.ece_bins))
-    plot_paths = [plots.reliability_plot(curve, plot_dir / "reliability.png", f"{cfg.model.name} test"),
+    curve = None
+    if task.is_classification:   # binary: reliability of P(up); multiclass: of the top-label confidence
+        conf, hit = (proba[:, 1], test.y) if task.kind == "binary" else \
+            (proba.max(1), (proba.argmax(1) == test.y).astype(np.float64))
+        curve = reliability_curve(conf, hit, bins)
+    plot_paths = [plots.reliability_plot(curve, plot_dir / "reliability.png", f"{cfg.model.name} test")
+                  if curve else None,
                   plots.curves_plot(report.history, plot_dir / "training_curves.png", cfg.model.name)]
     ckpt_dir = run_dir / "checkpoints"
     if ckpt_dir.exists() and not cfg.callbacks.checkpoint.keep:
@@ -250,12 +265,14 @@ def _run(cfg, run_dir: Path, run: dict, reporter: ProgressReporter, token: Cance
             "sources": candles.sources, "candles": {s: len(c) for s, c in candles.by_symbol.items()},
             "labelled_rows": n_labelled, "rows_per_split": rows_per_split,
             "purged_or_embargoed_rows": n_labelled - sum(rows_per_split.values()),
-            "split_cutoffs": cutoffs.as_dict(), "label_up_rate_test": float(np.mean(test.y)),
-            "oracle_accuracy": _oracle_accuracy(candles, frame, test.rows),
+            "split_cutoffs": cutoffs.as_dict(), "task": vars(task),
+            "label_balance_test": (np.bincount(test.y, minlength=task.n_classes) / len(test.y)).tolist()
+            if task.is_classification else None,
+            "oracle_accuracy": _oracle_accuracy(candles, frame, test.rows, cfg.target.type),
         },
         "run": {**run, "finished_at": utc_now()},
     }
-    reporter.emit("done", metrics={"accuracy": test_metrics["accuracy"]})
+    reporter.emit("done", metrics={headline(task): test_metrics[headline(task)]})
     result["run"]["phase_seconds"] = dict(reporter.phase_seconds)
     write_json_atomic(run_dir / "result.json", result)
     if logger is not None:

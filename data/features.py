@@ -1,25 +1,80 @@
-"""Causal features from TA-Lib and vectorised pandas: the value at t uses candles <= t only.
+"""Causal features, composable by set: the value at t uses candles <= t only.
 
-Functions here take one symbol's candles; callers apply them per symbol so that indicators reset at
-symbol boundaries.
+Sets (``features.sets``): returns, ta (TA-Lib RSI, MACD, ATR, Bollinger), volume, session, spread
+(Corwin-Schultz, Roll, slippage), regime (volatility regime), fuzzy (memberships over RSI and Bollinger
+position). Functions here take one symbol's candles; callers apply them per symbol, so indicators reset
+at symbol boundaries.
 """
 import numpy as np
 import pandas as pd
 import talib
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+
+from data import indicators
+from data.errors import UserError
+
+SETS = ("returns", "ta", "volume", "session", "spread", "regime", "fuzzy")
+_SESSION = ["tokyo", "london", "new_york", "overlap", "hour_sin", "hour_cos", "dow_sin", "dow_cos", "weekend"]
+
+
+def _fuzzy_sets(cfg: DictConfig) -> dict:
+    spec = cfg.get("fuzzy_sets")
+    return OmegaConf.to_container(spec, resolve=True) if spec else indicators.DEFAULT_FUZZY_SETS
+
+
+def _sets(cfg: DictConfig) -> list[str]:
+    chosen = list(cfg.get("sets") or ["returns", "ta", "volume"])
+    unknown = [s for s in chosen if s not in SETS]
+    if unknown:
+        raise UserError(f"unknown feature set(s) {unknown}; available: {', '.join(SETS)}", "features.sets")
+    return chosen
 
 
 def feature_names(cfg: DictConfig) -> list[str]:
-    names = [f"ret_{h}" for h in cfg.return_horizons]
-    names += ["rsi", "macd_hist", "atr", "bb_position", "volume_z"]
+    names: list[str] = []
+    for s in _sets(cfg):
+        if s == "returns":
+            names += [f"ret_{h}" for h in cfg.return_horizons]
+        elif s == "ta":
+            names += ["rsi", "macd_hist", "atr", "bb_position"]
+        elif s == "volume":
+            names += ["volume_z", "volume_trend"]
+        elif s == "session":
+            names += _SESSION
+        elif s == "spread":
+            names += ["cs_spread", "roll_spread", "slippage"]
+        elif s == "regime":
+            names += ["vol_regime"]
+        elif s == "fuzzy":
+            names += [f"{src}_{name}" for src, sets in _fuzzy_sets(cfg).items() for name in sets]
     return names
 
 
-def warmup_bars(cfg: DictConfig) -> int:
-    """Candles a symbol needs before every feature is defined."""
-    slow, signal = cfg.macd[1], cfg.macd[2]
-    return int(max(max(cfg.return_horizons), cfg.rsi_period, slow + signal, cfg.atr_period,
-                   cfg.bbands_period, cfg.volume_z_window))
+def _ta(close, high, low, cfg) -> dict[str, np.ndarray]:
+    out = {}
+    rsi = talib.RSI(close, timeperiod=cfg.rsi_period)
+    atr = talib.ATR(high, low, close, timeperiod=cfg.atr_period)
+    fast, slow, signal = cfg.macd
+    _, _, hist = talib.MACD(close, fastperiod=fast, slowperiod=slow, signalperiod=signal)
+    upper, middle, lower = talib.BBANDS(close, timeperiod=cfg.bbands_period, nbdevup=2, nbdevdn=2)
+    width = upper - lower
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # Price-level free: RSI centred, MACD histogram in ATRs, ATR as a fraction of price.
+        out["rsi"] = rsi / 100.0 - 0.5
+        out["macd_hist"] = np.where(np.isnan(hist) | np.isnan(atr), np.nan, np.where(atr > 0, hist / atr, 0.0))
+        out["atr"] = atr / close
+        out["bb_position"] = np.where(np.isnan(width), np.nan, np.where(width > 0, (close - middle) / width, 0.0))
+    return out
+
+
+def _volume(volume: np.ndarray, cfg) -> dict[str, np.ndarray]:
+    log_vol = pd.Series(np.log1p(volume))
+    w = cfg.volume_z_window
+    roll = log_vol.rolling(w, min_periods=w)
+    std = roll.std(ddof=0).to_numpy()
+    z = (log_vol.to_numpy() - roll.mean().to_numpy()) / np.where(std > 0, std, 1.0)
+    short = log_vol.rolling(5, min_periods=5).mean()
+    return {"volume_z": z, "volume_trend": (short - roll.mean()).to_numpy()}
 
 
 def compute_features(candles: pd.DataFrame, cfg: DictConfig) -> pd.DataFrame:
@@ -28,29 +83,37 @@ def compute_features(candles: pd.DataFrame, cfg: DictConfig) -> pd.DataFrame:
     high = candles["high"].to_numpy(np.float64)
     low = candles["low"].to_numpy(np.float64)
     volume = candles["volume"].to_numpy(np.float64)
+    index = pd.DatetimeIndex(candles["timestamp"], name="timestamp")
     out: dict[str, np.ndarray] = {}
-    log_close = np.log(close)
-    for h in cfg.return_horizons:
-        r = np.full_like(log_close, np.nan)
-        r[h:] = log_close[h:] - log_close[:-h]
-        out[f"ret_{h}"] = r
-    out["rsi"] = talib.RSI(close, timeperiod=cfg.rsi_period) / 100.0 - 0.5
-    atr = talib.ATR(high, low, close, timeperiod=cfg.atr_period)
-    fast, slow, signal = cfg.macd
-    _, _, hist = talib.MACD(close, fastperiod=fast, slowperiod=slow, signalperiod=signal)
-    # Price-level free: MACD histogram in ATRs, ATR as a fraction of price.
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out["macd_hist"] = np.where(atr > 0, hist / atr, 0.0)
-        out["atr"] = atr / close
-        upper, middle, lower = talib.BBANDS(close, timeperiod=cfg.bbands_period, nbdevup=2, nbdevdn=2)
-        width = upper - lower
-        out["bb_position"] = np.where(width > 0, (close - middle) / width, 0.0)
-    out["macd_hist"][np.isnan(hist) | np.isnan(atr)] = np.nan
-    out["bb_position"][np.isnan(width)] = np.nan
-    log_vol = pd.Series(np.log1p(volume))
-    roll = log_vol.rolling(cfg.volume_z_window, min_periods=cfg.volume_z_window)
-    std = roll.std(ddof=0).to_numpy()
-    z = (log_vol.to_numpy() - roll.mean().to_numpy()) / np.where(std > 0, std, 1.0)
-    out["volume_z"] = z
-    frame = pd.DataFrame(out, index=pd.DatetimeIndex(candles["timestamp"], name="timestamp"))
+    chosen = _sets(cfg)
+    if "returns" in chosen:
+        log_close = np.log(close)
+        for h in cfg.return_horizons:
+            r = np.full_like(log_close, np.nan)
+            r[h:] = log_close[h:] - log_close[:-h]
+            out[f"ret_{h}"] = r
+    if "ta" in chosen or "fuzzy" in chosen:
+        ta = _ta(close, high, low, cfg)
+        if "ta" in chosen:
+            out.update(ta)
+    if "volume" in chosen:
+        out.update(_volume(volume, cfg))
+    if "session" in chosen:
+        session = indicators.session_features(index)
+        out.update({k: session[k].to_numpy(np.float64) for k in _SESSION})
+    if "spread" in chosen:
+        out["cs_spread"] = indicators.corwin_schultz_spread(high, low)
+        out["roll_spread"] = indicators.roll_spread(close, int(cfg.spread_window)) / close
+        out["slippage"] = indicators.slippage_estimate(high, low, close, volume, int(cfg.slippage_window))
+    if "regime" in chosen:
+        out["vol_regime"] = indicators.volatility_regime(close, int(cfg.regime_window), int(cfg.regime_lookback))
+    if "fuzzy" in chosen:
+        sources = {"rsi": (ta["rsi"] + 0.5) * 100.0, "bb_position": ta["bb_position"]}
+        for src, sets in _fuzzy_sets(cfg).items():
+            if src not in sources:
+                raise UserError(f"fuzzy sets over {src!r}: only rsi and bb_position are available",
+                                "features.fuzzy_sets")
+            memberships = indicators.fuzzy_memberships(sources[src], src, sets)
+            out.update({k: memberships[k].to_numpy(np.float64) for k in memberships.columns})
+    frame = pd.DataFrame(out, index=index)
     return frame[feature_names(cfg)]

@@ -1,29 +1,23 @@
-"""Files provider: candle files in the canonical schema (parquet, or CSV with the same columns)."""
+"""Files provider: candle files in any format data.formats reads (canonical parquet/CSV, freqtrade,
+Yahoo, CryptoDataDownload, Binance, Lean), validated to the canonical schema."""
 from pathlib import Path
 
 import pandas as pd
 
 from data.errors import UserError
-from data.schema import validate_candles
+from data.formats import FORMATS, read_candles
 
 
-def read_candle_file(path: Path) -> pd.DataFrame:
-    if not path.is_file():
+def read_candle_file(path: Path, fmt: str = "auto", stamped_at: str = "open",
+                     step: pd.Timedelta | None = None) -> pd.DataFrame:
+    if not path.exists():
         raise UserError("candle file not found", str(path))
-    try:
-        if path.suffix == ".parquet":
-            df = pd.read_parquet(path)
-        elif path.suffix == ".csv":
-            df = pd.read_csv(path)
-            if "timestamp" in df.columns:
-                df["timestamp"] = pd.to_datetime(df["timestamp"], utc=True)
-        else:
-            raise UserError(f"unsupported candle file type {path.suffix!r} (use .parquet or .csv)", str(path))
-    except UserError:
-        raise
-    except Exception as exc:  # unreadable or corrupt file: name it, keep the cause
-        raise UserError(f"cannot read candle file: {type(exc).__name__}: {exc}".splitlines()[0], str(path))
-    return validate_candles(df, str(path))
+    if fmt != "auto" and fmt not in FORMATS:
+        raise UserError(f"unknown candle file format {fmt!r}; choose auto or one of {', '.join(FORMATS)}",
+                        "data.format")
+    if stamped_at not in ("open", "close"):
+        raise UserError(f"data.stamped_at must be open or close, got {stamped_at!r}", "data.stamped_at")
+    return read_candles(path, fmt=fmt, stamped_at=stamped_at, step=step)
 
 
 def infer_step(candles: pd.DataFrame, source: str) -> pd.Timedelta:

@@ -75,6 +75,8 @@ def generate(
     vol_half_life: float = 720.0,
     correlation: float = 0.7,
     signal_correlation: float = 0.5,
+    regime_switch: float = 0.0,
+    gap_rate: float = 0.0,
 ) -> SyntheticCandles:
     if rows < 2:
         raise UserError(f"synthetic data needs at least 2 rows per symbol, got {rows}", "data.rows")
@@ -87,7 +89,11 @@ def generate(
     hours = (timestamps.hour + timestamps.minute / 60.0).to_numpy()
     season = _session_seasonality(hours)
     # Market-wide factors on their own stream; each symbol adds its own part from its own stream.
-    market = np.random.default_rng([seed, 0]).standard_normal((3, rows))
+    market_rng = np.random.default_rng([seed, 0])
+    market = market_rng.standard_normal((3, rows))
+    # Volatility regimes: a market-wide calm/turbulent Markov switch (probability regime_switch per candle).
+    turbulent = np.cumsum(market_rng.random(rows) < regime_switch) % 2 == 1
+    season = season * np.where(turbulent, 1.6, 0.7) / (1.6 * turbulent.mean() + 0.7 * (1 - turbulent.mean()))
     phi_vol, phi_drift = 0.5 ** (1.0 / vol_half_life), 0.5 ** (1.0 / signal_half_life)
 
     candles, oracle = {}, {}
@@ -109,8 +115,17 @@ def generate(
         high = np.maximum(open_, close) * np.exp(0.5 * sigma * wick[0])
         low = np.minimum(open_, close) * np.exp(-0.5 * sigma * wick[1])
         volume = 50.0 * season * np.exp(0.4 * rng.standard_normal(rows) + 0.3 * np.abs(eps))
-        candles[symbol] = pd.DataFrame(
+        frame = pd.DataFrame(
             {"timestamp": timestamps, "open": open_, "high": high, "low": low, "close": close, "volume": volume}
         )
+        if gap_rate > 0:   # occasional outages: runs of 1-30 missing candles, as published feeds have
+            starts = np.flatnonzero(rng.random(rows) < gap_rate)
+            lengths = rng.integers(1, 31, len(starts))
+            missing = np.zeros(rows, dtype=bool)
+            for s, n in zip(starts, lengths):   # one slice per gap (a handful), not per candle
+                missing[s:s + n] = True
+            missing[0] = False
+            frame = frame[~missing].reset_index(drop=True)
+        candles[symbol] = frame
         oracle[symbol] = pd.Series(drift >= 0, index=timestamps, name="oracle_up")
     return SyntheticCandles(candles=candles, oracle_up=oracle)

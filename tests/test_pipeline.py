@@ -171,3 +171,32 @@ def test_multi_symbol_reload_parity_and_timeframe_guard(tmp_path):
     five_minute = by_symbol["BTC"].iloc[::5].reset_index(drop=True)
     with pytest.raises(UserError, match="trained on 1m"):
         model.predict_proba(five_minute)
+
+
+@pytest.mark.parametrize("target", ["direction3", "forward_return", "quantile", "triple_barrier"])
+def test_every_target_trains_and_reports_task_metrics(tmp_path, target):
+    cfg = make_cfg("model=lightgbm", f"target={target}", "data.rows=30000", "trainer.num_threads=2",
+                   "logger=none", run_dir=tmp_path)
+    result = train(cfg)
+    m, kind = result["test_metrics"], result["data_summary"]["task"]["kind"]
+    if kind == "regression":
+        assert {"ic", "rank_ic", "mae", "rmse", "directional_accuracy"} <= m.keys()
+        assert m["ic"] > 0.05 and result["baselines"]["persistence"]["ic"] is not None
+        assert m["directional_accuracy"] <= result["data_summary"]["oracle_accuracy"] + 0.01
+    else:
+        assert {"accuracy", "balanced_accuracy", "log_loss", "brier", "ece", "auc"} <= m.keys()
+        assert m["accuracy"] > result["baselines"]["majority_class"]["accuracy"]
+    evaluated = pd.read_parquet(tmp_path / "predictions_test.parquet")
+    columns = [c for c in evaluated.columns if c.startswith("p_") or c == "prediction"]
+    candles = load_candles(cfg.data, ["BTC"], cfg.seed).by_symbol["BTC"]
+    out = load_model(tmp_path).predict_proba(candles)
+    assert list(out.columns) == columns
+    got = out.set_index(candles["timestamp"]).loc[evaluated["timestamp"]]
+    np.testing.assert_array_equal(got.to_numpy(), evaluated[columns].to_numpy())
+
+
+def test_lstm_regression_head(tmp_path):
+    cfg = make_cfg(*FAST_LSTM, *FAST_DATA, "target=forward_return", run_dir=tmp_path)
+    result = train(cfg)
+    assert result["status"] == "completed" and "ic" in result["test_metrics"]
+    assert load_model(tmp_path).model.net.head.out_features == 1

@@ -266,6 +266,8 @@ def _run(cfg, run_dir: Path, run: dict, reporter: ProgressReporter, token: Cance
             "labelled_rows": n_labelled, "rows_per_split": rows_per_split,
             "purged_or_embargoed_rows": n_labelled - sum(rows_per_split.values()),
             "split_cutoffs": cutoffs.as_dict(), "task": vars(task),
+            "quality": {s: {**q, "outliers": q["outliers"][:20], "outliers_found": len(q["outliers"])}
+                        for s, q in candles.quality.items()},
             "label_balance_test": (np.bincount(test.y, minlength=task.n_classes) / len(test.y)).tolist()
             if task.is_classification else None,
             "oracle_accuracy": _oracle_accuracy(candles, frame, test.rows, cfg.target.type),

@@ -44,3 +44,113 @@ def assign_rows(timestamp: pd.Series, t1: pd.Series, eligible: np.ndarray, cutof
     val = eligible & (ts >= c1 + emb) & (ts < c2) & (end < c2)
     test = eligible & (ts >= c2 + emb)
     return {name: np.flatnonzero(np.asarray(mask)) for name, mask in (("train", train), ("val", val), ("test", test))}
+
+
+@dataclass
+class Fold:
+    """One train/val/test assignment; every boundary is purged via t1 and embargoed."""
+    name: str
+    rows: dict[str, np.ndarray]          # "train", "val", "test" -> row indices
+    cutoffs: dict[str, str]              # the boundaries, ISO timestamps
+
+    def summary(self) -> dict:
+        return {"name": self.name, "cutoffs": self.cutoffs, "rows": {k: int(len(v)) for k, v in self.rows.items()}}
+
+
+def _spans(timestamps: pd.Series, eligible: np.ndarray) -> pd.DatetimeIndex:
+    uniq = pd.DatetimeIndex(timestamps[eligible]).unique().sort_values()
+    if len(uniq) < 10:
+        raise UserError(f"only {len(uniq)} labelled timestamps: too few to split", "split")
+    return uniq
+
+
+def _segment(ts, end, eligible, start, stop, embargo, purge_at) -> np.ndarray:
+    """Rows starting in [start + embargo, stop) whose label ends before ``purge_at``."""
+    mask = eligible & (ts >= start + embargo) & (ts < stop) & (end < purge_at)
+    return np.flatnonzero(np.asarray(mask))
+
+
+def walk_forward_folds(timestamp: pd.Series, t1: pd.Series, eligible: np.ndarray, folds: int, mode: str,
+                       test: float, val: float, embargo: pd.Timedelta) -> list[Fold]:
+    """K consecutive test blocks covering the last ``test`` fraction of the labelled time; each fold trains
+    on what precedes its block (expanding: everything; sliding: a window as long as the first fold's),
+    validating on the last ``val`` fraction of that period."""
+    if mode not in ("expanding", "sliding"):
+        raise UserError(f"split.mode must be expanding or sliding, got {mode!r}", "split.mode")
+    if folds < 1 or not 0 < test < 1 or not 0 < val < 1:
+        raise UserError("walk-forward needs folds >= 1, 0 < test < 1 and 0 < val < 1", "split")
+    uniq = _spans(timestamp, eligible)
+    n = len(uniq)
+    first_test = int(n * (1 - test))
+    bounds = [first_test + (n - first_test) * i // folds for i in range(folds + 1)]
+    far_future = uniq[-1] + pd.Timedelta(days=36500)
+    window = bounds[0]
+    out = []
+    for i in range(folds):
+        test_start = uniq[bounds[i]]
+        test_stop = uniq[bounds[i + 1]] if i + 1 < folds else far_future
+        begin = 0 if mode == "expanding" else max(0, bounds[i] - window)
+        val_start = uniq[begin + int((bounds[i] - begin) * (1 - val))]
+        train_start = uniq[begin]
+        rows = {
+            "train": _segment(timestamp, t1, eligible, train_start, val_start, pd.Timedelta(0), val_start),
+            "val": _segment(timestamp, t1, eligible, val_start, test_start, embargo, test_start),
+            "test": _segment(timestamp, t1, eligible, test_start, test_stop, embargo, far_future),
+        }
+        cut = {"train_start": train_start.isoformat(), "val_start": val_start.isoformat(),
+               "test_start": test_start.isoformat(),
+               "test_end": test_stop.isoformat() if i + 1 < folds else None, "embargo": str(embargo)}
+        out.append(Fold(name=f"fold{i}", rows=rows, cutoffs=cut))
+    return out
+
+
+def purged_kfold(timestamp: pd.Series, t1: pd.Series, eligible: np.ndarray, folds: int, val: float,
+                 embargo: pd.Timedelta) -> list[Fold]:
+    """K contiguous test blocks over the whole span (for ranking targets/features, not for honest
+    forward-looking scores: most folds train on data after their test block). Training rows whose
+    [t, t1] interval touches the test or validation span are purged, and rows starting within ``embargo``
+    after either span are dropped. Validation: the last ``val`` fraction of the time before the test
+    block, or, for the first block, the first ``val`` fraction after it."""
+    if folds < 2 or not 0 < val < 1:
+        raise UserError("purged k-fold needs folds >= 2 and 0 < val < 1", "split")
+    uniq = _spans(timestamp, eligible)
+    n = len(uniq)
+    edges = [uniq[n * i // folds] for i in range(folds)] + [uniq[-1] + pd.Timedelta(days=36500)]
+    ts, end = timestamp, t1
+    out = []
+    for i in range(folds):
+        t_start, t_stop = edges[i], edges[i + 1]
+        if i > 0:
+            v_stop = t_start
+            v_start = uniq[int(np.searchsorted(uniq, t_start) * (1 - val))]
+        else:
+            after = uniq[(uniq >= t_stop + embargo)]
+            v_start, v_stop = after[0], after[min(len(after) - 1, int(len(after) * val))]
+        test_rows = eligible & (ts >= t_start) & (ts < t_stop)
+        val_rows = eligible & (ts >= v_start) & (ts < v_stop) & (end < t_start if i > 0 else True) \
+            & ((ts >= t_stop + embargo) if i == 0 else True)
+
+        def clear_of(start, stop):   # no overlap of [ts, t1] with [start, stop), nor inside the embargo after it
+            return ((end < start) | (ts >= stop + embargo))
+
+        train_rows = eligible & ~test_rows & ~val_rows & clear_of(t_start, t_stop) & clear_of(v_start, v_stop)
+        rows = {"train": np.flatnonzero(np.asarray(train_rows)), "val": np.flatnonzero(np.asarray(val_rows)),
+                "test": np.flatnonzero(np.asarray(test_rows))}
+        cut = {"test_start": t_start.isoformat(), "test_end": t_stop.isoformat() if i + 1 < folds else None,
+               "val_start": v_start.isoformat(), "val_end": v_stop.isoformat(), "embargo": str(embargo)}
+        out.append(Fold(name=f"fold{i}", rows=rows, cutoffs=cut))
+    return out
+
+
+def make_folds(split, timestamp: pd.Series, t1: pd.Series, eligible: np.ndarray, step: pd.Timedelta) -> list[Fold]:
+    embargo = int(split.embargo) * step
+    if split.type == "holdout":
+        cut = holdout_cutoffs(timestamp[eligible], float(split.train), float(split.val), embargo)
+        rows = assign_rows(timestamp, t1, eligible, cut)
+        return [Fold(name="holdout", rows=rows, cutoffs=cut.as_dict())]
+    if split.type == "walk_forward":
+        return walk_forward_folds(timestamp, t1, eligible, int(split.folds), str(split.mode), float(split.test),
+                                  float(split.val), embargo)
+    if split.type == "purged_kfold":
+        return purged_kfold(timestamp, t1, eligible, int(split.folds), float(split.val), embargo)
+    raise UserError(f"unknown split type {split.type!r}; choose holdout, walk_forward or purged_kfold", "split.type")

@@ -12,6 +12,8 @@ _NUMBERS = {
     "split.train": (float, 0.0, 1.0, "()"),
     "split.val": (float, 0.0, 1.0, "()"),
     "split.embargo": (int, 0, None, "[]"),
+    "split.folds": (int, 1, None, "[]"),
+    "split.test": (float, 0.0, 1.0, "()"),
     "data.rows": (int, 2, None, "[]"),
     "data.signal_strength": (float, 0.0, None, "[]"),
     "data.signal_half_life": (float, 0.0, None, "(]"),
@@ -41,7 +43,10 @@ _NUMBERS = {
     "target.stop_loss": (float, 0.0, None, "(]"),
 }
 _CHOICES = {
-    "data.provider": ("synthetic", "files"),
+    "data.provider": ("synthetic", "files", "ccxt", "yfinance"),
+    "split.type": ("holdout", "walk_forward", "purged_kfold"),
+    "split.mode": ("expanding", "sliding"),
+    "data.outliers": ("warn", "drop", "error", "off"),
     "target.type": ("direction", "direction3", "forward_return", "quantile", "triple_barrier"),
     "target.class_weight": ("balanced",),
     "model.input": ("tabular", "sequence"),
@@ -78,7 +83,7 @@ def check_config(cfg: DictConfig) -> None:
         value = _get(cfg, key)
         if value is not None and str(value) not in allowed:
             raise UserError(f"{key} must be one of {', '.join(allowed)}, got {value!r}", key)
-    if cfg.split.train + cfg.split.val >= 1.0:
+    if cfg.split.type == "holdout" and cfg.split.train + cfg.split.val >= 1.0:
         raise UserError(f"split.train + split.val must be below 1 to leave a test segment, got "
                         f"{cfg.split.train} + {cfg.split.val}", "split.train/split.val")
     if not cfg.model.get("_target_"):

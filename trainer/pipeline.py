@@ -20,7 +20,7 @@ from callbacks.sinks import build_sinks
 from data.errors import UserError
 from data.providers import Candles, load_candles
 from data.scaling import Standardizer
-from data.splits import assign_rows, holdout_cutoffs
+from data.splits import Fold, make_folds
 from data.table import FeatureTable, feature_frames, join_labels
 from data.labels import TASKS, n_classes, output_columns
 from models.base import FitContext, Rows, Task
@@ -103,7 +103,7 @@ def _ended(run: dict, status: str, reason: str) -> dict:
             "run": {**run, "finished_at": utc_now()}}
 
 
-def _split_rows(cfg: DictConfig, table: FeatureTable, window: int, candles: Candles):
+def _split_rows(cfg: DictConfig, table: FeatureTable, window: int, candles: Candles) -> tuple[list[Fold], int]:
     frame = table.frame
     eligible = eligible_rows(table, window) & frame["label"].notna().to_numpy()
     where = "data.rows" if cfg.data.provider == "synthetic" else "data.path"
@@ -112,14 +112,13 @@ def _split_rows(cfg: DictConfig, table: FeatureTable, window: int, candles: Cand
             f"too little data: {int(eligible.sum())} labelled rows after warm-up, window {window} and horizon "
             f"{cfg.target.horizon} (from {sum(map(len, candles.by_symbol.values()))} candles); "
             f"need at least {sum(MIN_ROWS.values())}", where)
-    cutoffs = holdout_cutoffs(frame["timestamp"][eligible], float(cfg.split.train),
-                              float(cfg.split.val), int(cfg.split.embargo) * table.step)
-    idx = assign_rows(frame["timestamp"], frame["t1"], eligible, cutoffs)
-    short = {k: len(v) for k, v in idx.items() if len(v) < MIN_ROWS[k]}
-    if short:
-        raise UserError(f"too little data after purge and embargo: {short} rows, need at least "
-                        f"{ {k: MIN_ROWS[k] for k in short} }", where)
-    return idx, cutoffs, int(eligible.sum())
+    folds = make_folds(cfg.split, frame["timestamp"], frame["t1"], eligible, table.step)
+    for fold in folds:
+        short = {k: len(v) for k, v in fold.rows.items() if len(v) < MIN_ROWS[k]}
+        if short:
+            raise UserError(f"too little data after purge and embargo in {fold.name}: {short} rows, need at "
+                            f"least { {k: MIN_ROWS[k] for k in short} }", where)
+    return folds, int(eligible.sum())
 
 
 def _cancelled_fit(run_dir, run, token, report, model, card, config_yaml, scaler, feature_cfg, label,
@@ -173,27 +172,17 @@ def _run(cfg, run_dir: Path, run: dict, reporter: ProgressReporter, token: Cance
     token.raise_if_cancelled()
 
     window = int(cfg.model.window) if cfg.model.input == "sequence" else 1
-    idx, cutoffs, n_labelled = _split_rows(cfg, table, window, candles)
-    reporter.emit("split", metrics={k: len(v) for k, v in idx.items()})
+    folds, n_labelled = _split_rows(cfg, table, window, candles)
+    for fold in folds:   # every split says where it cut and how many rows each side holds
+        log.info("split %s %s: %s", cfg.split.type, fold.name, fold.summary())
+    reporter.emit("split", metrics={"type": cfg.split.type, "folds": len(folds),
+                                    **{k: len(v) for k, v in folds[-1].rows.items()}})
     frame = table.frame
     y_all = frame["label"].to_numpy()
     raw = table.matrix()
-    scaler = Standardizer.fit(raw[idx["train"]], table.feature_names)   # train rows only
-    X = scaler.transform(raw)
     task = Task(TASKS[cfg.target.type], n_classes(cfg.target),
                 cfg.target.get("class_weight") or cfg.model.get("class_weight"))
     y_type = np.int64 if task.is_classification else np.float64
-    split = {k: Rows(features=X, rows=v, y=y_all[v].astype(y_type)) for k, v in idx.items()}
-
-    model = get_class(cfg.model._target_).from_config(cfg.model, len(table.feature_names), cfg.seed, threads,
-                                                      task=task)
-    ctx = FitContext(run_dir=run_dir, seed=cfg.seed, reporter=reporter, token=token, callbacks=cfg.callbacks,
-                     trainer=cfg.trainer, device=device, logger=logger,
-                     resume_from=resume_checkpoint(cfg, run_dir, run["config_hash"]),
-                     hooks=bool(cfg.callbacks.get("hooks", True)))
-    token.raise_if_cancelled()
-    reporter.emit("fit", metrics={"family": cfg.model.name, "device": device.name})
-    report = model.fit(split["train"], split["val"], ctx)
     feature_cfg = OmegaConf.to_container(cfg.features, resolve=True)
     label = {"type": cfg.target.type, "horizon": int(cfg.target.horizon), "timeframe": candles.timeframe,
              "target": OmegaConf.to_container(cfg.target, resolve=True)}
@@ -201,15 +190,42 @@ def _run(cfg, run_dir: Path, run: dict, reporter: ProgressReporter, token: Cance
             "stage": cfg.model.stage, "input": cfg.model.input, "window": window, "symbols": symbols,
             "feature_names": table.feature_names, "label": label, "run_id": run["run_id"],
             "config_hash": run["config_hash"], "git_commit": run["git_commit"], "seed": cfg.seed,
-            "data": {"provider": candles.provider, "sources": candles.sources, "cutoffs": cutoffs.as_dict()}}
+            "data": {"provider": candles.provider, "sources": candles.sources, "split": cfg.split.type,
+                     "cutoffs": folds[-1].cutoffs}}
     model_info = {"family": cfg.model.name, "kind": cfg.model.kind, "stage": cfg.stage.name, "device": device.name}
-    if report.cancelled:
-        return _cancelled_fit(run_dir, run, token, report, model, card, config_yaml, scaler, feature_cfg, label,
-                              model_info)
+    resume = resume_checkpoint(cfg, run_dir, run["config_hash"])
+    if resume and len(folds) > 1:
+        raise UserError("resume continues a holdout run; a multi-fold split retrains its folds", "resume")
+
+    outs, test_rows, fold_of_row, fold_reports = [], [], [], []
+    for i, fold in enumerate(folds):   # the scaler and the model are refit on each fold's training rows
+        scaler = Standardizer.fit(raw[fold.rows["train"]], table.feature_names)
+        X = scaler.transform(raw)
+        split = {k: Rows(features=X, rows=v, y=y_all[v].astype(y_type)) for k, v in fold.rows.items()}
+        model = get_class(cfg.model._target_).from_config(cfg.model, len(table.feature_names), cfg.seed,
+                                                          threads, task=task)
+        ctx = FitContext(run_dir=run_dir, seed=cfg.seed, reporter=reporter, token=token, callbacks=cfg.callbacks,
+                         trainer=cfg.trainer, device=device, logger=logger, resume_from=resume,
+                         hooks=bool(cfg.callbacks.get("hooks", True)))
+        token.raise_if_cancelled()
+        reporter.emit("fit", metrics={"family": cfg.model.name, "device": device.name, "fold": fold.name})
+        report = model.fit(split["train"], split["val"], ctx)
+        if report.cancelled:
+            report.metrics["fold"] = fold.name
+            return _cancelled_fit(run_dir, run, token, report, model, card, config_yaml, scaler, feature_cfg,
+                                  label, model_info)
+        out = model.predict_proba(split["test"])
+        outs.append(out)
+        test_rows.append(split["test"].rows)
+        fold_of_row.append(np.full(len(out), i))
+        fold_reports.append({**fold.summary(), "training_metrics": dict(report.metrics),
+                             "test_metrics": evaluate(task, out, split["test"].y, int(cfg.eval.ece_bins))})
+    # Pooled out-of-sample predictions of every fold; the model, scaler and importance of the last fold.
+    proba = np.concatenate(outs)
+    test = Rows(features=X, rows=np.concatenate(test_rows), y=y_all[np.concatenate(test_rows)].astype(y_type))
+    fold_ids = np.concatenate(fold_of_row)
 
     reporter.emit("evaluate")
-    test = split["test"]
-    proba = model.predict_proba(test)
     bins = int(cfg.eval.ece_bins)
     test_metrics = evaluate(task, proba, test.y, bins)
     base = baselines(task, test.y, split["train"].y, frame["persistence"].to_numpy()[test.rows])
@@ -228,7 +244,7 @@ def _run(cfg, run_dir: Path, run: dict, reporter: ProgressReporter, token: Cance
                 test_metrics=test_metrics)
     model_dir = save_model_dir(run_dir / "model", model, card, config_yaml, scaler, feature_cfg, label)
     predictions = frame.iloc[test.rows][["symbol", "timestamp", "t1", "label"]].assign(
-        **dict(zip(output_columns(cfg.target), proba.T)))
+        fold=fold_ids, **dict(zip(output_columns(cfg.target), proba.T)))
     predictions.to_parquet(run_dir / "predictions_test.parquet", index=False)
     plot_dir = run_dir / "plots"
     plot_dir.mkdir(exist_ok=True)
@@ -245,7 +261,9 @@ def _run(cfg, run_dir: Path, run: dict, reporter: ProgressReporter, token: Cance
         shutil.rmtree(ckpt_dir)   # the best weights live in model/; resumable checkpoints are for unfinished runs
         report.metrics.pop("best_checkpoint", None)
 
-    rows_per_split = {k: len(v) for k, v in idx.items()}
+    rows_per_split = {k: len(v) for k, v in folds[-1].rows.items()}
+    if len(folds) > 1:
+        rows_per_split["test_all_folds"] = int(len(test.rows))
     result = {
         "status": "completed",
         "model_path": str(model_dir),
@@ -264,8 +282,8 @@ def _run(cfg, run_dir: Path, run: dict, reporter: ProgressReporter, token: Cance
             "provider": candles.provider, "symbols": symbols, "timeframe": candles.timeframe,
             "sources": candles.sources, "candles": {s: len(c) for s, c in candles.by_symbol.items()},
             "labelled_rows": n_labelled, "rows_per_split": rows_per_split,
-            "purged_or_embargoed_rows": n_labelled - sum(rows_per_split.values()),
-            "split_cutoffs": cutoffs.as_dict(), "task": vars(task),
+            "purged_or_embargoed_rows": n_labelled - sum(len(v) for v in folds[-1].rows.values()),
+            "split": cfg.split.type, "split_cutoffs": folds[-1].cutoffs, "folds": fold_reports, "task": vars(task),
             "quality": {s: {**q, "outliers": q["outliers"][:20], "outliers_found": len(q["outliers"])}
                         for s, q in candles.quality.items()},
             "label_balance_test": (np.bincount(test.y, minlength=task.n_classes) / len(test.y)).tolist()

@@ -38,7 +38,7 @@ def validate_candles(df: pd.DataFrame, source: str) -> pd.DataFrame:
     values = out[CANDLE_COLUMNS[1:]].to_numpy()
     _first_bad(~np.isfinite(values).all(axis=1), out, "prices and volume are finite", source)
     _first_bad(ts.isna().to_numpy(), out, "timestamps present (no NaT)", source)
-    t = ts.to_numpy()
+    t = ts.to_numpy(dtype="datetime64[ns]")   # not object Timestamps: vectorised comparisons
     _first_bad(np.r_[False, t[1:] < t[:-1]], out, "timestamps sorted ascending", source)
     _first_bad(np.r_[False, t[1:] == t[:-1]], out, "timestamps unique", source)
     o, h, l, c, v = (out[k].to_numpy() for k in ["open", "high", "low", "close", "volume"])

@@ -188,3 +188,14 @@ def test_unknown_provider_is_refused():
     cfg = OmegaConf.create({"provider": "ccxtt"})
     with pytest.raises(UserError, match="unknown data provider"):
         load_candles(cfg, ["BTC"], 0)
+
+
+def test_window_dataset_is_a_view_not_a_copy():
+    X = torch.randn(50_000, 8)
+    ends = np.arange(59, 50_000)
+    batches = WindowBatches(X, ends, np.zeros(len(ends), dtype=np.int64), 60, batch_size=256)
+    assert batches.features.data_ptr() == X.data_ptr()          # the matrix itself, shared
+    held = sum(t.numel() for t in (batches.ends, batches.labels, batches.offsets))
+    assert held < 3 * len(ends) + 100                            # O(rows) indices, not rows x window x F
+    x, _ = next(iter(batches))
+    assert x.shape == (256, 60, 8)

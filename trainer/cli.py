@@ -88,15 +88,15 @@ def guarded(main: Callable[[], object], conf_dir: Path) -> int:
     except UserError as exc:
         if show_traceback:
             raise
-        print(exc.line(), file=sys.stderr)
+        sys.stderr.write(exc.line() + "\n")   # the CLI's contract: one last line, exit code 2
         return EXIT_USER_ERROR
     except RunCancelled as exc:
-        print(f"cancelled: {exc.result.get('reason')} ({exc.result['run']['run_dir']})", file=sys.stderr)
+        sys.stderr.write(f"cancelled: {exc.result.get('reason')} ({exc.result['run']['run_dir']})\n")
         return EXIT_CANCELLED
     except Exception as exc:
         from hydra.errors import HydraException
         if show_traceback or not isinstance(exc, HydraException):
             raise
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"error: {first} (command line)", file=sys.stderr)
+        sys.stderr.write(f"error: {first} (command line)\n")
         return EXIT_USER_ERROR

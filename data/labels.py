@@ -117,6 +117,22 @@ def triple_barrier_label(candles: pd.DataFrame, max_hold: int, step: pd.Timedelt
     return pd.DataFrame({"label": label, "t1": pd.DatetimeIndex(t1_values, tz="UTC")}, index=ts.rename("timestamp"))
 
 
+def forward_volatility(candles: pd.DataFrame, horizon: int, step: pd.Timedelta) -> np.ndarray:
+    """Realised volatility over the next ``horizon`` candles: sqrt(sum of squared 1-candle log returns
+    t+1..t+horizon); NaN unless those candles are all present (no gap)."""
+    ts = pd.DatetimeIndex(candles["timestamp"])
+    r2 = np.diff(np.log(candles["close"].to_numpy(np.float64)), prepend=np.nan) ** 2
+    n = len(r2)
+    csum = np.concatenate([[0.0], np.nancumsum(r2)])
+    out = np.full(n, np.nan)
+    if n > horizon:
+        idx = np.arange(n - horizon)
+        out[idx] = np.sqrt(csum[idx + horizon + 1] - csum[idx + 1])
+        contiguous = (ts[horizon:] - ts[:-horizon]) == horizon * step
+        out[: n - horizon][~np.asarray(contiguous)] = np.nan
+    return out
+
+
 def past_direction(candles: pd.DataFrame, horizon: int, step: pd.Timedelta) -> pd.Series:
     """The direction of the move that ended at t (close[t] > close[t - horizon*step]): the persistence call."""
     close = _close(candles)

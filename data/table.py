@@ -6,12 +6,14 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from data.features import compute_features, feature_names
-from data.labels import make_label
+from data.labels import forward_log_return, forward_volatility, make_label
 
 
 @dataclass
 class FeatureTable:
-    frame: pd.DataFrame        # symbol, timestamp, features..., label, t1, persistence; sorted by (symbol, timestamp)
+    frame: pd.DataFrame        # symbol, timestamp, features..., label, t1, persistence, aux_*, purge_end;
+    # sorted by (symbol, timestamp). aux_forward_return / aux_forward_volatility: auxiliary targets over the
+    # same horizon for families that need them; purge_end = the later of t1 and t + horizon (what the split purges on)
     # persistence: the label of the move that ended at t (known at t), the naive "same again" call
     feature_names: list[str]
     step: pd.Timedelta
@@ -46,7 +48,12 @@ def join_labels(candles: dict[str, pd.DataFrame], frames: dict[str, pd.DataFrame
         # The label whose horizon ended at t: shifted by timestamp, so a gap never pairs the wrong rows.
         persistence = labels["label"].copy()
         persistence.index = persistence.index + lag
-        joined = frames[symbol].join(labels).join(persistence.rename("persistence"))
+        fwd = forward_log_return(c, int(target.horizon), step)
+        aux = pd.DataFrame({"aux_forward_return": fwd["ret"].to_numpy(),
+                            "aux_forward_volatility": forward_volatility(c, int(target.horizon), step)},
+                           index=fwd.index)
+        joined = frames[symbol].join(labels).join(persistence.rename("persistence")).join(aux)
+        joined["purge_end"] = np.maximum(joined["t1"], joined.index + lag)
         joined = joined.dropna(subset=names)  # warm-up rows; labels stay on their own timestamps
         joined.insert(0, "symbol", symbol)
         parts.append(joined.reset_index())

@@ -41,6 +41,9 @@ class Rows:
     features: np.ndarray          # (n_total, F) float32, the whole table
     rows: np.ndarray              # indices into ``features``
     y: np.ndarray | None = None   # int labels for ``rows``
+    # auxiliary targets aligned with ``rows`` ("forward_return", "forward_volatility"; NaN -> 0), for families
+    # that learn from more than the label (reward-based, quantile, multitask)
+    aux: dict[str, np.ndarray] | None = None
 
     def tabular(self) -> np.ndarray:
         return self.features[self.rows]

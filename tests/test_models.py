@@ -11,7 +11,7 @@ from callbacks.progress import ProgressReporter
 from conftest import make_cfg
 from models.base import FitContext, Rows
 from models.lightgbm import LightGBMModel
-from models.lstm import LSTMModel, LSTMNet
+from models.lstm import LSTMModel
 
 
 def _noise_rows(n=3000, f=6, seed=0):
@@ -24,6 +24,10 @@ def _noise_rows(n=3000, f=6, seed=0):
     return train, val
 
 
+def _adamw(lr: float) -> dict:
+    return {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": lr}
+
+
 def _ctx(tmp_path: Path) -> FitContext:
     cfg = make_cfg()
     return FitContext(run_dir=tmp_path, seed=0, reporter=ProgressReporter([]), callbacks=cfg.callbacks,
@@ -33,7 +37,8 @@ def _ctx(tmp_path: Path) -> FitContext:
 
 def test_lstm_head_emits_logits_and_probabilities_use_one_softmax():
     """Pitfall: a sigmoid at the head followed by a with-logits loss (double sigmoid)."""
-    net = LSTMNet(n_features=4, hidden=8, layers=1, dropout=0.0, lr=1e-3)
+    model = LSTMModel({"n_features": 4, "window": 10, "hidden": 8, "layers": 1, "dropout": 0.0})
+    net = model.net
     assert not any(isinstance(m, (torch.nn.Sigmoid, torch.nn.Softmax, torch.nn.LogSoftmax)) for m in net.modules())
     torch.manual_seed(0)
     with torch.no_grad():
@@ -43,9 +48,6 @@ def test_lstm_head_emits_logits_and_probabilities_use_one_softmax():
     assert logits.shape == (64, 2) and logits.max() > 1.0
     y = torch.randint(0, 2, (64,))
     assert torch.allclose(net.loss(logits, y), F.cross_entropy(logits, y))
-    model = LSTMModel({"n_features": 4, "window": 10, "hidden": 8, "layers": 1, "dropout": 0.0, "lr": 1e-3,
-                       "weight_decay": 0.0})
-    model.net = net
     feats = x.reshape(-1, 4).numpy()
     ends = np.arange(9, len(feats), 10)
     proba = model.predict_proba(Rows(feats, ends))
@@ -56,8 +58,8 @@ def test_lstm_head_emits_logits_and_probabilities_use_one_softmax():
 def test_lstm_keeps_the_best_epoch_not_the_last(tmp_path):
     """Pitfall: 'restore best weights' that restores the last ones."""
     train, val = _noise_rows()
-    model = LSTMModel({"n_features": 6, "window": 8, "hidden": 64, "layers": 1, "dropout": 0.0, "lr": 0.02,
-                       "weight_decay": 0.0}, {"batch_size": 64, "max_epochs": 6, "patience": 6, "seed": 0})
+    model = LSTMModel({"n_features": 6, "window": 8, "hidden": 64, "layers": 1, "dropout": 0.0},
+                      {"batch_size": 64, "max_epochs": 6, "patience": 6, "seed": 0, "optimizer": _adamw(0.02)})
     report = model.fit(train, val, _ctx(tmp_path))
     history = report.history["val/loss"]
     best = int(np.argmin(history))
@@ -96,8 +98,8 @@ def test_lightgbm_early_stops_on_validation_and_reloads_identically(tmp_path):
 
 def test_lstm_fit_in_a_reused_run_folder_ignores_old_checkpoints(tmp_path):
     train, val = _noise_rows()
-    opts = {"batch_size": 256, "max_epochs": 2, "patience": 2, "seed": 0}
-    arch = {"n_features": 6, "window": 8, "hidden": 8, "layers": 1, "dropout": 0.0, "lr": 0.01, "weight_decay": 0.0}
+    opts = {"batch_size": 256, "max_epochs": 2, "patience": 2, "seed": 0, "optimizer": _adamw(0.01)}
+    arch = {"n_features": 6, "window": 8, "hidden": 8, "layers": 1, "dropout": 0.0}
     LSTMModel(arch, opts).fit(train, val, _ctx(tmp_path))
     second_model = LSTMModel(arch, opts)
     second = second_model.fit(train, val, _ctx(tmp_path))

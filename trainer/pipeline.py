@@ -112,7 +112,7 @@ def _split_rows(cfg: DictConfig, table: FeatureTable, window: int, candles: Cand
             f"too little data: {int(eligible.sum())} labelled rows after warm-up, window {window} and horizon "
             f"{cfg.target.horizon} (from {sum(map(len, candles.by_symbol.values()))} candles); "
             f"need at least {sum(MIN_ROWS.values())}", where)
-    folds = make_folds(cfg.split, frame["timestamp"], frame["t1"], eligible, table.step)
+    folds = make_folds(cfg.split, frame["timestamp"], frame["purge_end"], eligible, table.step)
     for fold in folds:
         short = {k: len(v) for k, v in fold.rows.items() if len(v) < MIN_ROWS[k]}
         if short:
@@ -183,6 +183,8 @@ def _run(cfg, run_dir: Path, run: dict, reporter: ProgressReporter, token: Cance
     task = Task(TASKS[cfg.target.type], n_classes(cfg.target),
                 cfg.target.get("class_weight") or cfg.model.get("class_weight"))
     y_type = np.int64 if task.is_classification else np.float64
+    aux_all = {"forward_return": np.nan_to_num(frame["aux_forward_return"].to_numpy()),
+               "forward_volatility": np.nan_to_num(frame["aux_forward_volatility"].to_numpy())}
     feature_cfg = OmegaConf.to_container(cfg.features, resolve=True)
     label = {"type": cfg.target.type, "horizon": int(cfg.target.horizon), "timeframe": candles.timeframe,
              "target": OmegaConf.to_container(cfg.target, resolve=True)}
@@ -201,7 +203,8 @@ def _run(cfg, run_dir: Path, run: dict, reporter: ProgressReporter, token: Cance
     for i, fold in enumerate(folds):   # the scaler and the model are refit on each fold's training rows
         scaler = Standardizer.fit(raw[fold.rows["train"]], table.feature_names)
         X = scaler.transform(raw)
-        split = {k: Rows(features=X, rows=v, y=y_all[v].astype(y_type)) for k, v in fold.rows.items()}
+        split = {k: Rows(features=X, rows=v, y=y_all[v].astype(y_type),
+                         aux={name: aux_all[name][v] for name in aux_all}) for k, v in fold.rows.items()}
         model = get_class(cfg.model._target_).from_config(cfg.model, len(table.feature_names), cfg.seed,
                                                           threads, task=task)
         ctx = FitContext(run_dir=run_dir, seed=cfg.seed, reporter=reporter, token=token, callbacks=cfg.callbacks,

@@ -1,0 +1,244 @@
+"""The one LightningModule base and adapter every neural family shares.
+
+A family module defines only its body — an ``nn.Module`` mapping a window ``(B, W, F)`` (tabular
+families use W = 1) to features ``(B, body.out_features)`` — and a ``NetModel`` subclass naming it. The
+base supplies the head (raw logits, or the value for regression: no sigmoid/softmax in the network), the
+class-weighted cross-entropy / MSE loss, optimiser and scheduler from config (``_partial_``), metrics named
+``train/...`` and ``val/...``, early stopping, best-checkpoint restore, progress, cancellation, resume,
+and safetensors save/load.
+"""
+import json
+import logging
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from callbacks.cancel import Cancelled
+from callbacks.checkpoints import adopt_checkpoint
+from callbacks.lightning import CancelCallback, ProgressCallback
+from data.windows import WindowBatches
+from models.base import CandleModel, FitContext, FitReport, Rows, Task, balanced_weights
+
+# Lightning's start-up banner (GPU/TPU availability, tips) says nothing the run summary does not.
+logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")  # resume adopts files
+
+_WEIGHTS = "model.safetensors"
+_META = "net.json"
+# Keys of a net family's config that are not architecture.
+_NOT_ARCH = {"name", "_target_", "kind", "stage", "input", "tasks", "batch_size", "max_epochs", "patience",
+             "class_weight", "optimizer", "scheduler"}
+DEFAULT_OPTIMIZER = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3, "weight_decay": 0.0}
+
+
+class NetModule(pl.LightningModule):
+    def __init__(self, body: nn.Module, n_outputs: int, regression: bool = False,
+                 optimizer: dict | None = None, scheduler: dict | None = None):
+        super().__init__()
+        self.body = body
+        self.head = nn.Linear(body.out_features, n_outputs)
+        self.regression = regression
+        self.optimizer_cfg = dict(optimizer or DEFAULT_OPTIMIZER)
+        self.scheduler_cfg = dict(scheduler) if scheduler else None
+        self.register_buffer("class_weights", torch.ones(n_outputs, dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+    def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.regression:
+            return F.mse_loss(out[:, 0], y)
+        return F.cross_entropy(out, y, weight=self.class_weights)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = self.loss(self(x), y)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        out = self(x)
+        self.log("val/loss", self.loss(out, y), on_epoch=True, batch_size=len(y))
+        if self.regression:
+            self.log("val/mae", (out[:, 0] - y).abs().mean(), on_epoch=True, batch_size=len(y))
+        else:
+            self.log("val/acc", (out.argmax(1) == y).float().mean(), on_epoch=True, batch_size=len(y))
+
+    def configure_optimizers(self):
+        optimizer = instantiate(self.optimizer_cfg)(params=self.parameters())
+        if not self.scheduler_cfg:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": instantiate(self.scheduler_cfg)(optimizer=optimizer)}
+
+
+class _EpochHistory(pl.Callback):
+    def __init__(self):
+        self.history: dict[str, list[float]] = {"train/loss": [], "val/loss": [], "val/acc": [], "val/mae": []}
+
+    def _record(self, trainer, keys):
+        for key in keys:
+            if key in trainer.callback_metrics:
+                self.history[key].append(float(trainer.callback_metrics[key]))
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            self._record(trainer, ("val/loss", "val/acc", "val/mae"))
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self._record(trainer, ("train/loss",))
+
+    def state_dict(self):   # saved in checkpoints, so a resumed fit keeps the earlier epochs' curves
+        return {k: list(v) for k, v in self.history.items()}
+
+    def load_state_dict(self, state):
+        self.history = {k: list(v) for k, v in state.items()}
+
+
+def _at(values: list[float], epoch: int | None) -> float | None:
+    return values[epoch] if epoch is not None and epoch < len(values) else None
+
+
+class NetModel(CandleModel):
+    """Adapter from the CandleModel interface to a Lightning fit of ``build_body``'s network."""
+
+    input = "sequence"
+    module_class = NetModule   # families with their own training step (multitask, VAE, GAN) subclass it
+
+    @staticmethod
+    def build_body(arch: dict) -> nn.Module:
+        raise NotImplementedError
+
+    def __init__(self, arch: dict, train_opts: dict | None = None, task: Task = Task()):
+        self.arch = dict(arch)
+        self.window = int(arch.get("window", 1))
+        self.train_opts = dict(train_opts or {})
+        self.task = task
+        n_out = task.n_classes if task.is_classification else 1
+        self.net = self.module_class(self.build_body(self.arch), n_out, regression=not task.is_classification,
+                                     optimizer=self.train_opts.get("optimizer"),
+                                     scheduler=self.train_opts.get("scheduler"))
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig, n_features: int, seed: int, num_threads: int, task: Task = Task()):
+        container = OmegaConf.to_container(cfg, resolve=True)
+        arch = {k: v for k, v in container.items() if k not in _NOT_ARCH}
+        arch["n_features"] = n_features
+        if cfg.get("input") == "tabular":
+            arch["window"] = 1
+        opts = {"batch_size": cfg.batch_size, "max_epochs": cfg.max_epochs, "patience": cfg.patience, "seed": seed,
+                "optimizer": container.get("optimizer") or DEFAULT_OPTIMIZER, "scheduler": container.get("scheduler")}
+        return cls(arch, opts, task)
+
+    def _batches(self, data: Rows, shuffle_seed=None, with_labels=True) -> WindowBatches:
+        labels = None
+        if with_labels:
+            labels = data.y.astype(np.int64 if self.task.is_classification else np.float32)
+        return WindowBatches(torch.from_numpy(np.ascontiguousarray(data.features)), data.rows, labels,
+                             self.window, self.train_opts.get("batch_size", 1024), shuffle_seed)
+
+    def fit(self, train: Rows, val: Rows, ctx: FitContext) -> FitReport:
+        if self.task.is_classification and self.task.class_weight == "balanced":   # from train labels only
+            weights = balanced_weights(train.y, self.task.n_classes)
+            self.net.class_weights.copy_(torch.tensor(weights, dtype=torch.float32))
+        ckpt_dir = ctx.run_dir / "checkpoints"
+        if ckpt_dir.exists() and ctx.resume_from is None:   # never pick up another fit's "best"
+            shutil.rmtree(ckpt_dir)
+        checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best-{epoch}", monitor="val/loss", mode="min",
+                                     save_top_k=1, save_weights_only=True)
+        # Every completed epoch's full state (weights, optimiser, loops, callbacks): what resume continues.
+        latest = ModelCheckpoint(dirpath=ckpt_dir, filename="latest", save_top_k=1, every_n_epochs=1,
+                                 enable_version_counter=False)
+        history = _EpochHistory()
+        cbs = ctx.callbacks
+        callbacks = [checkpoint, latest, history,
+                     EarlyStopping(monitor="val/loss", mode="min", patience=int(self.train_opts["patience"]))]
+        if ctx.hooks:
+            callbacks.append(ProgressCallback(ctx.reporter, cbs.progress.every_n_batches if cbs else 10))
+        cancel = None
+        if ctx.token is not None and ctx.hooks:
+            cancel = CancelCallback(ctx.token, ckpt_dir / "cancelled.ckpt",
+                                    cbs.cancel.check_every_n_batches if cbs else 5)
+            callbacks.append(cancel)
+        dev = ctx.device
+        trainer = pl.Trainer(
+            max_epochs=int(self.train_opts["max_epochs"]),
+            accelerator=dev.accelerator if dev is not None else "cpu",
+            devices=dev.devices if dev is not None else 1,
+            precision=dev.precision if dev is not None else "32-true",
+            callbacks=callbacks, logger=ctx.logger if ctx.logger is not None else False,
+            enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+            deterministic=True, default_root_dir=str(ctx.run_dir),
+            gradient_clip_val=ctx.trainer.gradient_clip_val if ctx.trainer is not None else None,
+            limit_train_batches=ctx.trainer.get("limit_train_batches") if ctx.trainer is not None else None,
+        )
+        resume_from = adopt_checkpoint(Path(ctx.resume_from), ckpt_dir) if ctx.resume_from else None
+        train_batches = self._batches(train, shuffle_seed=ctx.seed)
+        train_batches.epoch_source = lambda: trainer.current_epoch
+        try:
+            trainer.fit(self.net, train_dataloaders=train_batches, val_dataloaders=self._batches(val),
+                        ckpt_path=resume_from)
+        except (Cancelled, SIGTERMException):   # the latter: SIGTERM during a validation pass
+            saved = cancel is not None and cancel.stopped_at is not None
+            latest_path = ckpt_dir / "latest.ckpt"
+            stopped = cancel.stopped_at if saved else {"epoch": trainer.current_epoch, "during": "validation"}
+            kept = cancel.checkpoint_path if saved else (latest_path if latest_path.exists() else None)
+            return FitReport(metrics={"cancelled_at": stopped, "epochs_completed": len(history.history["val/loss"])},
+                             cancelled=True, checkpoint=str(kept) if kept else None, history=history.history)
+        best_path = checkpoint.best_model_path
+        best_epoch = None
+        if best_path:  # restore the best epoch's weights from disk, not the last in-memory ones
+            best = torch.load(best_path, map_location="cpu", weights_only=True)
+            self.net.load_state_dict(best["state_dict"])
+            best_epoch = int(best["epoch"])
+        score = "val/acc" if self.task.is_classification else "val/mae"
+        metrics = {
+            "best_epoch": best_epoch,
+            "epochs_run": trainer.current_epoch,
+            "train/loss": _at(history.history["train/loss"], best_epoch),
+            "val/loss": float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None,
+            score: _at(history.history[score], best_epoch),
+            "best_checkpoint": best_path or None,
+        }
+        if ctx.resume_from:
+            metrics["resumed_from"] = str(ctx.resume_from)
+        return FitReport(metrics=metrics, history={k: v for k, v in history.history.items() if v})
+
+    @torch.no_grad()
+    def predict_proba(self, data: Rows) -> np.ndarray:
+        self.net.eval()
+        self.net.to("cpu")
+        head = (lambda o: o) if not self.task.is_classification else (lambda o: torch.softmax(o, dim=1))
+        out = [head(self.net(x)) for (x,) in self._batches(data, with_labels=False)]
+        if not out:
+            return np.zeros((0, self.net.head.out_features))
+        return torch.cat(out).double().numpy()
+
+    def save(self, directory: Path) -> None:
+        state = {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
+        save_file(state, str(directory / _WEIGHTS))
+        (directory / _META).write_text(json.dumps({"arch": self.arch, "train_opts": self.train_opts,
+                                                   "task": vars(self.task)}))
+
+    @classmethod
+    def load(cls, directory: Path) -> "NetModel":
+        meta = json.loads((directory / _META).read_text())
+        model = cls(meta["arch"], meta["train_opts"], Task(**meta["task"]))
+        model.net.load_state_dict(load_file(str(directory / _WEIGHTS)))
+        model.net.eval()
+        return model
+
+    def n_parameters(self) -> int:
+        return int(sum(p.numel() for p in self.net.parameters()))

@@ -88,6 +88,12 @@ def check_config(cfg: DictConfig) -> None:
                         f"{cfg.split.train} + {cfg.split.val}", "split.train/split.val")
     if not cfg.model.get("_target_"):
         raise UserError("model config names no implementation (_target_)", f"conf/model/{cfg.model.get('name')}.yaml")
+    from data.labels import TASKS
+    supported = list(cfg.model.get("tasks") or [])
+    kind = TASKS.get(cfg.target.type)
+    if supported and kind not in supported:
+        raise UserError(f"model {cfg.model.name} supports {', '.join(supported)} targets, not {kind} "
+                        f"(target={cfg.target.type})", "target")
     if not list(cfg.coin.get("symbols") or []):
         raise UserError("no symbols selected", "coin.symbols")
     if cfg.data.provider == "synthetic":

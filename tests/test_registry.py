@@ -1,0 +1,43 @@
+"""The family registry: derived from conf/model/, complete metadata, listed by `python -m models`."""
+import subprocess
+import sys
+
+import pytest
+from hydra.utils import get_class
+
+from conftest import ROOT, make_cfg
+from data.errors import UserError
+from models.registry import families
+from trainer.checks import check_config
+
+KEYS = {"name", "kind", "stage", "input", "tasks", "implementation"}
+
+
+def test_every_config_file_is_a_registered_family_with_metadata():
+    found = families()
+    assert {f["name"] for f in found} == {p.stem for p in (ROOT / "conf" / "model").glob("*.yaml")}
+    for f in found:
+        assert KEYS <= f.keys()
+        assert f["kind"] in ("tree", "net", "other") and f["stage"] in ("cpu", "gpu")
+        assert f["input"] in ("tabular", "sequence")
+        assert f["tasks"] and set(f["tasks"]) <= {"binary", "multiclass", "regression"}
+        cls = get_class(f["implementation"])
+        assert cls.__module__ == f"models.{f['name']}"      # one family = one module, none aliased
+        assert cls.input == f["input"], f["name"]
+
+
+def test_list_command_shows_every_family():
+    out = subprocess.run([sys.executable, "-m", "models"], cwd=ROOT, capture_output=True, text=True, check=True)
+    for f in families():
+        assert f["name"] in out.stdout
+    gpu = subprocess.run([sys.executable, "-m", "models", "gpu"], cwd=ROOT, capture_output=True, text=True,
+                         check=True).stdout
+    assert "lstm" in gpu and "lightgbm" not in gpu
+
+
+def test_a_family_refuses_a_task_it_does_not_support(tmp_path):
+    (tmp_path / "model").mkdir()
+    cfg = make_cfg("model=lightgbm", "target=forward_return")
+    cfg.model.tasks = ["binary"]
+    with pytest.raises(UserError, match="supports binary targets, not regression"):
+        check_config(cfg)

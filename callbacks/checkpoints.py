@@ -1,4 +1,5 @@
 """Moving a Lightning checkpoint into a new run folder so that resuming keeps its best-so-far state."""
+import os
 import shutil
 from pathlib import Path
 
@@ -10,9 +11,10 @@ _PATH_KEYS = ("best_model_path", "kth_best_model_path", "last_model_path")
 def adopt_checkpoint(source: Path, ckpt_dir: Path) -> Path:
     """Copy ``source`` and its best-* siblings into ``ckpt_dir``, rewriting the paths ModelCheckpoint
     recorded (Lightning restores the best score only when the checkpoint folder is unchanged)."""
-    source, ckpt_dir = Path(source), Path(ckpt_dir)
+    # Lightning records and compares real paths: resolve everything (relative dirs, symlinks)
+    source, ckpt_dir = Path(os.path.realpath(source)), Path(os.path.realpath(ckpt_dir))
     old_dir = source.parent
-    if old_dir.resolve() == ckpt_dir.resolve():
+    if old_dir == ckpt_dir:
         return source
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     for best in old_dir.glob("best-*.ckpt"):
@@ -20,7 +22,9 @@ def adopt_checkpoint(source: Path, ckpt_dir: Path) -> Path:
     state = torch.load(source, map_location="cpu", weights_only=True)
 
     def moved(path):
-        return str(ckpt_dir / Path(path).name) if path and Path(path).parent == old_dir else path
+        if not path or Path(os.path.realpath(path)).parent != old_dir:
+            return path
+        return str(ckpt_dir / Path(path).name)
 
     for key, cb_state in state.get("callbacks", {}).items():
         if key.startswith("ModelCheckpoint") and isinstance(cb_state, dict):

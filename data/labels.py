@@ -59,20 +59,25 @@ def forward_return_label(candles: pd.DataFrame, horizon: int, step: pd.Timedelta
     return pd.DataFrame({"label": fwd["ret"].to_numpy(), "t1": fwd["t1"]}, index=fwd.index)
 
 
+def quantile_edges(fwd: pd.DataFrame, horizon: int, step: pd.Timedelta, bins: int, lookback: int) -> np.ndarray:
+    """(n, bins-1) bucket edges at each t: quantiles of the ``lookback`` most recent forward returns that
+    had *ended* by t. A return that starts at t-horizon ends at t, so the series is shifted by the horizon
+    (by timestamp, so a gap cannot smuggle a future return in)."""
+    known = fwd["ret"].copy()
+    known.index = known.index + horizon * step
+    known = known.reindex(fwd.index)
+    # min_periods below lookback: a gap (NaN known returns) must not blank the next `lookback` labels
+    roll = known.rolling(lookback, min_periods=max(20, lookback // 4))
+    return np.column_stack([roll.quantile(q).to_numpy() for q in np.linspace(0, 1, bins + 1)[1:-1]])
+
+
 def quantile_label(candles: pd.DataFrame, horizon: int, step: pd.Timedelta, bins: int, lookback: int) -> pd.DataFrame:
     """Which of ``bins`` quantile buckets the forward return falls in, with bucket edges taken from the
     forward returns that had already *ended* by t (the ``lookback`` most recent ones): causal edges, so
     no statistic of the future (or of the test segment) shapes the label."""
     fwd = forward_log_return(candles, horizon, step)
-    ret = fwd["ret"]
-    # A forward return that starts at t-horizon ends at t: it is known at t. Shift by the horizon (in rows,
-    # by timestamp so a gap cannot smuggle a future return in).
-    known = ret.copy()
-    known.index = known.index + horizon * step
-    known = known.reindex(ret.index)
-    qs = np.linspace(0, 1, bins + 1)[1:-1]
-    edges = np.column_stack([known.rolling(lookback, min_periods=lookback).quantile(q).to_numpy() for q in qs])
-    r = ret.to_numpy()
+    edges = quantile_edges(fwd, horizon, step, bins, lookback)
+    r = fwd["ret"].to_numpy()
     label = (r[:, None] > edges).sum(axis=1).astype(np.float64)
     label[np.isnan(r) | np.isnan(edges).any(axis=1)] = np.nan
     return pd.DataFrame({"label": label, "t1": fwd["t1"]}, index=fwd.index)
@@ -112,9 +117,10 @@ def triple_barrier_label(candles: pd.DataFrame, max_hold: int, step: pd.Timedelt
     valid = contiguous[:m] & ~np.isnan(width[:m])
     label[:m] = np.where(valid, cls, np.nan)
     offsets = np.where(decided < max_hold, decided + 1, max_hold)
-    t1_values = t1.to_numpy().copy()
-    t1_values[:m] = (ts[:m] + pd.to_timedelta(offsets * step.value, unit="ns")).to_numpy()
-    return pd.DataFrame({"label": label, "t1": pd.DatetimeIndex(t1_values, tz="UTC")}, index=ts.rename("timestamp"))
+    # integer nanoseconds: a DatetimeIndex built from int64 arithmetic, not object Timestamps
+    t1_ns = t1.as_unit("ns").asi8.copy()
+    t1_ns[:m] = ts[:m].as_unit("ns").asi8 + offsets * step.value
+    return pd.DataFrame({"label": label, "t1": pd.to_datetime(t1_ns, utc=True)}, index=ts.rename("timestamp"))
 
 
 def forward_volatility(candles: pd.DataFrame, horizon: int, step: pd.Timedelta) -> np.ndarray:

@@ -107,10 +107,14 @@ def walk_forward_folds(timestamp: pd.Series, t1: pd.Series, eligible: np.ndarray
 def purged_kfold(timestamp: pd.Series, t1: pd.Series, eligible: np.ndarray, folds: int, val: float,
                  embargo: pd.Timedelta) -> list[Fold]:
     """K contiguous test blocks over the whole span (for ranking targets/features, not for honest
-    forward-looking scores: most folds train on data after their test block). Training rows whose
-    [t, t1] interval touches the test or validation span are purged, and rows starting within ``embargo``
-    after either span are dropped. Validation: the last ``val`` fraction of the time before the test
-    block, or, for the first block, the first ``val`` fraction after it."""
+    forward-looking scores: most folds train on data after their test block).
+
+    Held-out rows (test, and validation) are separated from training rows on both sides: a training row
+    before a held span must end (t1) before the span's first row starts; a training row after it must
+    start after the held rows' last label end (max t1) plus ``embargo``. Validation is the last ``val``
+    fraction of the time before the test block (purged and embargoed from it like any boundary), or, for
+    the first block, the first ``val`` fraction after it.
+    """
     if folds < 2 or not 0 < val < 1:
         raise UserError("purged k-fold needs folds >= 2 and 0 < val < 1", "split")
     uniq = _spans(timestamp, eligible)
@@ -118,26 +122,32 @@ def purged_kfold(timestamp: pd.Series, t1: pd.Series, eligible: np.ndarray, fold
     edges = [uniq[n * i // folds] for i in range(folds)] + [uniq[-1] + pd.Timedelta(days=36500)]
     ts, end = timestamp, t1
     out = []
+
+    def separated(held: pd.Series) -> pd.Series:
+        """Rows whose [t, t1] stays clear of the held rows' [t, t1] span, embargo after it included."""
+        if not held.any():
+            return pd.Series(True, index=ts.index)
+        first, last_end = ts[held].min(), end[held].max()
+        return (end < first) | (ts > last_end + embargo)
+
     for i in range(folds):
         t_start, t_stop = edges[i], edges[i + 1]
         if i > 0:
-            v_stop = t_start
             v_start = uniq[int(np.searchsorted(uniq, t_start) * (1 - val))]
+            val_rows = eligible & (ts >= v_start) & (ts < t_start) & (end < t_start)
+            # the validation/test boundary gets its embargo like every other boundary
+            test_rows = eligible & (ts >= t_start + embargo) & (ts < t_stop)
         else:
-            after = uniq[(uniq >= t_stop + embargo)]
+            test_rows = eligible & (ts >= t_start) & (ts < t_stop)
+            test_end = end[test_rows].max()
+            after = uniq[uniq > test_end + embargo]
             v_start, v_stop = after[0], after[min(len(after) - 1, int(len(after) * val))]
-        test_rows = eligible & (ts >= t_start) & (ts < t_stop)
-        val_rows = eligible & (ts >= v_start) & (ts < v_stop) & (end < t_start if i > 0 else True) \
-            & ((ts >= t_stop + embargo) if i == 0 else True)
-
-        def clear_of(start, stop):   # no overlap of [ts, t1] with [start, stop), nor inside the embargo after it
-            return ((end < start) | (ts >= stop + embargo))
-
-        train_rows = eligible & ~test_rows & ~val_rows & clear_of(t_start, t_stop) & clear_of(v_start, v_stop)
+            val_rows = eligible & (ts >= v_start) & (ts < v_stop)
+        train_rows = eligible & ~test_rows & ~val_rows & separated(test_rows) & separated(val_rows)
         rows = {"train": np.flatnonzero(np.asarray(train_rows)), "val": np.flatnonzero(np.asarray(val_rows)),
                 "test": np.flatnonzero(np.asarray(test_rows))}
         cut = {"test_start": t_start.isoformat(), "test_end": t_stop.isoformat() if i + 1 < folds else None,
-               "val_start": v_start.isoformat(), "val_end": v_stop.isoformat(), "embargo": str(embargo)}
+               "val_start": v_start.isoformat(), "embargo": str(embargo)}
         out.append(Fold(name=f"fold{i}", rows=rows, cutoffs=cut))
     return out
 

@@ -34,6 +34,8 @@ class CatBoostModel(CandleModel):
         params.update(iterations=int(cfg.n_estimators), od_type="Iter", od_wait=int(cfg.early_stopping_rounds),
                       use_best_model=True, loss_function=loss, eval_metric=loss, random_seed=seed,
                       thread_count=num_threads, verbose=False, allow_writing_files=False)
+        if task.is_classification:   # fixed class set: a class absent from train still gets its column
+            params["class_names"] = list(range(task.n_classes))
         if task.is_classification and task.class_weight == "balanced":
             params["auto_class_weights"] = "Balanced"
         return cls(params, task)

@@ -103,3 +103,19 @@ def test_every_label_belongs_to_its_own_symbol_with_different_lengths(target):
         # persistence is the same symbol's label from `horizon` candles earlier
         earlier = make_label(c, target, STEP)["label"].reindex(part.index - 7 * STEP).to_numpy()
         np.testing.assert_array_equal(part["persistence"].to_numpy(), earlier)
+
+
+def test_quantile_edges_are_quantiles_of_returns_already_ended():
+    """Second implementation of the edges: at row t, np.quantile over the forward returns that started at
+    t-h-lookback+1 .. t-h (those ended by t). Edges that included unfinished returns would differ."""
+    from data.labels import forward_log_return, quantile_edges
+    rng = np.random.default_rng(1)
+    h, lookback, bins = 10, 200, 5
+    c = candles_from(100 * np.exp(np.cumsum(rng.normal(0, 0.001, 1500))))
+    fwd = forward_log_return(c, h, STEP)
+    edges = quantile_edges(fwd, h, STEP, bins, lookback)
+    ret = fwd["ret"].to_numpy()
+    qs = np.linspace(0, 1, bins + 1)[1:-1]
+    for t in (h + lookback - 1, 700, 1234, 1489):
+        expected = np.quantile(ret[t - h - lookback + 1:t - h + 1], qs)
+        np.testing.assert_allclose(edges[t], expected, rtol=1e-12)

@@ -138,6 +138,23 @@ def _cancelled_fit(run_dir, run, token, report, model, card, config_yaml, scaler
     return result
 
 
+def _pool_baselines(per_fold: list[dict], reports: list[dict]) -> dict:
+    """Row-weighted pooling of per-fold baseline scores (each fold's calls from its own training rows)."""
+    weights = np.array([r["rows"]["test"] for r in reports], dtype=np.float64)
+    pooled: dict = {}
+    for name, first in per_fold[0].items():
+        pooled[name] = {}
+        for key, value in first.items():
+            values = [b[name][key] for b in per_fold]
+            if key in ("label", "undefined_rows"):
+                pooled[name][key] = values if key == "label" else int(sum(values))
+            elif all(isinstance(v, (int, float)) for v in values):
+                pooled[name][key] = float(np.average(values, weights=weights))
+            else:
+                pooled[name][key] = None
+    return pooled
+
+
 def _oracle_accuracy(candles: Candles, frame: pd.DataFrame, rows: np.ndarray, target_type: str) -> float | None:
     """The Bayes-optimal direction call's accuracy on these rows: for `direction` against the label, for
     `forward_return` against the return's sign (compare with directional_accuracy). None where no exact
@@ -199,7 +216,7 @@ def _run(cfg, run_dir: Path, run: dict, reporter: ProgressReporter, token: Cance
     if resume and len(folds) > 1:
         raise UserError("resume continues a holdout run; a multi-fold split retrains its folds", "resume")
 
-    outs, test_rows, fold_of_row, fold_reports = [], [], [], []
+    outs, test_rows, fold_of_row, fold_reports, fold_baselines = [], [], [], [], []
     for i, fold in enumerate(folds):   # the scaler and the model are refit on each fold's training rows
         scaler = Standardizer.fit(raw[fold.rows["train"]], table.feature_names)
         X = scaler.transform(raw)
@@ -223,6 +240,9 @@ def _run(cfg, run_dir: Path, run: dict, reporter: ProgressReporter, token: Cance
         fold_of_row.append(np.full(len(out), i))
         fold_reports.append({**fold.summary(), "training_metrics": dict(report.metrics),
                              "test_metrics": evaluate(task, out, split["test"].y, int(cfg.eval.ece_bins))})
+        # each fold's naive calls use that fold's own training rows (pooled below like the predictions)
+        fold_baselines.append(baselines(task, split["test"].y, split["train"].y,
+                                        frame["persistence"].to_numpy()[split["test"].rows]))
     # Pooled out-of-sample predictions of every fold; the model, scaler and importance of the last fold.
     proba = np.concatenate(outs)
     test = Rows(features=X, rows=np.concatenate(test_rows), y=y_all[np.concatenate(test_rows)].astype(y_type))
@@ -231,7 +251,7 @@ def _run(cfg, run_dir: Path, run: dict, reporter: ProgressReporter, token: Cance
     reporter.emit("evaluate")
     bins = int(cfg.eval.ece_bins)
     test_metrics = evaluate(task, proba, test.y, bins)
-    base = baselines(task, test.y, split["train"].y, frame["persistence"].to_numpy()[test.rows])
+    base = fold_baselines[0] if len(folds) == 1 else _pool_baselines(fold_baselines, fold_reports)
     per_symbol = {}
     test_symbols = frame["symbol"].to_numpy()[test.rows]
     for sym in symbols:
@@ -243,8 +263,9 @@ def _run(cfg, run_dir: Path, run: dict, reporter: ProgressReporter, token: Cance
 
     reporter.emit("save")
     model_info["n_parameters"] = model.n_parameters()
+    # the card describes the saved model: the last fold's, with that fold's own test metrics
     card.update(status="completed", created_at=utc_now(), n_parameters=model_info["n_parameters"],
-                test_metrics=test_metrics)
+                test_metrics=fold_reports[-1]["test_metrics"], test_rows=fold_reports[-1]["rows"]["test"])
     model_dir = save_model_dir(run_dir / "model", model, card, config_yaml, scaler, feature_cfg, label)
     predictions = frame.iloc[test.rows][["symbol", "timestamp", "t1", "label"]].assign(
         fold=fold_ids, **dict(zip(output_columns(cfg.target), proba.T)))
@@ -285,8 +306,11 @@ def _run(cfg, run_dir: Path, run: dict, reporter: ProgressReporter, token: Cance
             "provider": candles.provider, "symbols": symbols, "timeframe": candles.timeframe,
             "sources": candles.sources, "candles": {s: len(c) for s, c in candles.by_symbol.items()},
             "labelled_rows": n_labelled, "rows_per_split": rows_per_split,
-            "purged_or_embargoed_rows": n_labelled - sum(len(v) for v in folds[-1].rows.values()),
-            "split": cfg.split.type, "split_cutoffs": folds[-1].cutoffs, "folds": fold_reports, "task": vars(task),
+            "purged_or_embargoed_rows": n_labelled - sum(len(v) for v in folds[-1].rows.values())
+            if len(folds) == 1 else None,   # multi-fold: see each fold's rows
+            "split": cfg.split.type, "split_cutoffs": folds[-1].cutoffs,
+            # purged k-fold trains most folds on data after their test block: fine for ranking, not a forecast
+            "forward_looking": cfg.split.type != "purged_kfold", "folds": fold_reports, "task": vars(task),
             "quality": {s: {**q, "outliers": q["outliers"][:20], "outliers_found": len(q["outliers"])}
                         for s, q in candles.quality.items()},
             "label_balance_test": (np.bincount(test.y, minlength=task.n_classes) / len(test.y)).tolist()

@@ -21,6 +21,10 @@ class FeatureTable:
     def matrix(self) -> np.ndarray:
         return self.frame[self.feature_names].to_numpy(np.float64)
 
+    def segments(self) -> np.ndarray:
+        """Id of each row's run of consecutive candles (same symbol, no gap)."""
+        return np.cumsum(self.run_position() == 0) - 1
+
     def run_position(self) -> np.ndarray:
         """Index of each row inside its run of consecutive candles (same symbol, no gap)."""
         ts = self.frame["timestamp"].to_numpy(dtype="datetime64[ns]")

@@ -44,6 +44,9 @@ class Rows:
     # auxiliary targets aligned with ``rows`` ("forward_return", "forward_volatility"; NaN -> 0), for families
     # that learn from more than the label (reward-based, quantile, multitask)
     aux: dict[str, np.ndarray] | None = None
+    # per row of ``features`` (the whole table): the id of its run of consecutive candles of one symbol, so a
+    # stateful family (a change-point detector) can warm up on the same history at training and at reload
+    segments: np.ndarray | None = None
 
     def tabular(self) -> np.ndarray:
         return self.features[self.rows]

@@ -78,7 +78,7 @@ class LoadedModel:
         table = self.table(candles)
         rows = np.flatnonzero(eligible_rows(table, self.model.window))
         X = self.scaler.transform(table.matrix())
-        proba = self.model.predict_proba(Rows(features=X, rows=rows))
+        proba = self.model.predict_proba(Rows(features=X, rows=rows, segments=table.segments()))
         columns = output_columns(OmegaConf.create(self.label["target"]))
         scored = table.frame.iloc[rows][["symbol", "timestamp"]].assign(**dict(zip(columns, proba.T)))
         keys = pd.DataFrame({

@@ -200,6 +200,7 @@ def _run(cfg, run_dir: Path, run: dict, reporter: ProgressReporter, token: Cance
     task = Task(TASKS[cfg.target.type], n_classes(cfg.target),
                 cfg.target.get("class_weight") or cfg.model.get("class_weight"))
     y_type = np.int64 if task.is_classification else np.float64
+    segments = table.segments()
     aux_all = {"forward_return": np.nan_to_num(frame["aux_forward_return"].to_numpy()),
                "forward_volatility": np.nan_to_num(frame["aux_forward_volatility"].to_numpy())}
     feature_cfg = OmegaConf.to_container(cfg.features, resolve=True)
@@ -220,7 +221,7 @@ def _run(cfg, run_dir: Path, run: dict, reporter: ProgressReporter, token: Cance
     for i, fold in enumerate(folds):   # the scaler and the model are refit on each fold's training rows
         scaler = Standardizer.fit(raw[fold.rows["train"]], table.feature_names)
         X = scaler.transform(raw)
-        split = {k: Rows(features=X, rows=v, y=y_all[v].astype(y_type),
+        split = {k: Rows(features=X, rows=v, y=y_all[v].astype(y_type), segments=segments,
                          aux={name: aux_all[name][v] for name in aux_all}) for k, v in fold.rows.items()}
         model = get_class(cfg.model._target_).from_config(cfg.model, len(table.feature_names), cfg.seed,
                                                           threads, task=task)

@@ -16,7 +16,6 @@ position the policy would hold, not a calibrated probability.
 import json
 import logging
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch

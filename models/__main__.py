@@ -1,9 +1,13 @@
-"""`python -m models`: the model families this checkout provides (from conf/model/)."""
+"""`python -m models [cpu|gpu] [--markdown]`: the model families this checkout provides (from conf/model/)."""
 import sys
 
-from models.registry import families, table
+from models.registry import families, markdown, table
 
 if __name__ == "__main__":
-    stage = sys.argv[1] if len(sys.argv) > 1 else None   # optional filter: cpu or gpu
-    rows = [f for f in families() if stage is None or f["stage"] == stage]
-    sys.stdout.write(table(rows) + "\n")
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    if "--markdown" in sys.argv:
+        sys.stdout.write(markdown() + "\n")
+    else:
+        stage = args[0] if args else None   # optional filter: cpu or gpu
+        rows = [f for f in families() if stage is None or f["stage"] == stage]
+        sys.stdout.write(table(rows) + "\n")

@@ -19,11 +19,34 @@ def families(conf_dir: Path = CONF_DIR) -> list[dict]:
     return out
 
 
+_META_KEYS = {"name", "_target_", "kind", "stage", "input", "tasks", "optimizer", "scheduler", "params",
+              "members", "class_weight"}
+
+
+def key_hyperparameters(path: Path, limit: int = 6) -> str:
+    cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    scalars = {k: v for k, v in cfg.items() if k not in _META_KEYS and not isinstance(v, (dict, list))}
+    scalars.update({f"params.{k}": v for k, v in (cfg.get("params") or {}).items()
+                    if not isinstance(v, (dict, list))})
+    return ", ".join(f"{k}={v}" for k, v in list(scalars.items())[:limit])
+
+
+def markdown(conf_dir: Path = CONF_DIR) -> str:
+    lines = ["| family | what it is | stage | input | tasks | key hyper-parameters |", "|---|---|---|---|---|---|"]
+    for f in families(conf_dir):
+        lines.append(f"| `{f['name']}` | {f['about']} | {f['stage']} | {f['input']} | {', '.join(f['tasks'])} | "
+                     f"{key_hyperparameters(conf_dir / (f['name'] + '.yaml'))} |")
+    return "\n".join(lines)
+
+
 def _first_comment(path: Path) -> str:
+    """The config file's leading comment block, joined: what the family is."""
+    words = []
     for line in path.read_text().splitlines():
-        if line.startswith("#"):
-            return line.lstrip("# ").strip()
-    return ""
+        if not line.startswith("#"):
+            break
+        words.append(line.lstrip("# ").strip())
+    return " ".join(words)
 
 
 def table(rows: list[dict] | None = None) -> str:

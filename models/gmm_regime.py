@@ -22,6 +22,7 @@ from threadpoolctl import threadpool_limits
 from callbacks.boosting import LightGBMHooks
 from data.errors import UserError
 from models.base import CandleModel, FitContext, FitReport, Rows, Task, sample_weights
+from models.lightgbm import OBJECTIVES, booster_params
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +31,6 @@ _GMM = "gmm.safetensors"
 _META = "gmm_regime.json"
 _GLOBAL = "global"
 _EPS = 1e-7
-# objective, metrics (the first one early-stops), the error metric shown as val/acc or val/mae
-_OBJECTIVES = {"binary": ("binary", ["binary_logloss", "binary_error"]),
-               "multiclass": ("multiclass", ["multi_logloss", "multi_error"]),
-               "regression": ("regression", ["l2", "l1"])}
 _GMM_ARRAYS = ("weights_", "means_", "covariances_", "precisions_cholesky_")
 
 
@@ -103,12 +100,7 @@ class GMMRegimeModel(CandleModel):
         columns = OmegaConf.to_container(cfg.columns) if cfg.get("columns") is not None else None
         if columns is not None and (not columns or any(not 0 <= int(c) < n_features for c in columns)):
             raise UserError(f"columns must be feature indices in [0, {n_features}), got {columns}", "model.columns")
-        params = OmegaConf.to_container(cfg.params, resolve=True)
-        objective, metrics = _OBJECTIVES[task.kind]
-        params.update(objective=objective, metric=metrics, seed=seed, deterministic=True,
-                      num_threads=num_threads, verbosity=-1)
-        if task.kind == "multiclass":
-            params["num_class"] = task.n_classes
+        params = booster_params(cfg.params, task, seed, num_threads)
         return cls(params, cfg.n_components, cfg.covariance_type, columns, cfg.max_rows, cfg.min_regime_rows,
                    cfg.gmm_max_iter, cfg.reg_covar, cfg.n_estimators, cfg.early_stopping_rounds, seed, task)
 
@@ -187,7 +179,7 @@ class GMMRegimeModel(CandleModel):
             metrics["val/acc_global"] = float(np.mean(self._predict_one(_GLOBAL, Xv).argmax(1) == val.y))
         if hooks is not None and hooks.cancelled_at is not None:
             metrics["cancelled_at"] = {"iteration": hooks.cancelled_at}
-        loss = _OBJECTIVES[self.task.kind][1][0]
+        loss = OBJECTIVES[self.task.kind][1][0]
         history = {"train/loss": global_evals["train"][loss], "val/loss": global_evals["val"][loss]}
         return FitReport(metrics=metrics, cancelled=bool(cancelled), history=history)
 

@@ -15,9 +15,20 @@ _WEIGHTS = "model.txt"
 _META = "lightgbm.json"
 _NUM_LEAVES = re.compile(r"^num_leaves=(\d+)$", re.MULTILINE)
 # objective, metrics (the first one early-stops), the error metric shown as val/acc
-_OBJECTIVES = {"binary": ("binary", ["binary_logloss", "binary_error"]),
+OBJECTIVES = {"binary": ("binary", ["binary_logloss", "binary_error"]),
                "multiclass": ("multiclass", ["multi_logloss", "multi_error"]),
                "regression": ("regression", ["l2", "l1"])}
+
+
+def booster_params(params: DictConfig, task: Task, seed: int, num_threads: int) -> dict:
+    """LightGBM parameters for a task: the config's own plus objective, metrics, seed and threads."""
+    out = OmegaConf.to_container(params, resolve=True)
+    objective, metrics = OBJECTIVES[task.kind]
+    out.update(objective=objective, metric=metrics, seed=seed, deterministic=True, num_threads=num_threads,
+               verbosity=-1)
+    if task.kind == "multiclass":
+        out["num_class"] = task.n_classes
+    return out
 
 
 class LightGBMModel(CandleModel):
@@ -35,13 +46,8 @@ class LightGBMModel(CandleModel):
     @classmethod
     def from_config(cls, cfg: DictConfig, n_features: int, seed: int, num_threads: int,
                     task: Task = Task()) -> "LightGBMModel":
-        params = OmegaConf.to_container(cfg.params, resolve=True)
-        objective, metrics = _OBJECTIVES[task.kind]
-        params.update(objective=objective, metric=metrics, seed=seed, deterministic=True,
-                      num_threads=num_threads, verbosity=-1)
-        if task.kind == "multiclass":
-            params["num_class"] = task.n_classes
-        return cls(params, cfg.n_estimators, cfg.early_stopping_rounds, task)
+        return cls(booster_params(cfg.params, task, seed, num_threads), cfg.n_estimators,
+                   cfg.early_stopping_rounds, task)
 
     def fit(self, train: Rows, val: Rows, ctx: FitContext) -> FitReport:
         every = ctx.callbacks.progress.every_n_batches if ctx.callbacks is not None else 10
@@ -57,7 +63,7 @@ class LightGBMModel(CandleModel):
                        lgb.record_evaluation(evals)] + ([hooks] if ctx.hooks else []),
         )
         self.best_iteration = int(self.booster.best_iteration or self.booster.current_iteration())
-        loss, second = _OBJECTIVES[self.task.kind][1]
+        loss, second = OBJECTIVES[self.task.kind][1]
         recorded = len(evals["val"][loss])   # a cancelled round may stop before it is recorded
         b = min(self.best_iteration, recorded) - 1
         metrics = {

@@ -200,3 +200,11 @@ def test_lstm_regression_head(tmp_path):
     result = train(cfg)
     assert result["status"] == "completed" and "ic" in result["test_metrics"]
     assert load_model(tmp_path).model.net.head.out_features == 1
+
+
+@pytest.mark.parametrize("family", ["xgboost", "catboost"])
+def test_tree_family_reload_parity(tmp_path, family):
+    cfg = make_cfg(f"model={family}", "data.rows=20000", "trainer.num_threads=1", "logger=none", run_dir=tmp_path)
+    result = train(cfg)
+    _check_contract(result, family)
+    _assert_reload_parity(cfg, result, atol=0.0)

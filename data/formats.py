@@ -486,15 +486,16 @@ def _infer_step(diffs: pd.Series, path: Path, unit: str | None = None) -> pd.Tim
     return pd.Timedelta(int(mode), unit=unit) if unit else pd.Timedelta(mode)
 
 
-def _as_step(step, path: Path) -> pd.Timedelta | None:
+def _as_step(step, where: str) -> pd.Timedelta | None:
+    """A positive time span (or None), refused with one line naming ``where``."""
     if step is None:
         return None
     try:
         step = pd.Timedelta(step)
     except ValueError:
-        raise _fail(f"step {step!r} is not a time span", path)
+        raise UserError(f"step {step!r} is not a time span", where) from None
     if step <= pd.Timedelta(0):
-        raise _fail(f"step must be positive, got {step}", path)
+        raise UserError(f"step must be positive, got {step}", where)
     return step
 
 
@@ -513,7 +514,7 @@ def read_candles(path: Path, fmt: str = "auto", stamped_at: str = "open",
         raise UserError(f"stamped_at must be 'open' or 'close', got {stamped_at!r}", str(path))
     if not path.exists():
         raise UserError("candle file not found", str(path))
-    step = _as_step(step, path)
+    step = _as_step(step, str(path))
     if fmt == "auto":
         fmt = detect_format(path)
     if path.is_dir() and fmt != "lean_zip":
@@ -561,12 +562,9 @@ def resample(candles: pd.DataFrame, step: pd.Timedelta) -> pd.DataFrame:
     """
     where = "resample"
     src = validate_candles(candles, where)
-    try:
-        step = pd.Timedelta(step)
-    except ValueError:
-        raise UserError(f"resample step {step!r} is not a time span", where)
-    if step <= pd.Timedelta(0):
-        raise UserError(f"resample step must be positive, got {step}", where)
+    step = _as_step(step, where)
+    if step is None:
+        raise UserError("resample needs a step", where)
     t_us = _us(src["timestamp"])
     if len(t_us) < 2:
         raise UserError("cannot infer the source spacing from a single candle", where)

@@ -41,3 +41,13 @@ def test_a_family_refuses_a_task_it_does_not_support(tmp_path):
     cfg.model.tasks = ["binary"]
     with pytest.raises(UserError, match="supports binary targets, not regression"):
         check_config(cfg)
+
+
+def test_a_family_module_never_contradicts_its_config_about_tasks():
+    """The config's `tasks` is what check_config enforces; a module that also lists them must agree."""
+    import importlib
+    for f in families():
+        module = importlib.import_module(f"models.{f['name']}")
+        declared = getattr(module, "TASKS", None) or getattr(module, "_TASKS", None)
+        if declared is not None:
+            assert set(declared) == set(f["tasks"]), f["name"]

@@ -49,12 +49,22 @@ class CancelCallback(pl.Callback):
         self.every = max(1, int(check_every_n_batches))
         self.stopped_at: dict | None = None
 
+    def _stop(self, trainer, where: dict) -> None:
+        self.stopped_at = {"epoch": trainer.current_epoch, **where, "global_step": trainer.global_step}
+        trainer.save_checkpoint(self.checkpoint_path, weights_only=False)
+        raise Cancelled(self.token.reason)
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         # Lightning chains our SIGTERM handler and then raises its own SIGTERMException at the end of
         # this batch; an attribute read every batch lets the cancellation win with its checkpoint.
         sigterm = getattr(trainer, "received_sigterm", False)
         if sigterm or self.token.is_set() or ((batch_idx + 1) % self.every == 0 and self.token.cancelled):
-            self.stopped_at = {"epoch": trainer.current_epoch, "batch": batch_idx + 1,
-                               "global_step": trainer.global_step}
-            trainer.save_checkpoint(self.checkpoint_path, weights_only=False)
-            raise Cancelled(self.token.reason)
+            self._stop(trainer, {"batch": batch_idx + 1})
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        # The validation loop raises SIGTERMException after this hook too: a signal that lands during
+        # validation (even in the first epoch, before any epoch checkpoint exists) still keeps the state.
+        if trainer.sanity_checking:
+            return
+        if getattr(trainer, "received_sigterm", False) or self.token.is_set():
+            self._stop(trainer, {"during": "validation", "batch": batch_idx + 1})

@@ -153,6 +153,44 @@ def test_token_signal_handler_graceful_then_immediate():
         token._on_signal(signal.SIGTERM, None)
 
 
+def test_cancel_during_the_first_validation_pass_still_keeps_a_checkpoint(tmp_path):
+    import pytorch_lightning as pl
+
+    from callbacks.cancel import Cancelled
+    from callbacks.lightning import CancelCallback
+
+    class Tiny(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(3, 1)
+
+        def training_step(self, batch, _):
+            return self.layer(batch).pow(2).mean()
+
+        def validation_step(self, batch, _):
+            self.log("val/loss", self.layer(batch).pow(2).mean())
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    class CancelInValidation(pl.Callback):   # what a signal landing mid-validation does to the token
+        def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+            if batch_idx == 1:
+                token.cancel("SIGTERM")
+
+    token = CancellationToken()
+    cancel = CancelCallback(token, tmp_path / "cancelled.ckpt", check_every_n_batches=1000)
+    data = torch.utils.data.DataLoader(torch.randn(64, 3), batch_size=8)
+    trainer = pl.Trainer(max_epochs=3, callbacks=[CancelInValidation(), cancel], logger=False,
+                         enable_progress_bar=False, enable_checkpointing=False, num_sanity_val_steps=0,
+                         enable_model_summary=False, default_root_dir=str(tmp_path))
+    with pytest.raises(Cancelled):
+        trainer.fit(Tiny(), data, data)
+    assert cancel.stopped_at == {"epoch": 0, "during": "validation", "batch": 2, "global_step": 8}
+    saved = torch.load(tmp_path / "cancelled.ckpt", map_location="cpu", weights_only=False)
+    assert saved["global_step"] == 8 and "optimizer_states" in saved
+
+
 def _wait_for_fit_step(progress: Path, proc: subprocess.Popen, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:

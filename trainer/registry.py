@@ -1,0 +1,618 @@
+"""The model registry: every trained model registered in SQLite, gates decide promotion, and the
+runtime loads exactly what the ``promoted/<symbol>/<timeframe>/<target>`` link points to.
+
+Layout under the root (``<output_dir>/registry``)::
+
+    registry.db                         SQLite (WAL); every write is one BEGIN IMMEDIATE transaction
+    models/<model_id>/v<version>/       a copy of the run's model dir, moved into place atomically
+    promoted/<symbol>/<timeframe>/<target> -> ../../../models/<model_id>/v<version>   (relative symlink)
+    registry.json                       human-readable export of all rows, rewritten after every write
+
+CLI: ``python -m trainer.registry [--root DIR] list|show|compare|promote|rollback|prune|export``.
+"""
+import argparse
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import sqlite3
+import sys
+import tempfile
+import uuid
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterator
+
+from data.errors import UserError
+
+log = logging.getLogger("candlelab")
+
+DB_NAME = "registry.db"
+EXPORT_NAME = "registry.json"
+BUSY_TIMEOUT_S = 60.0
+STAGES = ("candidate", "promoted", "archived")
+RECORD_KEYS = ("family", "symbol", "timeframe", "target", "headline", "headline_value", "metrics", "gates",
+               "run_id", "run_dir", "git_commit", "config_hash", "data_fingerprint")
+EXIT_USER_ERROR = 2
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS models (
+    model_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    slot TEXT NOT NULL,
+    family TEXT NOT NULL,
+    symbol TEXT NOT NULL,
+    timeframe TEXT NOT NULL,
+    target TEXT NOT NULL,
+    stage TEXT NOT NULL CHECK (stage IN ('candidate', 'promoted', 'archived')),
+    registered_at TEXT NOT NULL,
+    promoted_at TEXT,
+    headline TEXT,
+    headline_value REAL,
+    metrics_json TEXT NOT NULL,
+    gates_json TEXT NOT NULL,
+    run_id TEXT,
+    run_dir TEXT,
+    git_commit TEXT,
+    config_hash TEXT,
+    data_fingerprint TEXT,
+    model_dir TEXT NOT NULL,
+    PRIMARY KEY (model_id, version)
+);
+CREATE INDEX IF NOT EXISTS models_slot_stage ON models (slot, stage);
+CREATE TABLE IF NOT EXISTS promotions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    slot TEXT NOT NULL,
+    model_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    action TEXT NOT NULL CHECK (action IN ('promote', 'rollback')),
+    at TEXT NOT NULL,
+    previous_model_id TEXT,
+    previous_version INTEGER
+);
+-- versions are never reused, even after their rows are pruned: model_id:version names one model forever
+CREATE TABLE IF NOT EXISTS version_counters (
+    model_id TEXT PRIMARY KEY,
+    last_version INTEGER NOT NULL
+);
+"""
+
+
+class _Txn:
+    """An open write transaction plus the filesystem steps to undo if it rolls back / to run after commit."""
+
+    def __init__(self, con: sqlite3.Connection):
+        self.con = con
+        self.undo: list[Callable[[], None]] = []
+        self.after_commit: list[Callable[[], None]] = []
+
+
+class Registry:
+    """An embedded, multi-process-safe model registry rooted at one directory."""
+
+    def __init__(self, root: Path | str):
+        self.root = Path(root).expanduser().resolve()
+        self.db_path = self.root / DB_NAME
+        self.models_dir = self.root / "models"
+        self.promoted_dir = self.root / "promoted"
+        for d in (self.root, self.models_dir, self.promoted_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        con = self._connect()
+        try:
+            if con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                con.execute("PRAGMA journal_mode=WAL")   # persistent in the file: set once
+            con.execute("BEGIN IMMEDIATE")
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                con.execute(statement)
+            con.execute("COMMIT")
+        finally:
+            con.close()
+
+    def register(self, record: dict, model_dir: Path, auto_promote: bool = True,
+                 keep_candidates: int | None = 20) -> dict:
+        """Copy ``model_dir`` into the store as the next version of its model id and add its row.
+
+        With ``auto_promote`` the new row is promoted iff its gates passed and the slot has no promoted model
+        or the new headline value is >= the promoted one's (same headline metric). Returns the row with
+        ``promoted`` saying whether this call promoted it."""
+        rec = _checked_record(record)
+        if keep_candidates is not None and keep_candidates < 1:
+            raise UserError(f"keep_candidates must be >= 1 or None, got {keep_candidates}", "register")
+        source = Path(model_dir)
+        if not source.is_dir():
+            raise UserError("model directory not found", str(source))
+        model_id = model_id_for(rec)
+        id_dir = self.models_dir / model_id
+        id_dir.mkdir(parents=True, exist_ok=True)
+        # copy outside the lock (the slow part), into a hidden temp dir that no reader ever lists
+        staging = Path(tempfile.mkdtemp(prefix=".incoming-", dir=id_dir))
+        try:
+            shutil.copytree(source, staging, dirs_exist_ok=True)
+            with self._write() as tx:
+                version = _next_version(tx.con, model_id)
+                dest = id_dir / f"v{version}"
+                if dest.exists() or dest.is_symlink():
+                    _remove(dest)   # left by a registration that died before commit: its version was not kept
+                os.replace(staging, dest)
+                tx.undo.append(lambda: os.replace(dest, staging))
+                now = _utc_now()
+                tx.con.execute(
+                    "INSERT INTO models (model_id, version, slot, family, symbol, timeframe, target, stage,"
+                    " registered_at, promoted_at, headline, headline_value, metrics_json, gates_json, run_id,"
+                    " run_dir, git_commit, config_hash, data_fingerprint, model_dir)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, 'candidate', ?, NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (model_id, version, rec["slot"], rec["family"], rec["symbol"], rec["timeframe"],
+                     rec["target"], now, rec["headline"], rec["headline_value"], _dumps(rec["metrics"]),
+                     _dumps(rec["gates"]), rec["run_id"], rec["run_dir"], rec["git_commit"], rec["config_hash"],
+                     rec["data_fingerprint"], f"models/{model_id}/v{version}"))
+                row = self._get_in(tx.con, model_id, version)
+                promoted = auto_promote and _beats(row, self._promoted_in(tx.con, row["slot"]))
+                if promoted:
+                    self._promote_in(tx, row, action="promote")
+                if keep_candidates is not None:
+                    self._prune_in(tx, keep_candidates)
+                row = self._get_in(tx.con, model_id, version)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        self.export_json()
+        if promoted:
+            log.info("registry: %s:%d promoted to %s", model_id, version, row["slot"])
+        return {**row, "promoted": promoted}
+
+    def promote(self, model_id: str, version: int | None = None, force: bool = False) -> dict:
+        """Make one row the promoted model of its slot (the previous one is archived) and re-point the link.
+
+        Refuses a model whose gates did not pass unless ``force``. Returns the row with ``promoted`` (False when
+        it already was) and ``previous`` (``"id:version"`` of the model it replaced, or None)."""
+        with self._write() as tx:
+            row = self._get_in(tx.con, model_id, version)
+            if not _gates_passed(row) and not force:
+                raise UserError(f"{_ref(row)} failed its promotion gates; pass force=True (--force) to promote it "
+                                "anyway", row["slot"])
+            current = self._promoted_in(tx.con, row["slot"])
+            if current is not None and _key(current) == _key(row):
+                self._point_link(tx, row)   # heal a link a crashed writer may have left elsewhere
+                changed, previous = False, None
+            else:
+                self._promote_in(tx, row, action="promote")
+                changed, previous = True, (_ref(current) if current else None)
+            row = self._get_in(tx.con, row["model_id"], row["version"])
+        self.export_json()
+        return {**row, "promoted": changed, "previous": previous}
+
+    def rollback(self, slot: str) -> dict:
+        """Archive the slot's promoted model and restore the one promoted before it (from history)."""
+        slot = _checked_slot(slot)
+        with self._write() as tx:
+            current = self._promoted_in(tx.con, slot)
+            if current is None:
+                raise UserError("nothing is promoted in this slot, so nothing to roll back", slot)
+            target = self._rollback_target(tx.con, slot, current)
+            if target is None:
+                raise UserError(f"nothing to roll back to: {_ref(current)} is the only model ever promoted here",
+                                slot)
+            self._promote_in(tx, target, action="rollback")
+            row = self._get_in(tx.con, target["model_id"], target["version"])
+        self.export_json()
+        log.info("registry: %s rolled back from %s to %s", slot, _ref(current), _ref(row))
+        return {**row, "promoted": True, "previous": _ref(current)}
+
+    def prune(self, keep: int) -> list[tuple[str, int]]:
+        """Per slot, delete candidate rows beyond the ``keep`` newest and their store dirs; returns them."""
+        if keep < 0:
+            raise UserError(f"keep must be >= 0, got {keep}", "prune")
+        with self._write() as tx:
+            pruned = self._prune_in(tx, keep)
+        self.export_json()
+        return pruned
+
+    def export_json(self) -> Path:
+        """Write ``registry.json`` (all rows, promotion history, what each slot's link points to) atomically."""
+        path = self.root / EXPORT_NAME
+        # taken under the write lock so exports are ordered: the last one written always shows the newest state
+        with self._write() as tx:
+            doc = {
+                "root": str(self.root),
+                "exported_at": _utc_now(),
+                "promoted": {r["slot"]: _ref(r) for r in self._select(tx.con, "WHERE stage = 'promoted'")},
+                "models": self._select(tx.con),
+                "promotions": [dict(r) for r in tx.con.execute("SELECT * FROM promotions ORDER BY id")],
+            }
+            tmp = self.root / f".{EXPORT_NAME}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+            try:
+                tmp.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
+        return path
+
+    def get(self, model_id: str, version: int | None = None) -> dict:
+        """One row; ``version=None`` means the newest version of ``model_id``. UserError when unknown."""
+        with self._read() as con:
+            return self._get_in(con, model_id, version)
+
+    def rows(self, slot: str | None = None, stage: str | None = None) -> list[dict]:
+        """All rows, oldest first, optionally only one slot and/or one stage."""
+        where, args = [], []
+        if slot is not None:
+            where.append("slot = ?")
+            args.append(_checked_slot(slot))
+        if stage is not None:
+            if stage not in STAGES:
+                raise UserError(f"unknown stage {stage!r}; one of {', '.join(STAGES)}", "stage")
+            where.append("stage = ?")
+            args.append(stage)
+        with self._read() as con:
+            return self._select(con, ("WHERE " + " AND ".join(where)) if where else "", args)
+
+    def promoted(self, slot: str) -> dict | None:
+        """The promoted row of a slot, or None."""
+        slot = _checked_slot(slot)
+        with self._read() as con:
+            return self._promoted_in(con, slot)
+
+    def promoted_path(self, slot: str) -> Path:
+        """The stable link path the runtime loads for a slot (it exists once a model is promoted there)."""
+        return self.promoted_dir.joinpath(*_checked_slot(slot).split("/"))
+
+    def _connect(self) -> sqlite3.Connection:
+        con = sqlite3.connect(self.db_path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        con.row_factory = sqlite3.Row
+        con.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        return con
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        con = self._connect()
+        try:
+            yield con
+        finally:
+            con.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[_Txn]:
+        con = self._connect()
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            tx = _Txn(con)
+            try:
+                yield tx
+                con.execute("COMMIT")
+            except BaseException:
+                if con.in_transaction:
+                    con.execute("ROLLBACK")
+                for step in reversed(tx.undo):
+                    try:
+                        step()
+                    except OSError:
+                        log.warning("registry: could not undo a filesystem step after a failed write",
+                                    exc_info=True)
+                raise
+        finally:
+            con.close()
+        for step in tx.after_commit:
+            step()
+
+    def _select(self, con: sqlite3.Connection, where: str = "", args: list | tuple = ()) -> list[dict]:
+        return [self._row(r) for r in con.execute(f"SELECT * FROM models {where} ORDER BY registered_at, version",
+                                                  args)]
+
+    def _row(self, r: sqlite3.Row) -> dict:
+        row = dict(r)
+        row["metrics"] = json.loads(row.pop("metrics_json"))
+        row["gates"] = json.loads(row.pop("gates_json"))
+        row["model_dir"] = str(self.root / row["model_dir"])
+        return row
+
+    def _get_in(self, con: sqlite3.Connection, model_id: str, version: int | None) -> dict:
+        versions = [r[0] for r in con.execute("SELECT version FROM models WHERE model_id = ? ORDER BY version",
+                                              (model_id,))]
+        if not versions:
+            raise UserError(f"unknown model id {model_id!r}", str(self.root))
+        if version is None:
+            version = versions[-1]
+        elif version not in versions:
+            raise UserError(f"{model_id} has no version {version} (versions: {', '.join(map(str, versions))})",
+                            str(self.root))
+        return self._select(con, "WHERE model_id = ? AND version = ?", (model_id, version))[0]
+
+    def _promoted_in(self, con: sqlite3.Connection, slot: str) -> dict | None:
+        found = self._select(con, "WHERE slot = ? AND stage = 'promoted'", (slot,))
+        return found[-1] if found else None
+
+    def _promote_in(self, tx: _Txn, row: dict, action: str) -> None:
+        """Previous promoted -> archived, ``row`` -> promoted, history row, link re-pointed: one transaction."""
+        con, now = tx.con, _utc_now()
+        current = self._promoted_in(con, row["slot"])
+        con.execute("UPDATE models SET stage = 'archived' WHERE slot = ? AND stage = 'promoted'", (row["slot"],))
+        con.execute("UPDATE models SET stage = 'promoted', promoted_at = ? WHERE model_id = ? AND version = ?",
+                    (now, row["model_id"], row["version"]))
+        con.execute("INSERT INTO promotions (slot, model_id, version, action, at, previous_model_id, previous_version)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (row["slot"], row["model_id"], row["version"], action, now,
+                     current["model_id"] if current else None, current["version"] if current else None))
+        self._point_link(tx, row)
+
+    def _point_link(self, tx: _Txn, row: dict) -> None:
+        """Atomically point the slot's link at the row's store dir (restored if the transaction rolls back)."""
+        link = self.promoted_path(row["slot"])
+        link.parent.mkdir(parents=True, exist_ok=True)
+        old = os.readlink(link) if link.is_symlink() else None
+        _replace_symlink(link, os.path.relpath(row["model_dir"], link.parent))
+        tx.undo.append(lambda: _replace_symlink(link, old) if old is not None else link.unlink(missing_ok=True))
+
+    def _rollback_target(self, con: sqlite3.Connection, slot: str, current: dict) -> dict | None:
+        """The model promoted before the current one: history replayed as a stack (promote pushes,
+        rollback pops back to the model it restored)."""
+        stack: list[tuple[str, int]] = []
+        for h in con.execute("SELECT model_id, version, action FROM promotions WHERE slot = ? ORDER BY id", (slot,)):
+            key = (h["model_id"], h["version"])
+            if h["action"] == "promote":
+                stack.append(key)
+            else:
+                while stack and stack[-1] != key:
+                    stack.pop()
+                if not stack:
+                    stack.append(key)
+        while stack:
+            key = stack.pop()
+            if key == _key(current):
+                continue
+            found = self._select(con, "WHERE model_id = ? AND version = ?", key)
+            if found:
+                return found[0]
+        return None
+
+    def _prune_in(self, tx: _Txn, keep: int) -> list[tuple[str, int]]:
+        pruned: list[tuple[str, int]] = []
+        slots = [r[0] for r in tx.con.execute("SELECT DISTINCT slot FROM models WHERE stage = 'candidate'")]
+        for slot in slots:
+            rows = tx.con.execute("SELECT model_id, version, model_dir FROM models WHERE slot = ? AND stage = "
+                                  "'candidate' ORDER BY registered_at DESC, version DESC", (slot,)).fetchall()
+            for r in rows[keep:]:
+                tx.con.execute("DELETE FROM models WHERE model_id = ? AND version = ?", (r["model_id"], r["version"]))
+                pruned.append((r["model_id"], r["version"]))
+                store = self.root / r["model_dir"]
+                tx.after_commit.append(lambda store=store: shutil.rmtree(store, ignore_errors=True))
+        return pruned
+
+
+def model_id_for(record: dict) -> str:
+    """``<family>_<symbol>_<timeframe>_<hash8>``; hash8 = sha256(config_hash + data_fingerprint)[:8]."""
+    digest = hashlib.sha256(f"{record['config_hash']}{record['data_fingerprint']}".encode()).hexdigest()[:8]
+    return f"{record['family']}_{record['symbol']}_{record['timeframe']}_{digest}"
+
+
+def _checked_record(record: dict) -> dict:
+    missing = [k for k in RECORD_KEYS if k not in record]
+    if missing:
+        raise UserError(f"registry record lacks {', '.join(missing)}", "register")
+    rec = {k: record[k] for k in RECORD_KEYS}
+    for k in ("family", "symbol", "timeframe", "target"):
+        rec[k] = _checked_part(k, rec[k])
+    rec["slot"] = f"{rec['symbol']}/{rec['timeframe']}/{rec['target']}"
+    rec["metrics"] = _plain(rec["metrics"] or {})
+    rec["gates"] = _plain(rec["gates"] or {})
+    if not isinstance(rec["gates"], dict) or not isinstance(rec["metrics"], dict):
+        raise UserError("metrics and gates must be dicts", "register")
+    value = _plain(rec["headline_value"])
+    rec["headline_value"] = float(value) if isinstance(value, (int, float)) else None
+    for k in ("headline", "run_id", "run_dir", "git_commit", "config_hash", "data_fingerprint"):
+        rec[k] = None if rec[k] is None else str(rec[k])
+    return rec
+
+
+def _checked_part(name: str, value) -> str:
+    text = str(value) if value is not None else ""
+    if not text or text in (".", "..") or any(c in text for c in "/\\:\0") or text.startswith("."):
+        raise UserError(f"{name} {text!r} cannot name a registry path (empty, '.', or contains / \\ :)", name)
+    return text
+
+
+def _checked_slot(slot: str) -> str:
+    parts = str(slot).strip("/").split("/")
+    if len(parts) != 3:
+        raise UserError(f"slot {slot!r} is not <symbol>/<timeframe>/<target>", "slot")
+    for name, part in zip(("symbol", "timeframe", "target"), parts):
+        _checked_part(name, part)
+    return "/".join(parts)
+
+
+def _plain(obj):
+    """JSON-safe plain values: numpy scalars/arrays unwrapped, NaN/inf -> None."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, bool) or obj is None or isinstance(obj, (int, str)):
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if hasattr(obj, "tolist"):    # numpy scalar or array, without importing numpy here
+        return _plain(obj.tolist())
+    return str(obj)
+
+
+def _dumps(obj) -> str:
+    return json.dumps(obj, sort_keys=True, allow_nan=False)
+
+
+def _next_version(con: sqlite3.Connection, model_id: str) -> int:
+    """Allocated inside the write transaction, so concurrent writers never share a version."""
+    con.execute("INSERT INTO version_counters (model_id, last_version) VALUES (?, 1) ON CONFLICT (model_id) DO "
+                "UPDATE SET last_version = last_version + 1", (model_id,))
+    return con.execute("SELECT last_version FROM version_counters WHERE model_id = ?", (model_id,)).fetchone()[0]
+
+
+def _gates_passed(row: dict) -> bool:
+    return row["gates"].get("passed") is True
+
+
+def _beats(new: dict, current: dict | None) -> bool:
+    """Auto-promotion rule: gates passed and at least as good as the promoted model on the same headline."""
+    if not _gates_passed(new):
+        return False
+    if current is None:
+        return True
+    if new["headline_value"] is None or new["headline"] != current["headline"]:
+        return False    # no number, or a different metric: a person decides (`promote`)
+    return current["headline_value"] is None or new["headline_value"] >= current["headline_value"]
+
+
+def _key(row: dict) -> tuple[str, int]:
+    return row["model_id"], row["version"]
+
+
+def _ref(row: dict) -> str:
+    return f"{row['model_id']}:{row['version']}"
+
+
+def _utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def _replace_symlink(link: Path, target: str) -> None:
+    tmp = link.parent / f".{link.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    os.symlink(target, tmp)
+    try:
+        os.replace(tmp, link)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _remove(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    else:
+        shutil.rmtree(path)
+
+
+def default_root() -> Path:
+    base = os.environ.get("CANDLELAB_ROOT")
+    return (Path(base) if base else Path.cwd()) / "outputs" / "registry"
+
+
+def _parse_ref(ref: str) -> tuple[str, int | None]:
+    head, sep, tail = ref.rpartition(":")
+    if sep and tail.isdigit():
+        return head, int(tail)
+    return ref, None
+
+
+def _table(header: list[str], body: list[list[str]]) -> str:
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *body)]
+    lines = [header, ["-" * w for w in widths], *body]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines)
+
+
+def _num(value) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "-" if value is None else str(value)
+    return str(value) if isinstance(value, int) else f"{value:.4f}"
+
+
+def _list_line(row: dict) -> list[str]:
+    return [row["model_id"], str(row["version"]), row["slot"], row["stage"], row["family"],
+            f"{row['headline']}={_num(row['headline_value'])}", "pass" if _gates_passed(row) else "fail",
+            row["registered_at"][:19].replace("T", " ")]
+
+
+LIST_HEADER = ["id", "v", "slot", "stage", "family", "headline", "gates", "registered"]
+
+
+def _show(reg: Registry, row: dict) -> str:
+    fields = ["model_id", "version", "slot", "stage", "family", "symbol", "timeframe", "target", "registered_at",
+              "promoted_at", "headline", "headline_value", "run_id", "run_dir", "git_commit", "config_hash",
+              "data_fingerprint", "model_dir"]
+    lines = [f"{k:<17} {_num(row[k]) if k == 'headline_value' else ('-' if row[k] is None else row[k])}"
+             for k in fields]
+    if row["stage"] == "promoted":
+        lines.append(f"{'link':<17} {reg.promoted_path(row['slot'])}")
+    lines.append(f"{'gates':<17} {'pass' if _gates_passed(row) else 'fail'}")
+    lines += [f"  {k:<15} {_num(v) if not isinstance(v, (dict, list)) else json.dumps(v)}"
+              for k, v in row["gates"].items() if k != "passed"]
+    lines.append("metrics")
+    lines += [f"  {k:<15} {_num(v) if not isinstance(v, (dict, list)) else json.dumps(v)}"
+              for k, v in row["metrics"].items()]
+    return "\n".join(lines)
+
+
+def _compare(rows: list[dict]) -> str:
+    names: list[str] = []
+    for row in rows:
+        names += [k for k in row["metrics"] if k not in names]
+    header = ["metric", *(_ref(r) for r in rows)]
+    body = [["slot", *(r["slot"] for r in rows)], ["stage", *(r["stage"] for r in rows)],
+            ["gates", *("pass" if _gates_passed(r) else "fail" for r in rows)],
+            ["headline", *(f"{r['headline']}={_num(r['headline_value'])}" for r in rows)]]
+    body += [[name, *(_num(r["metrics"].get(name)) for r in rows)] for name in names]
+    return _table(header, body)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m trainer.registry",
+                                     description="The model registry: list, inspect, compare, promote, roll back.")
+    parser.add_argument("--root", type=Path, default=None, metavar="DIR",
+                        help="registry directory (default: $CANDLELAB_ROOT/outputs/registry, else ./outputs/registry)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser("list", help="one line per registered model")
+    p.add_argument("--slot", help="only this <symbol>/<timeframe>/<target>")
+    p.add_argument("--stage", choices=STAGES, help="only this stage")
+    p = sub.add_parser("show", help="every field, gate and metric of one model")
+    p.add_argument("ref", metavar="ID[:VERSION]")
+    p = sub.add_parser("compare", help="test metrics side by side")
+    p.add_argument("refs", metavar="ID[:VERSION]", nargs="+")
+    p = sub.add_parser("promote", help="make a model the promoted one of its slot")
+    p.add_argument("ref", metavar="ID[:VERSION]")
+    p.add_argument("--force", action="store_true", help="promote even though its gates failed")
+    p = sub.add_parser("rollback", help="restore the model promoted before the current one")
+    p.add_argument("slot", metavar="SLOT", help="<symbol>/<timeframe>/<target>, e.g. BTC/1m/direction_h1")
+    p = sub.add_parser("prune", help="delete candidates beyond the N newest per slot")
+    p.add_argument("--keep", type=int, required=True, metavar="N")
+    sub.add_parser("export", help=f"rewrite {EXPORT_NAME}")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    root = args.root if args.root is not None else default_root()
+    try:
+        if not (Path(root) / DB_NAME).is_file():
+            raise UserError("no model registry here (a registry is created when the first model registers)",
+                            str(root))
+        reg = Registry(root)
+        if args.command == "list":
+            rows = reg.rows(slot=args.slot, stage=args.stage)
+            print(_table(LIST_HEADER, [_list_line(r) for r in rows]) if rows else "no models registered")
+        elif args.command == "show":
+            print(_show(reg, reg.get(*_parse_ref(args.ref))))
+        elif args.command == "compare":
+            print(_compare([reg.get(*_parse_ref(ref)) for ref in args.refs]))
+        elif args.command == "promote":
+            row = reg.promote(*_parse_ref(args.ref), force=args.force)
+            if row["promoted"]:
+                print(f"promoted {_ref(row)} in {row['slot']} (was {row['previous'] or 'none'}); "
+                      f"link {reg.promoted_path(row['slot'])}")
+            else:
+                print(f"{_ref(row)} is already promoted in {row['slot']}")
+        elif args.command == "rollback":
+            row = reg.rollback(args.slot)
+            print(f"rolled back {row['slot']}: {_ref(row)} promoted again (was {row['previous']}); "
+                  f"link {reg.promoted_path(row['slot'])}")
+        elif args.command == "prune":
+            pruned = reg.prune(args.keep)
+            print(f"pruned {len(pruned)} candidate(s)" + "".join(f"\n  {m}:{v}" for m, v in pruned))
+        elif args.command == "export":
+            print(reg.export_json())
+    except UserError as exc:
+        sys.stderr.write(exc.line() + "\n")
+        return EXIT_USER_ERROR
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

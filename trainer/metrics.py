@@ -1,6 +1,6 @@
 """Every test metric and baseline is computed here, once."""
 import numpy as np
-from scipy.stats import spearmanr
+from scipy.stats import binomtest, spearmanr
 from sklearn.metrics import roc_auc_score
 
 from models.base import Task
@@ -27,6 +27,26 @@ def reliability_curve(p_up: np.ndarray, y: np.ndarray, bins: int = 10) -> dict:
     return {"count": count.tolist(), "mean_predicted": pred.tolist(), "observed": obs.tolist()}
 
 
+TIER_EDGES = (0.5, 0.55, 0.6, 0.65, 0.7, 0.8, 1.0)
+MULTICLASS_TIER_EDGES = (0.0, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0)   # top-label confidence starts at 1/k
+
+
+def confidence_tiers(confidence: np.ndarray, hit: np.ndarray, edges=TIER_EDGES) -> list[dict]:
+    """Calibration by confidence tier, from real outcomes: for the rows whose top-label confidence falls in
+    each tier, how often the call was right (``observed``) against how sure the model was (``mean_confidence``).
+    A tier is well calibrated when the two agree; ``gap`` = observed - mean_confidence."""
+    confidence, hit = np.asarray(confidence, dtype=np.float64), np.asarray(hit, dtype=np.float64)
+    tiers = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        m = (confidence >= lo) & ((confidence < hi) if hi < 1.0 else (confidence <= hi))
+        n = int(m.sum())
+        tiers.append({"tier": f"{lo:.2f}-{hi:.2f}", "n": n,
+                      "mean_confidence": float(confidence[m].mean()) if n else None,
+                      "observed": float(hit[m].mean()) if n else None,
+                      "gap": float(hit[m].mean() - confidence[m].mean()) if n else None})
+    return tiers
+
+
 def classification_metrics(proba: np.ndarray, y: np.ndarray, ece_bins: int = 10) -> dict:
     """accuracy, balanced_accuracy, log_loss, brier, ece, auc (None if one class), n."""
     y = np.asarray(y, dtype=np.int64)
@@ -44,6 +64,7 @@ def classification_metrics(proba: np.ndarray, y: np.ndarray, ece_bins: int = 10)
         "ece": expected_calibration_error(p_up, y, ece_bins) if len(y) else None,
         "auc": float(roc_auc_score(y, p_up)) if both else None,
         "n": int(len(y)),
+        "confidence_tiers": confidence_tiers(np.maximum(p_up, 1 - p_up), (pred == y)),
     }
 
 
@@ -66,6 +87,7 @@ def multiclass_metrics(proba: np.ndarray, y: np.ndarray, ece_bins: int = 10) -> 
         "ece": expected_calibration_error(conf, correct, ece_bins),
         "auc": float(roc_auc_score(y, proba, multi_class="ovr", average="macro")) if both else None,
         "n": int(len(y)),
+        "confidence_tiers": confidence_tiers(conf, correct, MULTICLASS_TIER_EDGES),
     }
 
 
@@ -116,3 +138,65 @@ def baselines(task: Task, y_test: np.ndarray, y_train: np.ndarray, persistence: 
         "majority_class": {"accuracy": float(np.mean(y_test == majority)), "label": majority},
         "persistence": {"accuracy": float(np.mean(persist == y_test)), "undefined_rows": undefined},
     }
+
+
+def hits(task: Task, out: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per-row correctness of the call: the predicted class, or for regression the predicted sign."""
+    if task.is_classification:
+        return (out.argmax(1) == np.asarray(y, dtype=np.int64)).astype(np.float64)
+    return (np.sign(out[:, 0]) == np.sign(np.asarray(y, dtype=np.float64))).astype(np.float64)
+
+
+def random_baseline(task: Task, y_test: np.ndarray, y_train: np.ndarray, seed: int) -> dict:
+    """Calls drawn at random with the training segment's label (or sign) frequencies, on the same rows."""
+    rng = np.random.default_rng(seed)
+    if task.is_classification:
+        freq = np.bincount(np.asarray(y_train, dtype=np.int64), minlength=task.n_classes) / len(y_train)
+        calls = rng.choice(task.n_classes, size=len(y_test), p=freq)
+        return {"accuracy": float(np.mean(calls == np.asarray(y_test, dtype=np.int64)))}
+    up = float(np.mean(np.asarray(y_train) > 0))
+    calls = np.where(rng.random(len(y_test)) < up, 1.0, -1.0)
+    return {"directional_accuracy": float(np.mean(calls == np.sign(y_test)))}
+
+
+def majority_sign_accuracy(y_test: np.ndarray, y_train: np.ndarray) -> float:
+    """Regression's majority baseline: always call the training segment's more frequent sign."""
+    sign = 1.0 if np.mean(np.asarray(y_train) > 0) >= 0.5 else -1.0
+    return float(np.mean(np.sign(y_test) == sign))
+
+
+def block_bootstrap_ci(hit: np.ndarray, block: int, resamples: int = 1000, level: float = 0.95,
+                       seed: int = 0) -> tuple[float, float]:
+    """Circular block bootstrap of the hit rate: blocks of consecutive rows keep the serial dependence that
+    overlapping labels and volatility clusters create, so the interval is not falsely narrow."""
+    hit = np.asarray(hit, dtype=np.float64)
+    n = len(hit)
+    block = int(min(max(1, block), n))
+    n_blocks = int(np.ceil(n / block))
+    rng = np.random.default_rng(seed)
+    cum = np.concatenate([[0.0], np.cumsum(np.concatenate([hit, hit[:block]]))])
+    starts = rng.integers(0, n, size=(resamples, n_blocks))
+    sums = (cum[starts + block] - cum[starts]).sum(axis=1)
+    rates = sums / (n_blocks * block)
+    alpha = (1.0 - level) / 2.0
+    return float(np.quantile(rates, alpha)), float(np.quantile(rates, 1.0 - alpha))
+
+
+def significance(hit: np.ndarray, baseline: float, horizon: int, block: int | None = None,
+                 resamples: int = 1000, level: float = 0.95, seed: int = 0) -> dict:
+    """Is the hit rate above the majority baseline? A one-sided binomial test on the effective number of
+    independent calls (rows / horizon: labels that overlap in time are not independent trials) and a
+    block-bootstrap confidence interval (block = max(horizon, n^(1/3)) unless given)."""
+    hit = np.asarray(hit, dtype=np.float64)
+    n = len(hit)
+    if n == 0:
+        return {"p_value": None, "ci": None, "n_effective": 0, "block": None, "baseline": baseline}
+    horizon = max(1, int(horizon))
+    n_eff = max(1, n // horizon)
+    k_eff = int(round(float(hit.mean()) * n_eff))
+    block = int(block) if block else max(horizon, int(np.ceil(n ** (1 / 3))))
+    lo, hi = block_bootstrap_ci(hit, block, resamples, level, seed)
+    return {"rate": float(hit.mean()), "baseline": float(baseline),
+            "p_value": float(binomtest(k_eff, n_eff, p=min(max(baseline, 1e-9), 1 - 1e-9),
+                                       alternative="greater").pvalue),
+            "ci": [lo, hi], "level": level, "n_effective": n_eff, "block": block}

@@ -9,7 +9,9 @@ from typing import Callable
 
 log = logging.getLogger("candlelab.progress")
 
-PHASES = ("load", "features", "labels", "split", "fit", "evaluate", "save", "done", "cancelled")
+FIT_PHASES = ("fit", "control")   # phases that run a model's fit loop (ETA is measured from their start)
+PHASES = ("load", "features", "labels", "split", "fit", "evaluate", "control", "save", "register", "done",
+          "cancelled")
 
 
 @dataclass
@@ -69,7 +71,7 @@ class ProgressReporter:
                 name, since = self._phase
                 self.phase_seconds[name] = round(self.phase_seconds.get(name, 0.0) + now - since, 3)
             self._phase = (phase, now)
-            if phase == "fit":
+            if phase in FIT_PHASES:
                 self._fit_started = now
         event = ProgressEvent(phase=phase, kind=kind, elapsed=now - self.started, **fields)
         for sink in self.sinks:
@@ -89,3 +91,18 @@ class ProgressReporter:
             close = getattr(sink, "close", None)
             if close is not None:
                 close()
+
+
+class PhaseAlias:
+    """A view of a reporter that files one phase's events under another name: the shuffled-label control's
+    fit loop reports as ``control``, not as a second ``fit``."""
+
+    def __init__(self, reporter: ProgressReporter, renames: dict[str, str]):
+        self.reporter = reporter
+        self.renames = dict(renames)
+
+    def emit(self, phase: str, kind: str = "phase", **fields) -> None:
+        self.reporter.emit(self.renames.get(phase, phase), kind, **fields)
+
+    def __getattr__(self, name):
+        return getattr(self.reporter, name)

@@ -41,10 +41,10 @@ class ConsoleBar:
         if event.kind == "step" and event.iterations:
             if self._task is None:
                 self._progress.start()
-                self._task = self._progress.add_task("fit", total=event.iterations, phase="fit", info="")
+                self._task = self._progress.add_task(event.phase, total=event.iterations, phase=event.phase, info="")
             info = " ".join(f"{k}={v:.4f}" for k, v in event.metrics.items() if isinstance(v, float))
             self._progress.update(self._task, completed=event.iteration, total=event.iterations, info=info)
-        elif event.kind == "phase" and event.phase != "fit":
+        elif event.kind == "phase":   # a new phase (the control's fit included) gets a bar of its own
             self.close()
 
     def close(self) -> None:

@@ -1,5 +1,6 @@
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 os.environ.setdefault("CANDLELAB_ROOT", str(ROOT))
 os.environ.setdefault("WANDB_MODE", "offline")
+# runs, sweeps and the registry that tests create stay out of the checkout's outputs/
+os.environ.setdefault("CANDLELAB_OUTPUT_DIR", tempfile.mkdtemp(prefix="candlelab-tests-"))
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
@@ -23,7 +26,8 @@ def make_cfg(*overrides: str, run_dir: Path | None = None):
 # Small, fast variants of the two families for tests.
 FAST_LSTM = ["model=lstm", "model.hidden=16", "model.layers=1", "model.window=16", "model.max_epochs=2",
              "model.batch_size=1024"]
-FAST_DATA = ["data.rows=20000", "trainer.num_threads=2", "logger=none"]
+# The shuffled-label control (a second fit) is exercised in test_promotion; elsewhere it only costs time.
+FAST_DATA = ["data.rows=20000", "trainer.num_threads=2", "logger=none", "eval.leakage.shuffled_control=false"]
 
 
 @pytest.fixture

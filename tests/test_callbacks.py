@@ -18,7 +18,7 @@ from conftest import FAST_DATA, FAST_LSTM, ROOT, make_cfg
 from data.errors import UserError
 from trainer import load_model, train
 
-PHASE_ORDER = ["load", "features", "labels", "split", "fit", "evaluate", "save", "done"]
+PHASE_ORDER = ["load", "features", "labels", "split", "fit", "evaluate", "save", "register", "done"]
 # Trees that keep boosting long enough to be stopped mid-way.
 SLOW_TREES = {
     "lightgbm": ["model=lightgbm", "model.n_estimators=400", "model.early_stopping_rounds=400",

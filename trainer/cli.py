@@ -37,18 +37,45 @@ def run(cfg: DictConfig) -> float:
     m, b, d = result["test_metrics"], result["baselines"], result["data_summary"]
     oracle = d["oracle_accuracy"]
     log.info("run folder: %s", run_dir)
-    log.info("test (%d rows): %s", m["n"], " | ".join(f"{k} {_fmt(v)}" for k, v in m.items() if k != "n"))
+    log.info("test (%d rows): %s", m["n"], " | ".join(f"{k} {_fmt(v)}" for k, v in m.items()
+                                                     if k != "n" and not isinstance(v, (list, dict))))
     if "majority_class" in b:
         log.info("baselines: majority %.4f | persistence %.4f | oracle %s", b["majority_class"]["accuracy"],
                  b["persistence"]["accuracy"], "n/a" if oracle is None else f"{oracle:.4f}")
     else:
         log.info("baselines: zero-forecast mae %.6f | persistence ic %s | oracle direction %s", b["zero"]["mae"],
                  _fmt(b["persistence"]["ic"]), "n/a" if oracle is None else f"{oracle:.4f}")
+    _log_verdict(result)
     key = cfg.eval.optimize
     if key == "auto":
         key = "ic" if d["task"]["kind"] == "regression" else "accuracy"
     value = m.get(key)
     return float(value) if value is not None else math.nan
+
+
+def _log_verdict(result: dict) -> None:
+    overall = result["evaluation"]["overall"]
+    sig = overall["significance"]
+    log.info("%s %.4f vs best baseline %s %.4f: p=%s, CI %s", result["evaluation"]["hit_metric"],
+             overall["hit_rate"], overall["best_baseline"]["name"], overall["best_baseline"]["value"],
+             "n/a" if sig.get("p_value") is None else f"{sig['p_value']:.2g}",
+             [round(x, 4) for x in sig.get("ci") or []])
+    t = result.get("trading")
+    if t:
+        log.info("trading: %d trades | win rate %s | profit factor %s | return %s | sharpe %s | max drawdown %s",
+                 t["n_trades"], _fmt(t["win_rate"]), _fmt(t["profit_factor"]), _fmt(t["total_return"]),
+                 _fmt(t["sharpe"]), _fmt(t["max_drawdown"]))
+    leak = result["leakage"]
+    log.info("leakage checks: %s", " | ".join(
+        f"{k} {'not run' if leak[k] is None else ('pass' if leak[k]['passed'] else 'FAIL')}"
+        for k in ("split", "shuffled_control", "too_good")))
+    gates = result["gates"]
+    log.info("gates %s: %s%s", gates["name"], "PASSED" if gates["passed"] else "failed",
+             "" if gates["passed"] else " (" + "; ".join(gates["reasons"]) + ")")
+    reg = result.get("registry")
+    if reg:
+        log.info("registry: %s v%s %s", reg["model_id"], reg["version"], reg["stage"])
+    log.info("report: %s", result["artifacts"].get("report"))
 
 
 def _fmt(value) -> str:

@@ -22,8 +22,48 @@ def build_logger(cfg: DictConfig, run_dir: Path, run_id: str):
         os.environ.setdefault("WANDB_SILENT", "true")
         offline = cfg.logger.mode == "offline"
         return WandbLogger(project=cfg.logger.project, name=run_id, save_dir=str(run_dir), offline=offline,
+                           group=cfg.logger.get("group") or sweep_group(), job_type=cfg.model.name,
+                           tags=[cfg.model.name, cfg.coin.name, cfg.target.type],
                            config=OmegaConf.to_container(cfg, resolve=True))
     raise UserError(f"unknown logger {name!r}; choose csv, wandb or none", "logger")
+
+
+def sweep_group() -> str | None:
+    """Jobs of one Hydra multirun share a W&B group: the sweep folder's name."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    if not HydraConfig.initialized():
+        return None
+    hc = HydraConfig.get()
+    return Path(hc.sweep.dir).name if hc.mode == RunMode.MULTIRUN else None
+
+
+def _scalars(prefix: str, metrics: dict) -> dict:
+    return {f"{prefix}/{k}": v for k, v in (metrics or {}).items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def log_run(logger, result: dict, predictions, model_dir: Path, max_rows: int = 10_000) -> None:
+    """The run's outcome: test and trading metrics, the gate verdict; for W&B also the plots, a predictions
+    table (the last ``max_rows`` test rows) and the model dir as a versioned artifact."""
+    metrics = {**_scalars("test", result["test_metrics"]), **_scalars("trading", result.get("trading"))}
+    metrics["gates/passed"] = int(bool(result["gates"]["passed"]))
+    logger.log_metrics(metrics)
+    if type(logger).__name__ != "WandbLogger":
+        return
+    import wandb
+    run = logger.experiment
+    run.summary.update({**metrics, "gates/name": result["gates"]["name"],
+                        "registry/stage": (result.get("registry") or {}).get("stage")})
+    run.log({f"plots/{name}": wandb.Image(path) for name, path in result["artifacts"]["plot_files"].items()})
+    table = predictions.tail(max_rows).astype({"timestamp": str, "t1": str})
+    run.log({"predictions": wandb.Table(dataframe=table)})
+    artifact = wandb.Artifact(f"model-{result['model_info']['family']}-{result['data_summary']['symbols'][0]}",
+                              type="model", metadata={"run_id": result["run"]["run_id"],
+                                                      "config_hash": result["run"]["config_hash"],
+                                                      "gates_passed": result["gates"]["passed"]})
+    artifact.add_dir(str(model_dir))
+    run.log_artifact(artifact)
 
 
 def close_logger(logger, status: str) -> None:

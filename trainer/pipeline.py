@@ -15,7 +15,7 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from callbacks.cancel import CancellationToken, Cancelled, ImmediateStop
-from callbacks.progress import ProgressEvent, ProgressReporter
+from callbacks.progress import PhaseAlias, ProgressEvent, ProgressReporter
 from callbacks.sinks import build_sinks
 from data.errors import UserError
 from data.providers import Candles, load_candles
@@ -24,15 +24,20 @@ from data.splits import Fold, make_folds
 from data.table import FeatureTable, feature_frames, join_labels
 from data.labels import TASKS, n_classes, output_columns
 from models.base import FitContext, Rows, Task
-from trainer import plots
+from trainer import report as run_report
 from trainer.checks import check_config
 from trainer.devices import resolve_device
 from trainer.importance import permutation_importance
 from trainer.loggers import build_logger, close_logger
-from trainer.metrics import baselines, evaluate, headline, reliability_curve
+from trainer.evaluation import baseline_hits, leakage_summary, significance_table, trading_evaluation
+from trainer.gates import evaluate_gates
+from trainer.leakage import control_verdict, verify_split
+from trainer.loggers import log_run
+from trainer.metrics import baselines, evaluate, headline, hits, reliability_curve
 from trainer.model_dir import eligible_rows, save_model_dir
+from trainer.registry import Registry
 from trainer.resume import resume_checkpoint
-from trainer.runinfo import config_hash, git_commit, new_run_id, utc_now, write_json_atomic
+from trainer.runinfo import config_hash, data_fingerprint, git_commit, new_run_id, utc_now, write_json_atomic
 
 log = logging.getLogger("candlelab")
 
@@ -217,14 +222,14 @@ def _run(cfg, run_dir: Path, run: dict, reporter: ProgressReporter, token: Cance
     if resume and len(folds) > 1:
         raise UserError("resume continues a holdout run; a multi-fold split retrains its folds", "resume")
 
-    outs, test_rows, fold_of_row, fold_reports, fold_baselines = [], [], [], [], []
+    outs, test_rows, fold_of_row, fold_reports, fold_baselines, fold_hits = [], [], [], [], [], []
     for i, fold in enumerate(folds):   # the scaler and the model are refit on each fold's training rows
         scaler = Standardizer.fit(raw[fold.rows["train"]], table.feature_names)
         X = scaler.transform(raw)
         split = {k: Rows(features=X, rows=v, y=y_all[v].astype(y_type), segments=segments,
                          aux={name: aux_all[name][v] for name in aux_all}) for k, v in fold.rows.items()}
-        model = get_class(cfg.model._target_).from_config(cfg.model, len(table.feature_names), cfg.seed,
-                                                          threads, task=task)
+        model_args = (cfg.model, len(table.feature_names), cfg.seed, threads)
+        model = get_class(cfg.model._target_).from_config(*model_args, task=task)
         ctx = FitContext(run_dir=run_dir, seed=cfg.seed, reporter=reporter, token=token, callbacks=cfg.callbacks,
                          trainer=cfg.trainer, device=device, logger=logger, resume_from=resume,
                          hooks=bool(cfg.callbacks.get("hooks", True)))
@@ -242,8 +247,9 @@ def _run(cfg, run_dir: Path, run: dict, reporter: ProgressReporter, token: Cance
         fold_reports.append({**fold.summary(), "training_metrics": dict(report.metrics),
                              "test_metrics": evaluate(task, out, split["test"].y, int(cfg.eval.ece_bins))})
         # each fold's naive calls use that fold's own training rows (pooled below like the predictions)
-        fold_baselines.append(baselines(task, split["test"].y, split["train"].y,
-                                        frame["persistence"].to_numpy()[split["test"].rows]))
+        persistence = frame["persistence"].to_numpy()[split["test"].rows]
+        fold_baselines.append(baselines(task, split["test"].y, split["train"].y, persistence))
+        fold_hits.append(baseline_hits(task, split["test"].y, split["train"].y, persistence, cfg.seed + i))
     # Pooled out-of-sample predictions of every fold; the model, scaler and importance of the last fold.
     proba = np.concatenate(outs)
     test = Rows(features=X, rows=np.concatenate(test_rows), y=y_all[np.concatenate(test_rows)].astype(y_type))
@@ -253,12 +259,32 @@ def _run(cfg, run_dir: Path, run: dict, reporter: ProgressReporter, token: Cance
     bins = int(cfg.eval.ece_bins)
     test_metrics = evaluate(task, proba, test.y, bins)
     base = fold_baselines[0] if len(folds) == 1 else _pool_baselines(fold_baselines, fold_reports)
+    base_hits = {k: np.concatenate([h[k] for h in fold_hits]) for k in fold_hits[0]}
+    base["random"] = {("accuracy" if task.is_classification else "directional_accuracy"):
+                      float(base_hits["random"].mean())}
     per_symbol = {}
     test_symbols = frame["symbol"].to_numpy()[test.rows]
     for sym in symbols:
         m = test_symbols == sym
         if m.any():
             per_symbol[sym] = evaluate(task, proba[m], test.y[m], bins)
+    horizon = int(cfg.target.horizon)
+    evaluation = significance_table(task, proba, test.y, test_symbols, base_hits, per_symbol, test_metrics,
+                                    horizon, cfg)
+    backtest = trading_evaluation(cfg, task, proba, frame, test.rows, candles) if cfg.eval.trading.enabled else None
+    if backtest is not None:
+        evaluation["overall"]["trades"] = backtest.metrics["n_trades"]
+        counts = backtest.trades["symbol"].value_counts() if len(backtest.trades) else {}
+        for sym, row in evaluation["symbols"].items():
+            row["trades"] = int(counts.get(sym, 0))
+    split_check = verify_split(folds, frame, int(cfg.split.embargo) * table.step)
+    control = _shuffled_control(cfg, task, model_args, split, reporter, token, run_dir, horizon, device) \
+        if cfg.eval.leakage.shuffled_control else None
+    oracle = _oracle_accuracy(candles, frame, test.rows, cfg.target.type)
+    evaluation["leakage"] = leakage_summary(split_check, control, test_metrics,
+                                            evaluation["overall"]["best_baseline"]["value"],
+                                            backtest.metrics if backtest else None, candles.timeframe, oracle, cfg)
+    verdict = evaluate_gates(cfg.eval.gates, evaluation, float(cfg.eval.significance.alpha))
     importance = model.feature_importance(table.feature_names) or permutation_importance(
         model, split["val"], table.feature_names, cfg.seed)
 
@@ -266,21 +292,22 @@ def _run(cfg, run_dir: Path, run: dict, reporter: ProgressReporter, token: Cance
     model_info["n_parameters"] = model.n_parameters()
     # the card describes the saved model: the last fold's, with that fold's own test metrics
     card.update(status="completed", created_at=utc_now(), n_parameters=model_info["n_parameters"],
-                test_metrics=fold_reports[-1]["test_metrics"], test_rows=fold_reports[-1]["rows"]["test"])
+                test_metrics=fold_reports[-1]["test_metrics"], test_rows=fold_reports[-1]["rows"]["test"],
+                gates={"name": verdict["name"], "passed": verdict["passed"]})
     model_dir = save_model_dir(run_dir / "model", model, card, config_yaml, scaler, feature_cfg, label)
     predictions = frame.iloc[test.rows][["symbol", "timestamp", "t1", "label"]].assign(
         fold=fold_ids, **dict(zip(output_columns(cfg.target), proba.T)))
     predictions.to_parquet(run_dir / "predictions_test.parquet", index=False)
-    plot_dir = run_dir / "plots"
-    plot_dir.mkdir(exist_ok=True)
-    curve = None
+    curve = confusion = None
     if task.is_classification:   # binary: reliability of P(up); multiclass: of the top-label confidence
-        conf, hit = (proba[:, 1], test.y) if task.kind == "binary" else \
-            (proba.max(1), (proba.argmax(1) == test.y).astype(np.float64))
+        conf, hit = (proba[:, 1], test.y) if task.kind == "binary" else (proba.max(1), hits(task, proba, test.y))
         curve = reliability_curve(conf, hit, bins)
-    plot_paths = [plots.reliability_plot(curve, plot_dir / "reliability.png", f"{cfg.model.name} test")
-                  if curve else None,
-                  plots.curves_plot(report.history, plot_dir / "training_curves.png", cfg.model.name)]
+        confusion = run_report.confusion_matrix(proba, test.y, task.n_classes)
+    if backtest is not None:
+        backtest.trades.to_parquet(run_dir / "trades_test.parquet", index=False)
+    plot_files = run_report.make_plots(run_dir / "plots", cfg.model.name, curve, report.history, confusion,
+                                       [c.removeprefix("p_") for c in output_columns(cfg.target)],
+                                       backtest.equity if backtest is not None else None, importance)
     ckpt_dir = run_dir / "checkpoints"
     if ckpt_dir.exists() and not cfg.callbacks.checkpoint.keep:
         shutil.rmtree(ckpt_dir)   # the best weights live in model/; resumable checkpoints are for unfinished runs
@@ -299,8 +326,11 @@ def _run(cfg, run_dir: Path, run: dict, reporter: ProgressReporter, token: Cance
             "feature_importance": importance,
             "per_symbol_metrics": per_symbol,
             "reliability": curve,
+            "confusion_matrix": confusion,
             "predictions": str(run_dir / "predictions_test.parquet"),
-            "plots": [str(p) for p in plot_paths if p is not None],
+            "trades": str(run_dir / "trades_test.parquet") if backtest is not None else None,
+            "plots": list(plot_files.values()),
+            "plot_files": plot_files,
         },
         "model_info": model_info,
         "data_summary": {
@@ -316,13 +346,77 @@ def _run(cfg, run_dir: Path, run: dict, reporter: ProgressReporter, token: Cance
                         for s, q in candles.quality.items()},
             "label_balance_test": (np.bincount(test.y, minlength=task.n_classes) / len(test.y)).tolist()
             if task.is_classification else None,
-            "oracle_accuracy": _oracle_accuracy(candles, frame, test.rows, cfg.target.type),
+            "oracle_accuracy": oracle,
+            "fingerprint": data_fingerprint(candles.by_symbol),
         },
+        "target": f"{cfg.target.type}_h{horizon}",
+        "evaluation": {k: v for k, v in evaluation.items() if k != "leakage"},
+        "trading": backtest.metrics if backtest is not None else None,
+        "leakage": evaluation["leakage"],
+        "gates": verdict,
+        "registry": None,
         "run": {**run, "finished_at": utc_now()},
     }
-    reporter.emit("done", metrics={headline(task): test_metrics[headline(task)]})
+    if cfg.registry.enabled:
+        reporter.emit("register")
+        result["registry"] = _register(cfg, result, task, model_dir)
+    reporter.emit("done", metrics={headline(task): test_metrics[headline(task)], "gates": verdict["passed"]})
     result["run"]["phase_seconds"] = dict(reporter.phase_seconds)
+    result["artifacts"]["report"] = str(run_report.write_report(run_dir, result))
     write_json_atomic(run_dir / "result.json", result)
     if logger is not None:
-        logger.log_metrics({f"test/{k}": v for k, v in test_metrics.items() if isinstance(v, (int, float))})
+        log_run(logger, result, predictions, model_dir)
     return result
+
+
+def _register(cfg: DictConfig, result: dict, task: Task, model_dir: Path) -> dict:
+    """One registry row for this model; the gates' verdict decides whether it is promoted."""
+    run, data = result["run"], result["data_summary"]
+    record = {"family": cfg.model.name, "symbol": cfg.coin.name, "timeframe": data["timeframe"],
+              "target": result["target"], "headline": headline(task),
+              "headline_value": result["test_metrics"][headline(task)], "metrics": result["test_metrics"],
+              "gates": result["gates"], "run_id": run["run_id"], "run_dir": run["run_dir"],
+              "git_commit": run["git_commit"], "config_hash": run["config_hash"],
+              "data_fingerprint": data["fingerprint"]}
+    row = Registry(cfg.registry.root).register(record, model_dir, auto_promote=bool(cfg.registry.auto_promote),
+                                               keep_candidates=cfg.registry.get("keep_candidates"))
+    log.info("registered %s v%s (%s)%s", row["model_id"], row["version"], row["stage"],
+             ": promoted" if row.get("promoted") else "")
+    return {k: row.get(k) for k in ("model_id", "version", "slot", "stage", "promoted", "model_dir")}
+
+
+def _shuffled_control(cfg: DictConfig, task: Task, model_args: tuple, split: dict, reporter: ProgressReporter,
+                      token: CancellationToken, run_dir: Path, horizon: int, device) -> dict:
+    """The same family refit on the last fold with its training and validation labels (and auxiliary
+    targets) permuted: it can learn nothing real, so a score above chance means the evaluation leaks."""
+    reporter.emit("control", metrics={"family": cfg.model.name})
+    rng = np.random.default_rng(cfg.seed + 7919)
+
+    def permuted(rows: Rows) -> Rows:
+        order = rng.permutation(len(rows.rows))
+        aux = {k: v[order] for k, v in rows.aux.items()} if rows.aux else None
+        return Rows(features=rows.features, rows=rows.rows, y=rows.y[order], aux=aux, segments=rows.segments)
+
+    control_dir = run_dir / "control"
+    model = get_class(cfg.model._target_).from_config(*model_args, task=task)
+    ctx = FitContext(run_dir=control_dir, seed=cfg.seed, reporter=PhaseAlias(reporter, {"fit": "control"}),
+                     token=token, callbacks=cfg.callbacks,
+                     trainer=cfg.trainer, device=device, logger=None, hooks=True)
+    try:
+        report = model.fit(permuted(split["train"]), permuted(split["val"]), ctx)
+        if report.cancelled:
+            raise Cancelled(token.reason or "cancelled")
+        out = model.predict_proba(split["test"])
+    finally:
+        shutil.rmtree(control_dir, ignore_errors=True)
+    y_train, y_test = split["train"].y, split["test"].y
+    if task.is_classification:
+        chance = float(np.mean(y_test == np.bincount(y_train.astype(np.int64)).argmax()))
+        ic = None
+    else:
+        sign = 1.0 if np.mean(y_train > 0) >= 0.5 else -1.0
+        chance = float(np.mean(np.sign(y_test) == sign))
+        ic = evaluate(task, out, y_test).get("ic")
+    verdict = control_verdict(task, hits(task, out, y_test), chance, horizon, float(cfg.eval.leakage.control_alpha), ic)
+    verdict["family"] = cfg.model.name
+    return verdict

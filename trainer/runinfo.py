@@ -11,8 +11,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-# Keys that place or continue a run rather than define it: excluded from the config hash.
-_PLACEMENT_KEYS = ("paths", "resume")
+# Keys that place, continue, log or judge a run rather than define its model: excluded from the config hash.
+_PLACEMENT_KEYS = ("paths", "resume", "registry", "logger", "eval")
 
 
 def utc_now() -> str:
@@ -59,3 +59,14 @@ def publish_dir(tmp: Path, final: Path) -> None:
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
+
+
+def data_fingerprint(by_symbol: dict) -> str:
+    """sha256 over every symbol's candles (timestamps and OHLCV values): which data a model was trained on."""
+    h = hashlib.sha256()
+    for sym in sorted(by_symbol):
+        frame = by_symbol[sym]
+        h.update(sym.encode())
+        h.update(frame["timestamp"].to_numpy("datetime64[ns]").astype("int64").tobytes())
+        h.update(frame[["open", "high", "low", "close", "volume"]].to_numpy("float64").tobytes())
+    return h.hexdigest()[:16]

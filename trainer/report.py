@@ -1,0 +1,100 @@
+"""A run's human-readable report: the PNG plots and a short ``report.md`` that links them."""
+from pathlib import Path
+
+import numpy as np
+
+from trainer import plots
+
+
+def confusion_matrix(proba: np.ndarray, y: np.ndarray, k: int) -> list[list[int]]:
+    m = np.zeros((k, k), dtype=np.int64)
+    np.add.at(m, (np.asarray(y, dtype=np.int64), proba.argmax(1)), 1)
+    return m.tolist()
+
+
+def make_plots(plot_dir: Path, name: str, curve: dict | None, history: dict, confusion: list | None,
+               class_names: list[str], equity, importance: dict | None) -> dict[str, str]:
+    plot_dir.mkdir(exist_ok=True)
+    made = {
+        "reliability": plots.reliability_plot(curve, plot_dir / "reliability.png", f"{name} test") if curve else None,
+        "confusion_matrix": plots.confusion_plot(confusion, class_names, plot_dir / "confusion_matrix.png",
+                                                 f"{name} test") if confusion else None,
+        "equity_curve": plots.equity_plot(equity, plot_dir / "equity_curve.png", f"{name} test signals, after costs"),
+        "feature_importance": plots.importance_plot((importance or {}).get("values"),
+                                                    plot_dir / "feature_importance.png",
+                                                    f"{name} ({(importance or {}).get('kind', '')})"),
+        "learning_curves": plots.curves_plot(history, plot_dir / "training_curves.png", name),
+    }
+    return {k: str(v) for k, v in made.items() if v is not None}
+
+
+def _fmt(value, digits: int = 4) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def write_report(run_dir: Path, result: dict) -> Path:
+    """``report.md``: verdict, headline numbers against baselines, trading, leakage, links to the plots."""
+    ev, gates, trading = result.get("evaluation", {}), result.get("gates", {}), result.get("trading") or {}
+    data, info = result["data_summary"], result["model_info"]
+    overall = ev.get("overall", {})
+    sig = overall.get("significance", {})
+    lines = [f"# {info['family']} on {', '.join(data['symbols'])} ({data['timeframe']}, "
+             f"{data['task']['kind']} `{result.get('target', '')}`)", "",
+             f"Run `{result['run']['run_id']}` · commit `{result['run']['git_commit']}` · "
+             f"config `{result['run']['config_hash']}` · split `{data['split']}`", "",
+             f"**Gates `{gates.get('name')}`: {'PASSED' if gates.get('passed') else 'FAILED'}**"]
+    lines += [f"- {r}" for r in gates.get("reasons", [])]
+    reg = result.get("registry")
+    if reg:
+        lines += ["", f"Registry: `{reg['model_id']}` v{reg['version']}, stage **{reg['stage']}**"]
+    lines += ["", "## Test metrics", "", "| metric | value |", "|---|---|"]
+    for key, value in result["test_metrics"].items():
+        if isinstance(value, (int, float)) or value is None:
+            lines.append(f"| {key} | {_fmt(value)} |")
+    if overall:
+        lines += ["", f"{ev['hit_metric']} {_fmt(overall['hit_rate'])} against the best naive baseline "
+                      f"({overall['best_baseline']['name']}) {_fmt(overall['best_baseline']['value'])}: "
+                      f"one-sided p = {_fmt(sig.get('p_value'), 6)}, {int(100 * sig.get('level', 0.95))}% block-bootstrap "
+                      f"CI {[round(x, 4) for x in sig.get('ci') or []]}."]
+        lines += ["", "| symbol | n | hit rate | best baseline | p-value | gates |", "|---|---|---|---|---|---|"]
+        for sym, row in ev.get("symbols", {}).items():
+            ok = gates.get("symbols", {}).get(sym, {}).get("passed")
+            lines.append(f"| {sym} | {row['n']} | {_fmt(row['hit_rate'])} | {row['best_baseline']['name']} "
+                         f"{_fmt(row['best_baseline']['value'])} | {_fmt(row['significance'].get('p_value'), 6)} | "
+                         f"{'pass' if ok else 'fail'} |")
+    oracle = data.get("oracle_accuracy")
+    if oracle is not None:
+        lines += ["", f"Bayes oracle accuracy on these rows (synthetic data): {_fmt(oracle)}."]
+    if trading:
+        lines += ["", "## Trading (test signals, next-candle prices, after costs)", "",
+                  "| " + " | ".join(k for k in ("n_trades", "win_rate", "profit_factor", "total_return", "sharpe",
+                                                 "sortino", "max_drawdown", "turnover", "exposure")) + " |",
+                  "|---" * 9 + "|",
+                  "| " + " | ".join(_fmt(trading.get(k)) for k in ("n_trades", "win_rate", "profit_factor",
+                                                                   "total_return", "sharpe", "sortino",
+                                                                   "max_drawdown", "turnover", "exposure")) + " |"]
+    leak = result.get("leakage") or {}
+    if leak:
+        lines += ["", "## Leakage checks", ""]
+        for name in ("split", "shuffled_control", "too_good"):
+            check = leak.get(name)
+            state = "not run" if check is None else ("pass" if check["passed"] else "FAIL")
+            detail = ""
+            if name == "shuffled_control" and check:
+                detail = f" (hit rate {_fmt(check['rate'])} vs chance {_fmt(check['chance'])}, p = {_fmt(check['p_value'], 4)})"
+            if name == "too_good" and check and check["flags"]:
+                detail = " — " + "; ".join(check["flags"])
+            lines.append(f"- {name}: {state}{detail}")
+    plot_paths = result["artifacts"].get("plot_files", {})
+    if plot_paths:
+        lines += ["", "## Plots", ""]
+        lines += [f"![{name}]({Path(p).relative_to(run_dir).as_posix()})" for name, p in plot_paths.items()]
+    path = run_dir / "report.md"
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(path)
+    return path

@@ -230,7 +230,8 @@ def ref(row: dict) -> str:
 
 
 def run_cli(*args: str, env_root: Path = ROOT, wait: bool = True):
-    env = {**os.environ, "CANDLELAB_ROOT": str(env_root)}
+    env = {k: v for k, v in os.environ.items() if k != "CANDLELAB_OUTPUT_DIR"}
+    env["CANDLELAB_ROOT"] = str(env_root)
     proc = subprocess.Popen([sys.executable, "-m", "trainer.registry", *args], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return finish(proc) if wait else proc

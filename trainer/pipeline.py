@@ -268,6 +268,8 @@ def _run(cfg, run_dir: Path, run: dict, reporter: ProgressReporter, token: Cance
         m = test_symbols == sym
         if m.any():
             per_symbol[sym] = evaluate(task, proba[m], test.y[m], bins)
+    importance = model.feature_importance(table.feature_names) or permutation_importance(
+        model, split["val"], table.feature_names, cfg.seed)
     horizon = int(cfg.target.horizon)
     evaluation = significance_table(task, proba, test.y, test_symbols, base_hits, per_symbol, test_metrics,
                                     horizon, cfg)
@@ -285,8 +287,6 @@ def _run(cfg, run_dir: Path, run: dict, reporter: ProgressReporter, token: Cance
                                             evaluation["overall"]["best_baseline"]["value"],
                                             backtest.metrics if backtest else None, candles.timeframe, oracle, cfg)
     verdict = evaluate_gates(cfg.eval.gates, evaluation, float(cfg.eval.significance.alpha))
-    importance = model.feature_importance(table.feature_names) or permutation_importance(
-        model, split["val"], table.feature_names, cfg.seed)
 
     reporter.emit("save")
     model_info["n_parameters"] = model.n_parameters()

@@ -492,6 +492,10 @@ def _remove(path: Path) -> None:
 
 
 def default_root() -> Path:
+    """Where `registry.root` points by default: <output_dir>/registry, as conf/paths resolves output_dir."""
+    out = os.environ.get("CANDLELAB_OUTPUT_DIR")
+    if out:
+        return Path(out) / "registry"
     base = os.environ.get("CANDLELAB_ROOT")
     return (Path(base) if base else Path.cwd()) / "outputs" / "registry"
 
@@ -557,7 +561,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m trainer.registry",
                                      description="The model registry: list, inspect, compare, promote, roll back.")
     parser.add_argument("--root", type=Path, default=None, metavar="DIR",
-                        help="registry directory (default: $CANDLELAB_ROOT/outputs/registry, else ./outputs/registry)")
+                        help="registry directory (default: $CANDLELAB_OUTPUT_DIR/registry, else "
+                             "$CANDLELAB_ROOT/outputs/registry, else ./outputs/registry)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("list", help="one line per registered model")
     p.add_argument("--slot", help="only this <symbol>/<timeframe>/<target>")

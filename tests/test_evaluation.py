@@ -7,7 +7,6 @@ from omegaconf import OmegaConf
 from conftest import make_cfg
 from data.errors import UserError
 from data.splits import Fold, make_folds
-from models.base import Task
 from trainer.gates import evaluate_gates
 from trainer.leakage import control_verdict, too_good, verify_fold, verify_split
 from trainer.metrics import block_bootstrap_ci, classification_metrics, confidence_tiers, significance
@@ -108,13 +107,37 @@ def test_split_check_sees_train_rows_that_restart_too_soon_after_a_held_block():
     assert check["embargo_violations"]["train after test"] == 9
 
 
-def test_control_verdict_flags_a_control_above_chance():
+def test_control_verdict_flags_skill_on_any_of_its_three_counts():
     rng = np.random.default_rng(4)
-    task = Task("binary", 2)
-    at_chance = (rng.random(5000) < 0.52).astype(float)
-    leaked = (rng.random(5000) < 0.60).astype(float)
-    assert control_verdict(task, at_chance, 0.52, 1, 0.01)["passed"]
-    assert not control_verdict(task, leaked, 0.52, 1, 0.01)["passed"]
+    n = 5000
+    forward = rng.standard_normal(n)
+    noise = rng.standard_normal(n)
+    at_chance = (rng.random(n) < 0.52).astype(float)
+    clean = control_verdict(at_chance, 0.52, noise, forward, 1, 0.01)
+    assert clean["passed"] and clean["conclusive"]
+    assert not control_verdict((rng.random(n) < 0.60).astype(float), 0.52, noise, forward, 1, 0.01)["passed"]
+    # calls at chance, but a ranking that knows the future
+    ranked = control_verdict(at_chance, 0.52, forward + rng.standard_normal(n), forward, 1, 0.01)
+    assert not ranked["passed"] and ranked["rank_corr_z"] > 3
+    # an evaluator that prices exits off entries: every trade of a no-skill ranking "wins"
+    rigged = pd.DataFrame({"side": rng.choice([-1, 1], 400), "gross_return": np.full(400, 0.01)})
+    fair = rigged.assign(gross_return=rng.standard_normal(400))
+    assert not control_verdict(at_chance, 0.52, noise, forward, 1, 0.01, rigged, 0.5)["passed"]
+    assert control_verdict(at_chance, 0.52, noise, forward, 1, 0.01, fair, 0.5)["passed"]
+    # a control that collapsed to one constant output could not have shown anything
+    assert not control_verdict(at_chance, 0.52, np.zeros(n), forward, 1, 0.01)["conclusive"]
+
+
+def test_no_skill_baseline_catches_a_model_that_only_leans_with_the_test_trend():
+    from trainer.metrics import no_skill_rate
+    rng = np.random.default_rng(5)
+    truth = (rng.random(20000) < 0.40).astype(int)        # a falling test period: 60% down
+    leaning = (rng.random(20000) < 0.10).astype(int)      # calls 'down' 90% of the time, at random
+    hit = (leaning == truth).astype(float)
+    chance = no_skill_rate(leaning, truth)
+    assert abs(chance - (0.9 * 0.6 + 0.1 * 0.4)) < 0.01
+    assert hit.mean() > 0.55                              # beats a training-majority 'up' call (0.40) easily
+    assert significance(hit, chance, 1)["p_value"] > 0.01  # but not the no-skill rate of its own call mix
 
 
 def test_too_good_flags():
@@ -181,3 +204,32 @@ def test_fold_helper_is_the_one_the_pipeline_uses():
     frame = _table(symbols=("BTC",))
     fold = Fold("x", {"train": np.arange(10), "val": np.arange(10), "test": np.arange(20, 30)}, {})
     assert not verify_split([fold], frame, 0 * STEP)["passed"]   # rows in two segments
+
+
+def test_a_symbol_without_test_rows_fails_and_k_cannot_exceed_n():
+    gates = make_cfg("eval.gates.min_symbols=2").eval.gates
+    only_btc = _evaluation({"BTC": _row(0.6)})
+    verdict = evaluate_gates(gates, only_btc, 0.01, ["BTC", "XRP"])
+    assert not verdict["passed"] and verdict["symbols"]["XRP"]["checks"]["test_rows"]["passed"] is False
+    assert verdict["symbols_total"] == 2 and verdict["symbols_passing"] == 1
+    legacy = make_cfg("eval/gates=legacy").eval.gates   # 2 of n on a one-coin run: refused, not shrunk
+    assert "k of n needs n >= k" in evaluate_gates(legacy, only_btc, 0.01, ["BTC"])["reasons"][0]
+
+
+def test_a_split_that_trains_on_the_future_never_qualifies():
+    ev = _evaluation({"BTC": _row(0.6)})
+    ev["forward_looking"] = False
+    verdict = evaluate_gates(make_cfg().eval.gates, ev, 0.01, ["BTC"])
+    assert not verdict["passed"] and "not forward-looking" in verdict["reasons"][0]
+
+
+@pytest.mark.parametrize("override,where", [("eval.trading.threshold=0.4", "eval.trading.threshold"),
+                                            ("eval.significance.alpha=0", "eval.significance.alpha"),
+                                            ("eval.trading.fee_bps=-1", "eval.trading.fee_bps"),
+                                            ("eval.gates.min_symbols=none", "eval.gates.min_symbols"),
+                                            ("registry.keep_candidates=0", "registry.keep_candidates")])
+def test_evaluation_settings_are_checked_before_any_work(override, where):
+    from trainer.checks import check_config
+    with pytest.raises(UserError) as err:
+        check_config(make_cfg(override))
+    assert err.value.where == where

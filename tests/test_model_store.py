@@ -311,3 +311,24 @@ def test_cli_lists_shows_compares_promotes_and_rolls_back(tmp_path):
     assert f"{ref(b)} promoted again (was {ref(c)})" in rolled.stdout
     assert reg.promoted(SLOT)["model_id"] == b["model_id"] and reg.get(c["model_id"])["stage"] == "archived"
     assert reg.promoted_path(SLOT).resolve() == Path(b["model_dir"]).resolve()
+
+
+def test_a_writer_killed_before_commit_never_changes_what_the_link_serves(tmp_path):
+    reg = Registry(tmp_path / "registry")
+    first = register(reg, tmp_path, "first", value=0.60)
+    assert first["promoted"]
+    slot = first["slot"]
+    # what a writer killed between re-pointing the link and COMMIT leaves: the next version's folder on
+    # disk, the link already pointing at it, and no row for it in the database
+    orphan = reg.root / "models" / first["model_id"] / "v2"
+    orphan.mkdir()
+    (orphan / "card.json").write_text('{"orphan": true}')
+    link = reg.promoted_path(slot)
+    tmp = link.with_name(".tmp-link")
+    tmp.symlink_to(os.path.relpath(orphan, link.parent))
+    os.replace(tmp, link)
+    # the next write repairs the link from the database and never reuses the orphan's folder or version
+    second = register(reg, tmp_path, "second", value=0.50)
+    assert second["version"] == 3 and not second["promoted"]
+    assert link.resolve() == Path(reg.promoted(slot)["model_dir"]).resolve() == Path(first["model_dir"]).resolve()
+    assert json.loads((orphan / "card.json").read_text()) == {"orphan": True}

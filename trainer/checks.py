@@ -35,6 +35,26 @@ _NUMBERS = {
     "callbacks.progress.every_n_batches": (int, 1, None, "[]"),
     "callbacks.cancel.check_every_n_batches": (int, 1, None, "[]"),
     "eval.ece_bins": (int, 2, None, "[]"),
+    "eval.significance.alpha": (float, 0.0, 1.0, "()"),
+    "eval.significance.resamples": (int, 10, None, "[]"),
+    "eval.significance.level": (float, 0.0, 1.0, "()"),
+    "eval.significance.block": (int, 1, None, "[]"),
+    "eval.trading.threshold": (float, 0.5, 1.0, "[]"),
+    "eval.trading.fee_bps": (float, 0.0, None, "[]"),
+    "eval.trading.slippage_bps": (float, 0.0, None, "[]"),
+    "eval.trading.spread_bps": (float, 0.0, None, "[]"),
+    "eval.trading.spread_window": (int, 1, None, "[]"),
+    "eval.trading.periods_per_year": (float, 0.0, None, "(]"),
+    "eval.leakage.control_alpha": (float, 0.0, 1.0, "()"),
+    "eval.leakage.control_max_rank_corr": (float, 0.0, 1.0, "(]"),
+    "eval.leakage.control_max_win_edge": (float, 0.0, 1.0, "(]"),
+    "eval.leakage.too_good.oracle_margin": (float, 0.0, None, "[]"),
+    "eval.leakage.too_good.max_win_rate": (float, 0.0, 1.0, "(]"),
+    "eval.leakage.too_good.max_sharpe": (float, 0.0, None, "(]"),
+    "eval.gates.min_accuracy": (float, 0.0, 1.0, "[]"),
+    "eval.gates.max_ece": (float, 0.0, 1.0, "[]"),
+    "eval.gates.min_trades": (int, 0, None, "[]"),
+    "registry.keep_candidates": (int, 1, None, "[]"),
     "target.dead_zone": (float, 0.0, None, "[]"),
     "target.vol_window": (int, 2, None, "[]"),
     "target.bins": (int, 2, None, "[]"),
@@ -94,6 +114,9 @@ def check_config(cfg: DictConfig) -> None:
     if supported and kind not in supported:
         raise UserError(f"model {cfg.model.name} supports {', '.join(supported)} targets, not {kind} "
                         f"(target={cfg.target.type})", "target")
+    from trainer.gates import required_symbols
+    if cfg.get("eval") is not None and cfg.eval.get("gates") is not None:
+        required_symbols(cfg.eval.gates, 1)   # 'all' or a positive number
     if not list(cfg.coin.get("symbols") or []):
         raise UserError("no symbols selected", "coin.symbols")
     if cfg.data.provider == "synthetic":

@@ -9,36 +9,19 @@ from data.providers import Candles
 from models.base import Task
 from trainer.backtest import backtest
 from trainer.leakage import too_good
-from trainer.metrics import hits, significance
+from trainer.metrics import calls, no_skill_rate, significance, truths
 
 HIT_METRIC = {True: "accuracy", False: "directional_accuracy"}
 
 
-def baseline_hits(task: Task, y_test: np.ndarray, y_train: np.ndarray, persistence: np.ndarray,
-                  seed: int) -> dict[str, np.ndarray]:
-    """Per-row correctness of each naive call on the test rows (so any subset, e.g. one symbol, can be
-    scored): majority (the training segment's majority label or sign), persistence (the move that just
-    ended; the majority call where unknown), random (drawn with the training label frequencies)."""
-    rng = np.random.default_rng(seed)
-    if task.is_classification:
-        y_test = np.asarray(y_test, dtype=np.int64)
-        freq = np.bincount(np.asarray(y_train, dtype=np.int64), minlength=task.n_classes) / len(y_train)
-        majority = int(freq.argmax())
-        persist = np.where(np.isnan(persistence), majority, persistence).astype(np.int64)
-        calls = {"majority_class": np.full(len(y_test), majority), "persistence": persist,
-                 "random": rng.choice(task.n_classes, size=len(y_test), p=freq)}
-        return {k: (v == y_test).astype(np.float64) for k, v in calls.items()}
-    truth = np.sign(np.asarray(y_test, dtype=np.float64))
-    up = float(np.mean(np.asarray(y_train) > 0))
-    calls = {"majority_class": np.full(len(truth), 1.0 if up >= 0.5 else -1.0),
-             "persistence": np.sign(np.where(np.isnan(persistence), 0.0, persistence)),
-             "random": np.where(rng.random(len(truth)) < up, 1.0, -1.0)}
-    return {k: (v == truth).astype(np.float64) for k, v in calls.items()}
-
-
-def _row(task: Task, metrics: dict, model_hit: np.ndarray, base_hits: dict[str, np.ndarray], horizon: int,
+def _row(metrics: dict, call: np.ndarray, truth: np.ndarray, base_hits: dict[str, np.ndarray], horizon: int,
          sig_cfg, seed: int) -> dict:
+    """Hit rate against every baseline on the same rows; significance against the best of them. The
+    ``no_skill`` baseline (the model's own call mix, independent of the outcome) keeps a model that merely
+    leans to the side the test period favoured from passing for skill."""
+    model_hit = (call == truth).astype(np.float64)
     rates = {k: float(v.mean()) for k, v in base_hits.items()}
+    rates["no_skill"] = no_skill_rate(call, truth)
     best = max(rates, key=rates.get)
     return {"hit_rate": float(model_hit.mean()), "ece": metrics.get("ece"), "n": int(len(model_hit)),
             "baselines": rates, "best_baseline": {"name": best, "value": rates[best]},
@@ -49,14 +32,14 @@ def _row(task: Task, metrics: dict, model_hit: np.ndarray, base_hits: dict[str, 
 def significance_table(task: Task, proba: np.ndarray, y: np.ndarray, symbols: np.ndarray,
                        base_hits: dict[str, np.ndarray], per_symbol: dict, overall: dict, horizon: int,
                        cfg: DictConfig) -> dict:
-    """Hit rate, best baseline and significance overall and per symbol."""
-    model_hit = hits(task, proba, y)
+    """Hit rate, baselines and significance overall and per symbol."""
+    call, truth = calls(task, proba), truths(task, y)
     sig = cfg.eval.significance
     out = {"hit_metric": HIT_METRIC[task.is_classification],
-           "overall": _row(task, overall, model_hit, base_hits, horizon, sig, cfg.seed), "symbols": {}}
+           "overall": _row(overall, call, truth, base_hits, horizon, sig, cfg.seed), "symbols": {}}
     for sym, metrics in per_symbol.items():
         m = symbols == sym
-        out["symbols"][sym] = _row(task, metrics, model_hit[m], {k: v[m] for k, v in base_hits.items()},
+        out["symbols"][sym] = _row(metrics, call[m], truth[m], {k: v[m] for k, v in base_hits.items()},
                                    horizon, sig, cfg.seed)
     return out
 
@@ -72,6 +55,25 @@ def trade_signals(task: Task, target: DictConfig, proba: np.ndarray, cost: float
         return proba[:, k - k // 2:].sum(1), proba[:, : k // 2].sum(1)
     pred = proba[:, 0]   # regression: trade a forecast return that clears the round-trip cost
     return (pred > cost).astype(np.float64), (pred < -cost).astype(np.float64)
+
+
+def signal_score(task: Task, target: DictConfig, proba: np.ndarray) -> np.ndarray:
+    """One number per row, higher = more bullish: P(long wins) - P(short wins), or the forecast return."""
+    if task.kind == "regression":
+        return proba[:, 0].astype(np.float64)
+    p_long, p_short = trade_signals(task, target, proba, 0.0)
+    return (p_long - p_short).astype(np.float64)
+
+
+def ranked_trades(score: np.ndarray, frame: pd.DataFrame, rows: np.ndarray, candles: Candles, cfg: DictConfig):
+    """Trades from a score's ranking alone (long above its median, short below), at zero cost: what the
+    shuffled-label control is traded with, so a collapsed call mix still yields trades to check."""
+    median = np.median(score)
+    signals = frame.iloc[rows][["symbol", "timestamp"]].reset_index(drop=True).assign(
+        p_long=(score > median).astype(np.float64), p_short=(score < median).astype(np.float64))
+    free = {"threshold": 0.55, "allow_short": True, "fee_bps": 0.0, "slippage_bps": 0.0, "spread_bps": 0.0,
+            "periods_per_year": cfg.eval.trading.get("periods_per_year")}
+    return backtest(signals, candles.by_symbol, candles.step, int(cfg.target.horizon), free).trades
 
 
 def causal_spread(frame: pd.DataFrame, rows: np.ndarray, window: int) -> np.ndarray | None:
@@ -97,10 +99,19 @@ def trading_evaluation(cfg: DictConfig, task: Task, proba: np.ndarray, frame: pd
     return backtest(signals, candles.by_symbol, candles.step, int(cfg.target.horizon), tcfg)
 
 
-def leakage_summary(split_check: dict, control: dict | None, metrics: dict, best_baseline: float,
-                    trading: dict | None, timeframe: str, oracle: float | None, cfg: DictConfig) -> dict:
+def leakage_summary(split_check: dict, control: dict | None, evaluation: dict, metrics: dict, trading: dict | None,
+                    timeframe: str, oracle: float | None, cfg: DictConfig) -> dict:
+    """The three leakage checks; too-good flags are raised overall and, on real data, per symbol (a leak
+    in one symbol must not hide in the average of several)."""
     flags_cfg = cfg.eval.leakage.too_good
-    flagged = too_good(metrics, best_baseline, trading, timeframe, oracle, flags_cfg)
+    flagged = too_good(metrics, evaluation["overall"]["best_baseline"]["value"], trading, timeframe, oracle,
+                       flags_cfg)
+    if oracle is None and len(evaluation["symbols"]) > 1:
+        for sym, row in evaluation["symbols"].items():
+            own = too_good({"accuracy": row["hit_rate"]}, row["best_baseline"]["value"], None, timeframe, None,
+                           flags_cfg)
+            flagged["flags"] += [f"{sym}: {flag}" for flag in own["flags"]]
+        flagged["passed"] = not flagged["flags"]
     out = {"split": split_check, "shuffled_control": control, "too_good": flagged}
     out["passed"] = all(v is not None and v["passed"] for v in out.values())
     return out

@@ -1,7 +1,8 @@
 """Promotion gates (``conf/eval/gates/``): thresholds checked per symbol, "k of n" symbols, leakage checks.
 
 A symbol passes when every configured check passes on its own test rows; the run passes when at least
-``min_symbols`` symbols pass (``all`` = every one) and, if ``leakage_checks``, every leakage check passed.
+``min_symbols`` of its configured symbols pass (``all`` = every one; a symbol without test rows fails), its
+split is forward-looking, and, if ``leakage_checks``, every leakage check passed.
 A check whose metric does not exist for the task (ECE for regression) is reported as not applicable.
 """
 from data.errors import UserError
@@ -32,6 +33,7 @@ def symbol_checks(gates, row: dict, alpha: float) -> dict:
 
 
 def required_symbols(gates, n: int) -> int:
+    """``min_symbols`` as a number: ``all`` is every configured symbol."""
     k = gates.get("min_symbols", "all")
     if k is None or str(k) == "all":
         return n
@@ -41,25 +43,36 @@ def required_symbols(gates, n: int) -> int:
         raise UserError(f"min_symbols must be 'all' or a number, got {k!r}", "eval.gates.min_symbols") from None
     if k < 1:
         raise UserError(f"min_symbols must be at least 1, got {k}", "eval.gates.min_symbols")
-    return min(k, n)
+    return k
 
 
-def evaluate_gates(gates, evaluation: dict, alpha: float) -> dict:
-    """The verdict of the configured gates on one run's evaluation."""
-    symbols = {}
-    for sym, row in evaluation["symbols"].items():
+def evaluate_gates(gates, evaluation: dict, alpha: float, symbols: list[str] | None = None) -> dict:
+    """The verdict of the configured gates on one run's evaluation. ``symbols``: every symbol the run was
+    configured with; one without test rows counts as failed (it cannot shrink "k of n")."""
+    configured = list(symbols) if symbols is not None else list(evaluation["symbols"])
+    verdicts = {}
+    for sym in configured:
+        row = evaluation["symbols"].get(sym)
+        if row is None:
+            verdicts[sym] = {"passed": False, "checks": {"test_rows": _check(0, 1, False)}}
+            continue
         checks = symbol_checks(gates, row, alpha)
-        symbols[sym] = {"passed": all(c["passed"] is not False for c in checks.values()), "checks": checks}
-    passing = sum(s["passed"] for s in symbols.values())
-    k = required_symbols(gates, len(symbols))
+        verdicts[sym] = {"passed": all(c["passed"] is not False for c in checks.values()), "checks": checks}
+    passing = sum(v["passed"] for v in verdicts.values())
+    k = required_symbols(gates, len(configured))
     verdict = {"name": gates.get("name"), "min_symbols": k, "symbols_passing": passing,
-               "symbols_total": len(symbols), "symbols": symbols,
+               "symbols_total": len(configured), "symbols": verdicts,
                "overall_checks": symbol_checks(gates, evaluation["overall"], alpha)}
     reasons = []
-    if passing < k:
-        failed = {sym: [name for name, c in s["checks"].items() if c["passed"] is False]
-                  for sym, s in symbols.items() if not s["passed"]}
-        reasons.append(f"{passing} of {len(symbols)} symbols pass, {k} required; failed: {failed}")
+    if k > len(configured):
+        reasons.append(f"min_symbols={k} but the run has {len(configured)} symbol(s): k of n needs n >= k")
+    elif passing < k:
+        failed = {sym: [name for name, c in v["checks"].items() if c["passed"] is False]
+                  for sym, v in verdicts.items() if not v["passed"]}
+        reasons.append(f"{passing} of {len(configured)} symbols pass, {k} required; failed: {failed}")
+    if evaluation.get("forward_looking") is False:
+        reasons.append("the split is not forward-looking (purged k-fold trains on later data): "
+                       "use holdout or walk_forward to qualify for promotion")
     if gates.get("leakage_checks"):
         leak = evaluation["leakage"]
         verdict["leakage"] = {name: leak[name]["passed"] if leak.get(name) is not None else None
@@ -72,3 +85,9 @@ def evaluate_gates(gates, evaluation: dict, alpha: float) -> dict:
     verdict["reasons"] = reasons
     verdict["passed"] = not reasons
     return verdict
+
+
+def may_auto_promote(gates) -> bool:
+    """Only gates that test for skill against the baselines and for leaks may move the promoted model
+    without a person: a comparison preset (``legacy``) records its verdict but never promotes."""
+    return bool(gates.get("beat_baselines")) and bool(gates.get("leakage_checks"))

@@ -10,9 +10,8 @@
 """
 import numpy as np
 import pandas as pd
-from scipy.stats import binomtest
+from scipy.stats import binomtest, spearmanr
 
-from models.base import Task
 
 
 def _merged_spans(start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -84,21 +83,43 @@ def verify_split(folds, frame: pd.DataFrame, embargo: pd.Timedelta) -> dict:
     return {"embargo": str(embargo), "folds": per_fold, "passed": all(f["passed"] for f in per_fold.values())}
 
 
-def control_verdict(task: Task, hit: np.ndarray, chance: float, horizon: int, alpha: float,
-                    ic: float | None = None) -> dict:
-    """The shuffled-label control passes when its hit rate is not significantly above ``chance`` (one-sided
-    binomial test on rows / horizon effective trials) — and for regression when |IC| is not significant."""
+def _binomial_above(k: int, n: int, p: float) -> float:
+    return float(binomtest(k, n, p=min(max(p, 1e-9), 1 - 1e-9), alternative="greater").pvalue)
+
+
+def control_verdict(hit: np.ndarray, chance: float, score: np.ndarray, forward_return: np.ndarray, horizon: int,
+                    alpha: float, trades: pd.DataFrame | None = None, up_share: float | None = None,
+                    max_rank_corr: float = 0.2, max_win_edge: float = 0.10) -> dict:
+    """The shuffled-label control (a model fitted to permuted labels) must look like no skill on three
+    counts, each tested one-sided at ``alpha`` on rows / horizon effective trials:
+
+    - its calls: hit rate not above ``chance`` (its own call mix against the test outcomes);
+    - its ranking: the rank correlation of its long-minus-short score with the realised forward return —
+      this works even when a noise-fitted model collapses to one call;
+    - the trading evaluation of that ranking (long above its median, short below, no costs): the win rate
+      against what the long/short mix wins by chance (``up_share`` of moves were up). An evaluator that
+      prices exits off entries (100% wins) fails here whatever the model.
+    A function of informative features fitted to noise can rank the future a little by accident, so the
+    last two fail only when significant *and* large: |rank corr| >= ``max_rank_corr``, win rate >= chance
+    + ``max_win_edge``.
+    ``conclusive`` is false when the score is constant: then nothing could have shown a leak."""
     n = len(hit)
     n_eff = max(1, n // max(1, int(horizon)))
     rate = float(np.mean(hit)) if n else float("nan")
-    k_eff = int(round(rate * n_eff))
-    p = float(binomtest(k_eff, n_eff, p=min(max(chance, 1e-9), 1 - 1e-9), alternative="greater").pvalue)
-    verdict = {"rate": rate, "chance": float(chance), "p_value": p, "n_effective": n_eff, "alpha": alpha,
-               "passed": p >= alpha}
-    if not task.is_classification and ic is not None:
-        z = abs(ic) * np.sqrt(n_eff)   # |IC| ~ N(0, 1/n) under no relation
-        verdict.update(ic=float(ic), ic_z=float(z))
-        verdict["passed"] = verdict["passed"] and z < 3.0
+    verdict = {"rate": rate, "chance": float(chance), "n_effective": n_eff, "alpha": alpha,
+               "p_value": _binomial_above(int(round(rate * n_eff)), n_eff, chance)}
+    varies = len(score) > 1 and float(np.std(score)) > 0
+    rho = float(spearmanr(score, forward_return).statistic) if varies and np.std(forward_return) > 0 else 0.0
+    verdict.update(rank_corr=rho, rank_corr_z=float(abs(rho) * np.sqrt(n_eff)), conclusive=bool(varies))
+    ok = verdict["p_value"] >= alpha and not (verdict["rank_corr_z"] >= 3.0 and abs(rho) >= max_rank_corr)
+    if trades is not None and up_share is not None and len(trades) >= 30:
+        wins = int((trades["gross_return"] > 0).sum())
+        longs = float(np.mean(trades["side"] > 0))
+        null = longs * up_share + (1 - longs) * (1 - up_share)
+        verdict["trading"] = {"trades": int(len(trades)), "win_rate": wins / len(trades), "chance": null,
+                              "p_value": _binomial_above(wins, len(trades), null)}
+        ok = ok and not (verdict["trading"]["p_value"] < alpha and wins / len(trades) >= null + max_win_edge)
+    verdict["passed"] = bool(ok)
     return verdict
 
 

@@ -43,9 +43,10 @@ def _scalars(prefix: str, metrics: dict) -> dict:
             if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def log_run(logger, result: dict, predictions, model_dir: Path, max_rows: int = 10_000) -> None:
+def log_run(logger, result: dict, predictions, model_dir: Path, coin: str, max_rows: int = 10_000) -> None:
     """The run's outcome: test and trading metrics, the gate verdict; for W&B also the plots, a predictions
-    table (the last ``max_rows`` test rows) and the model dir as a versioned artifact."""
+    table (the last test rows of every symbol, ``max_rows`` in all) and the model dir as a versioned artifact
+    named after the family and the coin selection."""
     metrics = {**_scalars("test", result["test_metrics"]), **_scalars("trading", result.get("trading"))}
     metrics["gates/passed"] = int(bool(result["gates"]["passed"]))
     logger.log_metrics(metrics)
@@ -56,9 +57,10 @@ def log_run(logger, result: dict, predictions, model_dir: Path, max_rows: int = 
     run.summary.update({**metrics, "gates/name": result["gates"]["name"],
                         "registry/stage": (result.get("registry") or {}).get("stage")})
     run.log({f"plots/{name}": wandb.Image(path) for name, path in result["artifacts"]["plot_files"].items()})
-    table = predictions.tail(max_rows).astype({"timestamp": str, "t1": str})
+    per_symbol = max(1, max_rows // max(1, predictions["symbol"].nunique()))
+    table = predictions.groupby("symbol", sort=False).tail(per_symbol).astype({"timestamp": str, "t1": str})
     run.log({"predictions": wandb.Table(dataframe=table)})
-    artifact = wandb.Artifact(f"model-{result['model_info']['family']}-{result['data_summary']['symbols'][0]}",
+    artifact = wandb.Artifact(f"model-{result['model_info']['family']}-{coin}",
                               type="model", metadata={"run_id": result["run"]["run_id"],
                                                       "config_hash": result["run"]["config_hash"],
                                                       "gates_passed": result["gates"]["passed"]})

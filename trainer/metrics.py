@@ -142,27 +142,49 @@ def baselines(task: Task, y_test: np.ndarray, y_train: np.ndarray, persistence: 
 
 def hits(task: Task, out: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Per-row correctness of the call: the predicted class, or for regression the predicted sign."""
-    if task.is_classification:
-        return (out.argmax(1) == np.asarray(y, dtype=np.int64)).astype(np.float64)
-    return (np.sign(out[:, 0]) == np.sign(np.asarray(y, dtype=np.float64))).astype(np.float64)
+    return (calls(task, out) == truths(task, y)).astype(np.float64)
 
 
-def random_baseline(task: Task, y_test: np.ndarray, y_train: np.ndarray, seed: int) -> dict:
-    """Calls drawn at random with the training segment's label (or sign) frequencies, on the same rows."""
+def calls(task: Task, out: np.ndarray) -> np.ndarray:
+    """The call each row makes: the predicted class, or for regression the predicted sign (-1, 0, 1)."""
+    return out.argmax(1) if task.is_classification else np.sign(out[:, 0])
+
+
+def truths(task: Task, y: np.ndarray) -> np.ndarray:
+    """What a call is compared with: the class, or for regression the sign of the realised return."""
+    return np.asarray(y, dtype=np.int64) if task.is_classification else np.sign(np.asarray(y, dtype=np.float64))
+
+
+def no_skill_rate(call: np.ndarray, truth: np.ndarray) -> float:
+    """The hit rate of calls made with the model's own call mix but independent of the outcome:
+    sum over c of P(call = c) * P(truth = c) on these rows (the Pesaran-Timmermann null). A model that
+    only leans towards the side the test period happened to favour scores no better than this."""
+    if len(call) == 0:
+        return float("nan")
+    values = np.union1d(call, truth)
+    return float(sum(np.mean(call == v) * np.mean(truth == v) for v in values))
+
+
+def baseline_hits(task: Task, y_test: np.ndarray, y_train: np.ndarray, persistence: np.ndarray,
+                  seed: int) -> dict[str, np.ndarray]:
+    """Per-row correctness of each naive call on the test rows (so any subset, e.g. one symbol, can be
+    scored): majority (the training segment's majority label or sign), persistence (the move that just
+    ended; the majority call where that is unknown), random (drawn with the training label frequencies)."""
     rng = np.random.default_rng(seed)
+    truth = truths(task, y_test)
     if task.is_classification:
         freq = np.bincount(np.asarray(y_train, dtype=np.int64), minlength=task.n_classes) / len(y_train)
-        calls = rng.choice(task.n_classes, size=len(y_test), p=freq)
-        return {"accuracy": float(np.mean(calls == np.asarray(y_test, dtype=np.int64)))}
-    up = float(np.mean(np.asarray(y_train) > 0))
-    calls = np.where(rng.random(len(y_test)) < up, 1.0, -1.0)
-    return {"directional_accuracy": float(np.mean(calls == np.sign(y_test)))}
-
-
-def majority_sign_accuracy(y_test: np.ndarray, y_train: np.ndarray) -> float:
-    """Regression's majority baseline: always call the training segment's more frequent sign."""
-    sign = 1.0 if np.mean(np.asarray(y_train) > 0) >= 0.5 else -1.0
-    return float(np.mean(np.sign(y_test) == sign))
+        majority = int(freq.argmax())
+        guesses = {"majority_class": np.full(len(truth), majority),
+                   "persistence": np.where(np.isnan(persistence), majority, persistence).astype(np.int64),
+                   "random": rng.choice(task.n_classes, size=len(truth), p=freq)}
+    else:
+        up = float(np.mean(np.asarray(y_train) > 0))
+        majority = 1.0 if up >= 0.5 else -1.0
+        guesses = {"majority_class": np.full(len(truth), majority),
+                   "persistence": np.where(np.isnan(persistence), majority, np.sign(persistence)),
+                   "random": np.where(rng.random(len(truth)) < up, 1.0, -1.0)}
+    return {k: (v == truth).astype(np.float64) for k, v in guesses.items()}
 
 
 def block_bootstrap_ci(hit: np.ndarray, block: int, resamples: int = 1000, level: float = 0.95,

@@ -29,11 +29,13 @@ from trainer.checks import check_config
 from trainer.devices import resolve_device
 from trainer.importance import permutation_importance
 from trainer.loggers import build_logger, close_logger
-from trainer.evaluation import baseline_hits, leakage_summary, significance_table, trading_evaluation
-from trainer.gates import evaluate_gates
+from trainer.evaluation import (leakage_summary, ranked_trades, signal_score, significance_table,
+                                trading_evaluation)
+from trainer.gates import evaluate_gates, may_auto_promote
 from trainer.leakage import control_verdict, verify_split
 from trainer.loggers import log_run
-from trainer.metrics import baselines, evaluate, headline, hits, reliability_curve
+from trainer.metrics import (baseline_hits, baselines, calls, evaluate, headline, hits, no_skill_rate,
+                             reliability_curve, truths)
 from trainer.model_dir import eligible_rows, save_model_dir
 from trainer.registry import Registry
 from trainer.resume import resume_checkpoint
@@ -280,13 +282,13 @@ def _run(cfg, run_dir: Path, run: dict, reporter: ProgressReporter, token: Cance
         for sym, row in evaluation["symbols"].items():
             row["trades"] = int(counts.get(sym, 0))
     split_check = verify_split(folds, frame, int(cfg.split.embargo) * table.step)
-    control = _shuffled_control(cfg, task, model_args, split, reporter, token, run_dir, horizon, device) \
+    control = _shuffled_control(cfg, task, model_args, split, reporter, token, run_dir, device, frame, candles) \
         if cfg.eval.leakage.shuffled_control else None
     oracle = _oracle_accuracy(candles, frame, test.rows, cfg.target.type)
-    evaluation["leakage"] = leakage_summary(split_check, control, test_metrics,
-                                            evaluation["overall"]["best_baseline"]["value"],
+    evaluation["leakage"] = leakage_summary(split_check, control, evaluation, test_metrics,
                                             backtest.metrics if backtest else None, candles.timeframe, oracle, cfg)
-    verdict = evaluate_gates(cfg.eval.gates, evaluation, float(cfg.eval.significance.alpha))
+    evaluation["forward_looking"] = cfg.split.type != "purged_kfold"
+    verdict = evaluate_gates(cfg.eval.gates, evaluation, float(cfg.eval.significance.alpha), symbols)
 
     reporter.emit("save")
     model_info["n_parameters"] = model.n_parameters()
@@ -365,20 +367,33 @@ def _run(cfg, run_dir: Path, run: dict, reporter: ProgressReporter, token: Cance
     result["artifacts"]["report"] = str(run_report.write_report(run_dir, result))
     write_json_atomic(run_dir / "result.json", result)
     if logger is not None:
-        log_run(logger, result, predictions, model_dir)
+        try:   # a dashboard that cannot take the outcome must not fail a finished, registered run
+            log_run(logger, result, predictions, model_dir, cfg.coin.name)
+        except Exception:
+            log.exception("logging the run's outcome to %s failed; the run itself is complete", cfg.logger.name)
     return result
+
+
+def registry_symbol(cfg: DictConfig) -> str:
+    """The symbol part of a registry slot: the coin selection, marked when the candles are synthetic so a
+    model of generated data can never take the slot a real market's model is served from."""
+    return f"synthetic-{cfg.coin.name}" if cfg.data.provider == "synthetic" else str(cfg.coin.name)
 
 
 def _register(cfg: DictConfig, result: dict, task: Task, model_dir: Path) -> dict:
     """One registry row for this model; the gates' verdict decides whether it is promoted."""
     run, data = result["run"], result["data_summary"]
-    record = {"family": cfg.model.name, "symbol": cfg.coin.name, "timeframe": data["timeframe"],
+    record = {"family": cfg.model.name, "symbol": registry_symbol(cfg), "timeframe": data["timeframe"],
               "target": result["target"], "headline": headline(task),
               "headline_value": result["test_metrics"][headline(task)], "metrics": result["test_metrics"],
               "gates": result["gates"], "run_id": run["run_id"], "run_dir": run["run_dir"],
               "git_commit": run["git_commit"], "config_hash": run["config_hash"],
               "data_fingerprint": data["fingerprint"]}
-    row = Registry(cfg.registry.root).register(record, model_dir, auto_promote=bool(cfg.registry.auto_promote),
+    auto = bool(cfg.registry.auto_promote) and may_auto_promote(cfg.eval.gates)
+    if cfg.registry.auto_promote and not auto and result["gates"]["passed"]:
+        log.warning("gates %s passed, but they do not test baselines and leaks: not promoted automatically "
+                    "(python -m trainer.registry promote ... decides)", cfg.eval.gates.name)
+    row = Registry(cfg.registry.root).register(record, model_dir, auto_promote=auto,
                                                keep_candidates=cfg.registry.get("keep_candidates"))
     log.info("registered %s v%s (%s)%s", row["model_id"], row["version"], row["stage"],
              ": promoted" if row.get("promoted") else "")
@@ -386,9 +401,10 @@ def _register(cfg: DictConfig, result: dict, task: Task, model_dir: Path) -> dic
 
 
 def _shuffled_control(cfg: DictConfig, task: Task, model_args: tuple, split: dict, reporter: ProgressReporter,
-                      token: CancellationToken, run_dir: Path, horizon: int, device) -> dict:
-    """The same family refit on the last fold with its training and validation labels (and auxiliary
-    targets) permuted: it can learn nothing real, so a score above chance means the evaluation leaks."""
+                      token: CancellationToken, run_dir: Path, device, frame: pd.DataFrame, candles: Candles) -> dict:
+    """The same family, same pipeline, refit on the last fold with its training and validation labels (and
+    auxiliary targets) permuted: it can learn nothing real, so anything that looks like skill in its test
+    evaluation is a leak in the evaluation itself (see trainer.leakage.control_verdict)."""
     reporter.emit("control", metrics={"family": cfg.model.name})
     rng = np.random.default_rng(cfg.seed + 7919)
 
@@ -400,8 +416,7 @@ def _shuffled_control(cfg: DictConfig, task: Task, model_args: tuple, split: dic
     control_dir = run_dir / "control"
     model = get_class(cfg.model._target_).from_config(*model_args, task=task)
     ctx = FitContext(run_dir=control_dir, seed=cfg.seed, reporter=PhaseAlias(reporter, {"fit": "control"}),
-                     token=token, callbacks=cfg.callbacks,
-                     trainer=cfg.trainer, device=device, logger=None, hooks=True)
+                     token=token, callbacks=cfg.callbacks, trainer=cfg.trainer, device=device, logger=None)
     try:
         report = model.fit(permuted(split["train"]), permuted(split["val"]), ctx)
         if report.cancelled:
@@ -409,14 +424,14 @@ def _shuffled_control(cfg: DictConfig, task: Task, model_args: tuple, split: dic
         out = model.predict_proba(split["test"])
     finally:
         shutil.rmtree(control_dir, ignore_errors=True)
-    y_train, y_test = split["train"].y, split["test"].y
-    if task.is_classification:
-        chance = float(np.mean(y_test == np.bincount(y_train.astype(np.int64)).argmax()))
-        ic = None
-    else:
-        sign = 1.0 if np.mean(y_train > 0) >= 0.5 else -1.0
-        chance = float(np.mean(np.sign(y_test) == sign))
-        ic = evaluate(task, out, y_test).get("ic")
-    verdict = control_verdict(task, hits(task, out, y_test), chance, horizon, float(cfg.eval.leakage.control_alpha), ic)
+    test = split["test"]
+    call, truth = calls(task, out), truths(task, test.y)
+    score = signal_score(task, cfg.target, out)
+    forward = test.aux["forward_return"]
+    trades = ranked_trades(score, frame, test.rows, candles, cfg) if cfg.eval.trading.enabled else None
+    leak = cfg.eval.leakage
+    verdict = control_verdict((call == truth).astype(np.float64), no_skill_rate(call, truth), score, forward,
+                              int(cfg.target.horizon), float(leak.control_alpha), trades, float(np.mean(forward > 0)),
+                              float(leak.control_max_rank_corr), float(leak.control_max_win_edge))
     verdict["family"] = cfg.model.name
     return verdict

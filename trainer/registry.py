@@ -134,8 +134,11 @@ class Registry:
             with self._write() as tx:
                 version = _next_version(tx.con, model_id)
                 dest = id_dir / f"v{version}"
-                if dest.exists() or dest.is_symlink():
-                    _remove(dest)   # left by a registration that died before commit: its version was not kept
+                while dest.exists() or dest.is_symlink():
+                    # left by a registration that died before commit: a link may still point at it, so the
+                    # folder is never reused or replaced; this model takes the next free version
+                    version = _next_version(tx.con, model_id)
+                    dest = id_dir / f"v{version}"
                 os.replace(staging, dest)
                 tx.undo.append(lambda: os.replace(dest, staging))
                 now = _utc_now()
@@ -279,6 +282,7 @@ class Registry:
             con.execute("BEGIN IMMEDIATE")
             tx = _Txn(con)
             try:
+                self._heal_links(tx)
                 yield tx
                 con.execute("COMMIT")
             except BaseException:
@@ -335,6 +339,17 @@ class Registry:
                     (row["slot"], row["model_id"], row["version"], action, now,
                      current["model_id"] if current else None, current["version"] if current else None))
         self._point_link(tx, row)
+
+    def _heal_links(self, tx: _Txn) -> None:
+        """Under the write lock: every slot's link points at the row the database calls promoted. A writer
+        killed between re-pointing a link and committing leaves a link ahead of the database; the next
+        write puts it back."""
+        for row in self._select(tx.con, "WHERE stage = 'promoted'"):
+            link = self.promoted_path(row["slot"])
+            want = os.path.relpath(row["model_dir"], link.parent)
+            if not link.is_symlink() or os.readlink(link) != want:
+                log.warning("registry: link %s did not point at the promoted %s; repaired", link, _ref(row))
+                self._point_link(tx, row)
 
     def _point_link(self, tx: _Txn, row: dict) -> None:
         """Atomically point the slot's link at the row's store dir (restored if the transaction rolls back)."""
@@ -482,13 +497,6 @@ def _replace_symlink(link: Path, target: str) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-
-
-def _remove(path: Path) -> None:
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    else:
-        shutil.rmtree(path)
 
 
 def default_root() -> Path:

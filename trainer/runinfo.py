@@ -11,12 +11,14 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-# Keys that place, continue, log or judge a run rather than define its model: excluded from the config hash.
-_PLACEMENT_KEYS = ("paths", "resume", "registry", "logger", "eval")
+# Keys that place, continue, log, pace or judge a run rather than define its model: excluded from the
+# config hash (dotted keys drop one leaf, e.g. the thread count a plan sweeper sets per job).
+_PLACEMENT_KEYS = ("paths", "resume", "registry", "logger", "eval", "plan", "callbacks", "trainer.num_threads")
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    """ISO time with milliseconds: enough to order a plan's jobs that start within one second."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 def new_run_id() -> str:
@@ -36,7 +38,12 @@ def git_commit(root: Path) -> str | None:
 def config_hash(cfg: DictConfig) -> str:
     container = OmegaConf.to_container(cfg, resolve=True)
     for key in _PLACEMENT_KEYS:
-        container.pop(key, None)
+        *parents, leaf = key.split(".")
+        node = container
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
     blob = json.dumps(container, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -180,7 +180,8 @@ class GMMRegimeModel(CandleModel):
         if hooks is not None and hooks.cancelled_at is not None:
             metrics["cancelled_at"] = {"iteration": hooks.cancelled_at}
         loss = OBJECTIVES[self.task.kind][1][0]
-        history = {"train/loss": global_evals["train"][loss], "val/loss": global_evals["val"][loss]}
+        history = {name: list(global_evals.get(name, {}).get(loss, [])) for name in ("train", "val")}
+        history = {"train/loss": history["train"], "val/loss": history["val"]}   # empty if cancelled at once
         return FitReport(metrics=metrics, cancelled=bool(cancelled), history=history)
 
     def _scores(self, split: str, out: np.ndarray, y: np.ndarray) -> dict:

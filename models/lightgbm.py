@@ -64,21 +64,29 @@ class LightGBMModel(CandleModel):
         )
         self.best_iteration = int(self.booster.best_iteration or self.booster.current_iteration())
         loss, second = OBJECTIVES[self.task.kind][1]
-        recorded = len(evals["val"][loss])   # a cancelled round may stop before it is recorded
+        train_curve = evals.get("train", {}).get(loss, [])
+        val_curve = evals.get("val", {}).get(loss, [])
+        second_curve = evals.get("val", {}).get(second, [])
+        recorded = len(val_curve)   # a fit cancelled in its first round has recorded nothing yet
         b = min(self.best_iteration, recorded) - 1
+
+        def at(curve: list) -> float | None:
+            return float(curve[b]) if 0 <= b < len(curve) else None
+
         metrics = {
             "best_iteration": self.best_iteration,
             "iterations_run": max(recorded, hooks.cancelled_at or 0),
-            "train/loss": float(evals["train"][loss][b]),
-            "val/loss": float(evals["val"][loss][b]),
+            "train/loss": at(train_curve),
+            "val/loss": at(val_curve),
         }
         if self.task.is_classification:
-            metrics["val/acc"] = float(1.0 - evals["val"][second][b])
+            acc_error = at(second_curve)
+            metrics["val/acc"] = None if acc_error is None else 1.0 - acc_error
         else:
-            metrics["val/mae"] = float(evals["val"][second][b])
+            metrics["val/mae"] = at(second_curve)
         if hooks.cancelled_at is not None:
             metrics["cancelled_at"] = {"iteration": hooks.cancelled_at}
-        history = {"train/loss": evals["train"][loss], "val/loss": evals["val"][loss]}
+        history = {"train/loss": list(train_curve), "val/loss": list(val_curve)}
         return FitReport(metrics=metrics, cancelled=hooks.cancelled_at is not None, history=history)
 
     def predict_proba(self, data: Rows) -> np.ndarray:

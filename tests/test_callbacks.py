@@ -254,3 +254,13 @@ def test_resume_with_nothing_to_resume_is_a_user_error(tmp_path):
 def test_console_bar_is_quiet_under_ci(monkeypatch):
     monkeypatch.setenv("CI", "true")
     assert not console_is_interactive()
+
+
+def test_a_tree_cancelled_before_its_first_round_still_ends_cancelled(tmp_path):
+    token = CancellationToken()
+    # set as the fit phase starts: the first round's hook stops the booster before anything is recorded
+    rec = Recorder(when=lambda e: e.phase == "fit" and e.kind == "phase", action=lambda e: token.cancel("test"))
+    cfg = make_cfg(*SLOW_TREES["lightgbm"], *FAST_DATA, run_dir=tmp_path)
+    result = train(cfg, progress_callback=rec, cancellation_token=token)
+    assert result["status"] == "cancelled"
+    assert Path(result["artifacts"]["partial_model"]).is_dir()

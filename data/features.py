@@ -4,11 +4,16 @@ Sets (``features.sets``): returns, ta (TA-Lib RSI, MACD, ATR, Bollinger), volume
 (Corwin-Schultz, Roll, slippage), regime (volatility regime), fuzzy (memberships over RSI and Bollinger
 position). Functions here take one symbol's candles; callers apply them per symbol, so indicators reset
 at symbol boundaries.
+
+``features.select`` narrows the feature list models see (``feature_names``) to the named features, in the
+order the sets give them; null = every feature of the chosen sets. ``compute_features`` still computes
+every feature of the chosen sets, so a selection changes what a model is fed, never how a value is computed
+(nor what else reads the frame, e.g. the evaluation's spread estimate).
 """
 import numpy as np
 import pandas as pd
 import talib
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from data import indicators
 from data.errors import UserError
@@ -31,6 +36,27 @@ def _sets(cfg: DictConfig) -> list[str]:
 
 
 def feature_names(cfg: DictConfig) -> list[str]:
+    """The features a model is fed: those of ``features.sets``, narrowed to ``features.select`` if set."""
+    return _select(all_feature_names(cfg), cfg.get("select"))
+
+
+def _select(names: list[str], select) -> list[str]:
+    if select is None:
+        return names
+    if not isinstance(select, (ListConfig, list, tuple)):
+        raise UserError(f"features.select must be a list of feature names or null, got {select!r}",
+                        "features.select")
+    chosen = [str(s) for s in select]
+    unknown = [s for s in chosen if s not in names]
+    if unknown:
+        raise UserError(f"unknown feature(s) {unknown}; available: {', '.join(names)}", "features.select")
+    if not chosen:
+        raise UserError("features.select names no feature (null = every feature of the sets)", "features.select")
+    return [n for n in names if n in set(chosen)]
+
+
+def all_feature_names(cfg: DictConfig) -> list[str]:
+    """Every feature of the chosen sets, in set order (what ``compute_features`` returns)."""
     names: list[str] = []
     for s in _sets(cfg):
         if s == "returns":
@@ -78,7 +104,8 @@ def _volume(volume: np.ndarray, cfg) -> dict[str, np.ndarray]:
 
 
 def compute_features(candles: pd.DataFrame, cfg: DictConfig) -> pd.DataFrame:
-    """Feature frame indexed by timestamp; warm-up rows hold NaN."""
+    """Feature frame indexed by timestamp, one column per feature of the chosen sets (a superset of
+    ``feature_names``, which applies ``features.select``); warm-up rows hold NaN."""
     close = candles["close"].to_numpy(np.float64)
     high = candles["high"].to_numpy(np.float64)
     low = candles["low"].to_numpy(np.float64)
@@ -86,6 +113,7 @@ def compute_features(candles: pd.DataFrame, cfg: DictConfig) -> pd.DataFrame:
     index = pd.DatetimeIndex(candles["timestamp"], name="timestamp")
     out: dict[str, np.ndarray] = {}
     chosen = _sets(cfg)
+    feature_names(cfg)   # an unknown selected name is refused before any work
     if "returns" in chosen:
         log_close = np.log(close)
         for h in cfg.return_horizons:
@@ -116,4 +144,4 @@ def compute_features(candles: pd.DataFrame, cfg: DictConfig) -> pd.DataFrame:
             memberships = indicators.fuzzy_memberships(sources[src], src, sets)
             out.update({k: memberships[k].to_numpy(np.float64) for k in memberships.columns})
     frame = pd.DataFrame(out, index=index)
-    return frame[feature_names(cfg)]
+    return frame[all_feature_names(cfg)]

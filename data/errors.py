@@ -9,5 +9,9 @@ class UserError(Exception):
         self.what = what
         self.where = where
 
+    def __reduce__(self):
+        # parallel launchers (joblib, submitit) pickle a failed job's exception back to the sweep process
+        return type(self), (self.what, self.where)
+
     def line(self) -> str:
         return f"error: {self.what} ({self.where})"

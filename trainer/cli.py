@@ -9,12 +9,14 @@ from typing import Callable
 from omegaconf import DictConfig
 
 from data.errors import UserError
+from hydra_plugins.candlelab_plan_sweeper._errors import PlanIncomplete
 from trainer.pipeline import train
 
 log = logging.getLogger("candlelab")
 
 EXIT_USER_ERROR = 2
 EXIT_CANCELLED = 3
+EXIT_PLAN_INCOMPLETE = 4
 
 
 class RunCancelled(Exception):
@@ -49,7 +51,23 @@ def run(cfg: DictConfig) -> float:
     key = cfg.eval.optimize
     if key == "auto":
         key = "ic" if d["task"]["kind"] == "regression" else "accuracy"
-    value = m.get(key)
+    value = objective(result, key)
+    log.info("objective %s: %s", key, _fmt(value))
+    return value
+
+
+def objective(result: dict, key: str) -> float:
+    """The number a sweeper optimises: a validation metric by path (`val/loss`, `val/acc`), averaged over the
+    folds, or a test metric by name (`accuracy`). Searches rank trials on validation: picking on test leaks."""
+    if key.startswith("val/"):
+        values = [f["training_metrics"].get(key) for f in result["data_summary"]["folds"]]
+        values = [float(v) for v in values if isinstance(v, (int, float))]
+        if not values:
+            log.warning("eval.optimize %s: the %s fit reports no such validation metric", key,
+                        result["model_info"]["family"])
+            return math.nan
+        return sum(values) / len(values)
+    value = result["test_metrics"].get(key)
     return float(value) if value is not None else math.nan
 
 
@@ -105,7 +123,8 @@ def _check_group_choices(argv: list[str], conf_dir: Path) -> None:
 
 
 def guarded(main: Callable[[], object], conf_dir: Path) -> int:
-    """Run a Hydra main; user-caused errors end as `error: <what> (<where>)` with exit code 2."""
+    """Run a Hydra main; user-caused errors end as `error: <what> (<where>)` with exit code 2, a cancelled run
+    with exit code 3, a training plan with jobs that did not complete with exit code 4."""
     show_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"   # let exceptions reach us instead of Hydra's own exit(1)
     try:
@@ -120,6 +139,9 @@ def guarded(main: Callable[[], object], conf_dir: Path) -> int:
     except RunCancelled as exc:
         sys.stderr.write(f"cancelled: {exc.result.get('reason')} ({exc.result['run']['run_dir']})\n")
         return EXIT_CANCELLED
+    except PlanIncomplete as exc:
+        sys.stderr.write(exc.line() + "\n")   # the summary table is above; plan_summary.json has every row
+        return EXIT_PLAN_INCOMPLETE
     except Exception as exc:
         from hydra.errors import HydraException
         if show_traceback or not isinstance(exc, HydraException):

@@ -130,12 +130,27 @@ def test_auto_features_keep_top_n_valid_names_in_the_job_overrides(plan):
 def test_noise_targets_rank_below_the_planted_signal(plan):
     signal = {t["name"]: t["score"] for t in plan["rankings"]["targets"]}
     assert signal["direction_h15"] > 0.01 and signal["direction_h5"] > 0.01
-    noise = make_plan("data.rows=20000", "data.signal_strength=0", "plan.auto_targets.min_score=0.01",
-                      "plan.families=[lightgbm]")
+    noise_args = ("data.rows=20000", "data.signal_strength=0", "plan.families=[lightgbm]")
+    noise = make_plan(*noise_args, "plan.auto_targets.enabled=false")   # keep all: only the scores matter here
     scores = {t["name"]: t["score"] for t in noise["rankings"]["targets"]}
     assert max(scores.values()) <= 0.01, scores
     assert all(signal[n] > scores[n] for n in scores if n.startswith("direction"))
-    assert not any(t["kept"] for t in noise["rankings"]["targets"]) and noise["jobs"] == []
+    # with a floor nothing clears, the generator refuses to write an empty plan
+    with pytest.raises(UserError, match="nothing to train") as err:
+        make_plan(*noise_args, "plan.auto_targets.min_score=0.01")
+    assert err.value.where == "plan.auto_targets.min_score"
+
+
+def test_a_job_whose_test_period_the_plan_saw_is_refused(plan, tmp_path):
+    from trainer import train
+    job = plan["jobs"][0]
+    bound = [o for o in job["overrides"] if o.startswith("plan.ranked_until=")]
+    assert bound == [f"plan.ranked_until='{plan['metadata']['ranked_until']}'"]
+    # the same job with a longer test period (an earlier cutoff) reaches back into the ranked time
+    cfg = make_cfg(*job["overrides"], "split.train=0.3", "logger=none", run_dir=tmp_path)
+    with pytest.raises(UserError, match="inside the period the training plan was ranked on") as err:
+        train(cfg)
+    assert err.value.where == "plan.ranked_until"
 
 
 def _job_test_start(job: dict, *extra: str) -> pd.Timestamp:

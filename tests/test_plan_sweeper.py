@@ -17,7 +17,7 @@ from conftest import ROOT
 
 # Shrink every family from the command line; `++` because the default model (lightgbm) has no net keys, and the
 # sweeper leaves an override out of the jobs whose config lacks its key.
-SMALL = ["logger=none", "data.rows=3000", "eval.leakage.shuffled_control=false", "model.n_estimators=30",
+SMALL = ["logger=none", "eval.leakage.shuffled_control=false", "model.n_estimators=30",
          "++model.hidden=8", "++model.layers=1", "++model.window=8", "++model.max_epochs=1",
          "++model.batch_size=512"]
 
@@ -29,8 +29,9 @@ def plan_job(i: int, family: str, symbols: list[str], target: str, horizon: int 
     return {"id": f"{i:03d}_{family}_{coin}_{target}_h{horizon}", "stage": "gpu" if family == "lstm" else "cpu",
             "family": family, "coin": coin, "symbols": symbols, "route": "symbol" if len(symbols) == 1 else "pooled",
             "target_name": f"{target}_h{horizon}", "target_type": target,
-            "overrides": [f"model={family}", *coin_overrides, f"target={target}", f"target.horizon={horizon}",
-                          *extra]}
+            # a plan records its data settings in every job (the command line may not change them)
+            "overrides": ["data.rows=3000", f"model={family}", *coin_overrides, f"target={target}",
+                          f"target.horizon={horizon}", *extra]}
 
 
 def write_plan(output_dir: Path, plan_id: str, jobs: list[dict], created_at: str = "2026-11-21T13:00:00.123+00:00"):
@@ -126,7 +127,7 @@ def test_plan_runs_cpu_stage_then_gpu_stage_with_a_thread_budget(tmp_path):
 
 
 def test_interrupted_plan_resumes_where_it_stopped(tmp_path):
-    data = ("data.rows=3000",)
+    data = ()
     slow = ("model.n_estimators=10000", "model.early_stopping_rounds=10000", "model.params.learning_rate=0.0001")
     jobs = [plan_job(0, "lightgbm", ["BTC"], "direction", extra=data + ("model.n_estimators=30",)),
             plan_job(1, "lightgbm", ["ETH"], "direction", extra=data + slow),
@@ -188,7 +189,7 @@ def test_a_failing_job_does_not_stop_the_plan_and_exits_4(tmp_path):
             plan_job(1, "lightgbm", ["ETH"], "direction", horizon=2900),   # too little data: fails at run time
             plan_job(2, "lightgbm", ["SOL"], "direction")]
     write_plan(tmp_path, "p_fail", jobs)
-    proc = sweep(tmp_path, "logger=none", "data.rows=3000", "eval.leakage.shuffled_control=false",
+    proc = sweep(tmp_path, "logger=none", "eval.leakage.shuffled_control=false",
                  "model.n_estimators=30", "trainer.num_threads=1", "hydra.sweeper.cores=8")
     summary_path = tmp_path / "plans" / "p_fail" / "plan_summary.json"
     assert proc.returncode == 4, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -206,7 +207,7 @@ def test_a_failing_job_does_not_stop_the_plan_and_exits_4(tmp_path):
 
 
 def test_no_plan_is_one_line_exit_2(tmp_path):
-    proc = sweep(tmp_path, "data.rows=3000", timeout=180)
+    proc = sweep(tmp_path, "logger=none", timeout=180)
     assert proc.returncode == 2, proc.stderr[-2000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert errors == [proc.stderr.strip().splitlines()[-1]]
@@ -227,12 +228,14 @@ def test_sweeper_config_composes_with_the_compose_api():
 def test_thread_budget_follows_the_launcher():
     from hydra_plugins.candlelab_plan_sweeper._budget import launcher_parallelism, thread_budget
 
-    def parallel(**launcher):
-        return launcher_parallelism(OmegaConf.create(launcher), cores=16)
+    def parallel(jobs=12, **launcher):
+        return launcher_parallelism(OmegaConf.create(launcher), cores=16, jobs=jobs)
 
     assert parallel(_target_="hydra._internal.core_plugins.basic_launcher.BasicLauncher") == 1
     assert parallel(n_jobs=-1) == 16 and parallel(n_jobs=-2) == 15 and parallel(n_jobs=4) == 4
-    assert parallel(array_parallelism=8, tasks_per_node=1) == 8 and parallel(tasks_per_node=2) == 2
+    # submitit starts a batch's jobs at once: every job of a local batch, up to array_parallelism on a cluster
+    assert parallel(array_parallelism=8, tasks_per_node=1) == 8 and parallel(jobs=3, array_parallelism=8) == 3
+    assert parallel(timeout_min=60, tasks_per_node=1) == 12
     assert [thread_budget(16, p) for p in (1, 3, 16, 40)] == [16, 5, 1, 1]
 
 
@@ -245,4 +248,28 @@ def test_newest_plan_is_chosen_by_created_at_then_file_time(tmp_path):
     os.utime(older, (time.time() + 60, time.time() + 60))   # touched later, but created earlier
     assert find_plan(tmp_path) == newest
     plan = load_plan(newest)
-    assert plan.plan_id == "b_newest" and plan.jobs[0].overrides[0] == "model=lightgbm"
+    assert plan.plan_id == "b_newest" and "model=lightgbm" in plan.jobs[0].overrides
+    # a broken or foreign newer file is passed over, not fatal
+    broken = tmp_path / "plans" / "c_broken" / "master_training_plan.json"
+    broken.parent.mkdir()
+    broken.write_text("{ not json")
+    foreign = write_plan(tmp_path, "d_foreign", [], created_at="2026-11-22T00:00:00.000+00:00")
+    foreign.write_text(foreign.read_text().replace('"version": 1', '"version": 99'))
+    assert find_plan(tmp_path) == newest
+
+
+@pytest.mark.parametrize("override", ["data.rows=500", "split.train=0.5", "model=xgboost", "coin=ETH"])
+def test_the_command_line_cannot_change_a_job_or_what_its_plan_was_ranked_on(tmp_path, override):
+    write_plan(tmp_path, "p_guard", [plan_job(0, "lightgbm", ["BTC"], "direction")])
+    proc = sweep(tmp_path, "logger=none", override, timeout=180)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: {override!r} would change which job runs or what the plan was ranked on; make a new plan with "
+        f"it (python -m trainer.plan {override}) ({override})")
+    assert not (tmp_path / "plans" / "p_guard" / "runs").exists()
+
+
+def test_stages_cannot_put_gpu_before_cpu(tmp_path):
+    write_plan(tmp_path, "p_order", [plan_job(0, "lightgbm", ["BTC"], "direction")])
+    proc = sweep(tmp_path, "logger=none", "hydra.sweeper.stages=[gpu,cpu]", timeout=180)
+    assert proc.returncode == 2 and "stages run in the order cpu, gpu" in proc.stderr.strip().splitlines()[-1]

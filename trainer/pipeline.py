@@ -120,11 +120,17 @@ def _split_rows(cfg: DictConfig, table: FeatureTable, window: int, candles: Cand
             f"{cfg.target.horizon} (from {sum(map(len, candles.by_symbol.values()))} candles); "
             f"need at least {sum(MIN_ROWS.values())}", where)
     folds = make_folds(cfg.split, frame["timestamp"], frame["purge_end"], eligible, table.step)
+    ranked_until = cfg.get("plan", {}).get("ranked_until") if cfg.get("plan") is not None else None
     for fold in folds:
         short = {k: len(v) for k, v in fold.rows.items() if len(v) < MIN_ROWS[k]}
         if short:
             raise UserError(f"too little data after purge and embargo in {fold.name}: {short} rows, need at "
                             f"least { {k: MIN_ROWS[k] for k in short} }", where)
+        if ranked_until and pd.Timestamp(fold.cutoffs["test_start"]) < pd.Timestamp(str(ranked_until)):
+            raise UserError(f"{fold.name} tests from {fold.cutoffs['test_start']}, inside the period the training "
+                            f"plan was ranked on (labels ending before {ranked_until}): its choice of target and "
+                            f"features saw these rows; make a new plan with these data and split settings",
+                            "plan.ranked_until")
     return folds, int(eligible.sum())
 
 

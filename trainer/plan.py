@@ -488,6 +488,13 @@ def build_plan(cfg: DictConfig, overrides: list[str] = ()) -> dict:
         log.info("target %s: %d features, route %s (%s)", cand.name, len(selected[cand.name] or names),
                  routing[cand.name]["route"], routing[cand.name]["reason"])
 
+    if not kept:
+        best = target_rows[0] if target_rows else None
+        raise UserError(f"no candidate target scored above min_score {settings.auto_targets.min_score}"
+                        + (f" (best: {best['name']} {best['score']:+.4f})" if best else "")
+                        + "; nothing to train, so no plan was written", "plan.auto_targets.min_score")
+    # every job carries the bound: the pipeline refuses a test period that starts inside the ranked time
+    base = [*base, f"plan.ranked_until='{ranked_until.isoformat()}'"]
     jobs, skipped = _jobs(kept, routing, selected, families, symbols, base)
     verify_jobs(jobs)
     for job in jobs:

@@ -14,18 +14,19 @@ def cores_available(cores: int | None) -> int:
     return cores
 
 
-def launcher_parallelism(launcher: DictConfig, cores: int) -> int:
+def launcher_parallelism(launcher: DictConfig, cores: int, jobs: int) -> int:
     """Jobs the configured launcher runs at once: joblib `n_jobs` (-1 = all cores, -2 = all but one, as joblib
-    counts), submitit `array_parallelism` or `tasks_per_node`; 1 for the basic (in-process) launcher."""
+    counts); submitit starts every job of a batch at once (local processes, or cluster jobs up to
+    `array_parallelism`); 1 for the basic (in-process) launcher."""
     if "n_jobs" in launcher:
         n_jobs = launcher.n_jobs
         if n_jobs is None:
             return 1
         n_jobs = int(n_jobs)
         return max(1, cores + 1 + n_jobs if n_jobs < 0 else n_jobs)
-    for key in ("array_parallelism", "tasks_per_node"):
-        if launcher.get(key):
-            return max(1, int(launcher[key]))
+    if "array_parallelism" in launcher or "timeout_min" in launcher:   # submitit (local or slurm)
+        limit = launcher.get("array_parallelism")
+        return max(1, min(jobs, int(limit)) if limit else jobs)
     return 1
 
 

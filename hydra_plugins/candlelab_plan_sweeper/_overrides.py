@@ -11,13 +11,27 @@ def parse(parser: OverridesParser, overrides: list[str]) -> list[Override]:
     return parser.parse_overrides(list(overrides))
 
 
+# What the plan decides (which job it is) and what it was ranked on: a command line may not change them, or
+# the jobs would train on data, splits or features the plan's selection never saw (or saw the test rows of).
+_JOB_KEYS = ("model", "coin", "target", "stage")
+_RANKED_ON = ("data", "split", "features", "seed", "plan")
+
+
 def command_line(parser: OverridesParser, arguments: list[str]) -> list[Override]:
-    """The task overrides typed after `hydra/sweeper=plan`; they apply to every job, so a sweep is refused."""
+    """The task overrides typed after `hydra/sweeper=plan`; they apply to every job, so a sweep is refused,
+    and so is any override of a job's identity or of what the plan was ranked on (model hyper-parameters,
+    threads, loggers, evaluation and placement may change)."""
     parsed = parse(parser, arguments)
     for override in parsed:
         if override.is_sweep_override():
             raise UserError(f"{override.input_line!r} is a sweep; the plan sweeper runs the plan's jobs (sweep "
                             f"over values with a plain -m, without hydra/sweeper=plan)", override.input_line)
+        key = override.key_or_group.replace("/", ".")
+        root = key.split(".")[0]
+        if key in _JOB_KEYS or (root in _JOB_KEYS and root != "model") or root in _RANKED_ON:
+            raise UserError(f"{override.input_line!r} would change which job runs or what the plan was ranked on; "
+                            f"make a new plan with it (python -m trainer.plan {override.input_line})",
+                            override.input_line)
     return parsed
 
 

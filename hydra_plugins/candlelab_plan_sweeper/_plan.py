@@ -1,5 +1,6 @@
 """Finding and reading a training plan (`master_training_plan.json`, written by `python -m trainer.plan`)."""
 import json
+import logging
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -10,6 +11,7 @@ from data.errors import UserError
 PLAN_FILE = "master_training_plan.json"
 PLAN_VERSION = 1
 STAGES = ("cpu", "gpu")
+log = logging.getLogger(__name__)
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]*$")   # ids become folder names
 
 
@@ -37,7 +39,22 @@ def find_plan(output_dir: Path) -> Path:
     if not candidates:
         raise UserError(f"no training plan found under {output_dir / 'plans'} (run python -m trainer.plan "
                         f"first, or set hydra.sweeper.path)", "hydra.sweeper.path")
-    return max(candidates, key=lambda p: (_created_at(_read(p)), p.stat().st_mtime))
+    usable = []
+    for path in candidates:   # one unreadable or foreign plan must not hide a good newer one
+        try:
+            raw = _read(path)
+        except UserError as exc:
+            log.warning("ignoring %s: %s", path, exc.what)
+            continue
+        if raw.get("version") != PLAN_VERSION:
+            log.warning("ignoring %s: plan version %r, this sweeper reads version %s", path, raw.get("version"),
+                        PLAN_VERSION)
+            continue
+        usable.append((_created_at(raw), path.stat().st_mtime, path))
+    if not usable:
+        raise UserError(f"no usable training plan under {output_dir / 'plans'} (run python -m trainer.plan "
+                        f"first, or set hydra.sweeper.path)", "hydra.sweeper.path")
+    return max(usable)[2]
 
 
 def load_plan(path: Path) -> Plan:

@@ -5,16 +5,19 @@ master_training_plan.json`), resumably, and reports how each ended.
 Which plan: `hydra.sweeper.path`, or when null the newest `<paths.output_dir>/plans/*/master_training_plan.json`
 (by `metadata.created_at`, then file time); none is a user error (exit code 2).
 
-Overrides: each job's `overrides` compose its config. Overrides typed on the command line apply to every job and
-win over the job's own (e.g. `data.rows=3000` for a smoke run) — except in a job whose config lacks the key, which
-leaves it out (`++model.max_epochs=1` shrinks the nets and means nothing to a tree job; `++` because Hydra first
-composes the default model, which may lack the key). An override that fits no job of the plan is a user error
-(a typo), and so is a command-line sweep (`a=1,2`). `+key=value` adds the key to every job.
+Overrides: each job's `overrides` compose its config (they carry the data, split and feature settings the plan
+was ranked on, and `plan.ranked_until`). Overrides typed on the command line apply to every job and win over the
+job's own — except in a job whose config lacks the key, which leaves it out (`++model.max_epochs=1` shrinks the
+nets and means nothing to a tree job; `++` because Hydra first composes the default model, which may lack the
+key). The command line may not change a job's identity (`model=`, `coin*`, `target*`, `stage`) or what the plan
+was ranked on (`data*`, `split*`, `features*`, `seed`, `plan*`): a different data or split setting needs a new
+plan, or the plan's choices would rest on rows that are now test rows. An override that fits no job of the plan
+is a user error (a typo), and so is a command-line sweep (`a=1,2`). `+key=value` adds the key to every job.
 
 Where: job `<id>` runs in `<paths.output_dir>/plans/<plan_id>/runs/<id>/` (`hydra.sweeper.runs_dir` moves the
 base), the same folder on every invocation, so a rerun finds what an earlier one finished.
 
-Stages: `hydra.sweeper.stages` [cpu, gpu] says which stages run and in which order; a job's stage is the plan's
+Stages: `hydra.sweeper.stages` [cpu, gpu] says which stages run (always CPU before GPU); a job's stage is the plan's
 `stage` field. Every job of one stage finishes before the next stage starts. CPU-stage jobs go to the configured
 launcher together (`hydra/launcher=joblib hydra.launcher.n_jobs=4` runs four at once). GPU-stage jobs go one per
 GPU at a time (batches of `torch.cuda.device_count()` jobs, job i of a batch pinned with `device.devices=[i]`);
@@ -22,8 +25,9 @@ without a CUDA GPU they run one at a time on CPU with `device=cpu`, and the swee
 
 Thread budget: each job of a stage gets `trainer.num_threads = max(1, cores // parallel_jobs)`, where cores is
 `hydra.sweeper.cores` (null = os.cpu_count()) and parallel_jobs is what the launcher runs at once (joblib
-`n_jobs`, -1 = cores; submitit `array_parallelism` or `tasks_per_node`; 1 for the basic launcher; GPU stage: at
-most one per GPU), capped by the stage's job count. A `trainer.num_threads` on the command line is kept. The
+`n_jobs`, -1 = cores; submitit: every job of a batch, up to `array_parallelism`; 1 for the basic launcher; GPU stage: at
+most one per GPU), capped by the stage's job count; with submitit's `cpus_per_task` set, that is each job's
+thread count. A `trainer.num_threads` on the command line is kept. The
 thread count is not part of the config hash, so a different budget never forces a rerun.
 
 Resume: before anything runs, each job's config is composed and hashed (`trainer.runinfo.config_hash`, as the
@@ -269,12 +273,17 @@ class _PlanRun:
                         _count(jobs, "GPU-stage job"))
         per_gpu = max(1, self.gpus) if stage == "gpu" else len(jobs)
         group = 1 if self.in_process else per_gpu
-        parallel = min(launcher_parallelism(self.launcher_cfg, self.cores), len(jobs), per_gpu)
+        parallel = min(launcher_parallelism(self.launcher_cfg, self.cores, len(jobs)), len(jobs), per_gpu)
         pacing: list[str] = []
         if self.user_threads is not None:
             self.budget[stage] = int(self.user_threads)
             log.info("%s stage: %s, trainer.num_threads=%s from the command line", stage, _count(jobs, "job"),
                      self.user_threads)
+        elif self.launcher_cfg.get("cpus_per_task"):   # submitit: each job owns what it asked for
+            self.budget[stage] = int(self.launcher_cfg.cpus_per_task)
+            pacing.append(f"trainer.num_threads={self.budget[stage]}")
+            log.info("%s stage: %s, cpus_per_task=%d -> trainer.num_threads=%d per job", stage,
+                     _count(jobs, "job"), self.budget[stage], self.budget[stage])
         else:
             self.budget[stage] = thread_budget(self.cores, parallel)
             pacing.append(f"trainer.num_threads={self.budget[stage]}")
@@ -292,7 +301,13 @@ class _PlanRun:
         for job in batch:
             previous = _read_result(self._run_dir(job) / "result.json")
             self.launched[job.id] = (previous.get("run") or {}).get("run_id") if previous else None
-        returns = self.sweeper.launcher.launch(overrides, initial_job_idx=self.job_idx)
+        try:
+            returns = self.sweeper.launcher.launch(overrides, initial_job_idx=self.job_idx)
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:   # a killed worker or a timed-out cluster job: the batch fails, the plan goes on
+            log.error("the launcher failed on %s: %s", _count(batch, "job"), _first_line(exc))
+            returns = [None] * len(batch)
         self.job_idx += len(batch)
         for job, ret in zip(batch, returns):
             self._record(job, ret)
@@ -305,6 +320,11 @@ class _PlanRun:
 
         run_dir = self._run_dir(job)
         result = self._fresh_result(job)
+        if ret is None:   # the launcher itself failed: what the job wrote, if anything, says how far it got
+            status = result.get("status") if result and result.get("status") in ("completed", "cancelled") else "failed"
+            self.rows[job.id] = job_row(job, run_dir, status, result,
+                                        reason=None if status == "completed" else "the launcher failed on its batch")
+            return
         if ret.status == JobStatus.FAILED:
             exc = ret._return_value   # the property re-raises; the plan goes on
             if result and result.get("status") == "failed":
@@ -382,6 +402,9 @@ def _check_stages(stages: list) -> list[str]:
     if not stages or any(s not in STAGES for s in stages) or len(set(stages)) != len(stages):
         raise UserError(f"stages must list each of {', '.join(STAGES)} at most once, got {stages}",
                         "hydra.sweeper.stages")
+    if stages != [s for s in STAGES if s in stages]:   # a subset may be chosen; the order is not a choice
+        raise UserError(f"stages run in the order {', '.join(STAGES)} (every CPU-stage job before the first "
+                        f"GPU-stage job); got {stages}", "hydra.sweeper.stages")
     return stages
 
 

@@ -83,7 +83,7 @@ def _get(cfg: DictConfig, key: str):
     return node
 
 
-def _check_number(key: str, value, kind, low, high, bounds: str) -> None:
+def check_number(key: str, value, kind, low, high, bounds: str) -> None:
     is_int = isinstance(value, int) and not isinstance(value, bool)
     if not (is_int or (kind is float and isinstance(value, float))):
         raise UserError(f"{key} must be {'an integer' if kind is int else 'a number'}, got {value!r}", key)
@@ -94,11 +94,16 @@ def _check_number(key: str, value, kind, low, high, bounds: str) -> None:
         raise UserError(f"{key} must lie in {interval}, got {value!r}", key)
 
 
-def check_config(cfg: DictConfig) -> None:
-    for key, (kind, low, high, bounds) in _NUMBERS.items():
+def check_numbers(cfg: DictConfig, table: dict) -> None:
+    """Every key of ``table`` (key -> (type, low, high, bounds)) present in ``cfg`` lies in its range."""
+    for key, (kind, low, high, bounds) in table.items():
         value = _get(cfg, key)
         if value is not None:
-            _check_number(key, value, kind, low, high, bounds)
+            check_number(key, value, kind, low, high, bounds)
+
+
+def check_config(cfg: DictConfig) -> None:
+    check_numbers(cfg, _NUMBERS)
     for key, allowed in _CHOICES.items():
         value = _get(cfg, key)
         if value is not None and str(value) not in allowed:

@@ -46,7 +46,7 @@ from data.table import FeatureTable, feature_frames, join_labels
 from models.base import Task
 from models.lightgbm import booster_params
 from models.registry import families as model_families
-from trainer.checks import _check_number, check_config
+from trainer.checks import check_config, check_number, check_numbers
 from trainer.model_dir import eligible_rows
 from trainer.runinfo import config_hash, data_fingerprint, git_commit, new_run_id, utc_now, write_json_atomic
 
@@ -141,10 +141,7 @@ def _base_overrides(overrides: list[str]) -> list[str]:
 def check_settings(cfg: DictConfig) -> None:
     """Plan settings a user can get wrong, refused before any data is loaded."""
     p = cfg.plan
-    for key, (kind, low, high, bounds) in _NUMBERS.items():
-        value = OmegaConf.select(cfg, key)
-        if value is not None:
-            _check_number(key, value, kind, low, high, bounds)
+    check_numbers(cfg, _NUMBERS)
     for key in ("auto_targets.enabled", "auto_features.enabled"):
         if not isinstance(OmegaConf.select(p, key), bool):
             raise UserError(f"must be true or false, got {OmegaConf.select(p, key)!r}", f"plan.{key}")
@@ -179,7 +176,7 @@ def _candidates(cfg: DictConfig, base: list[str]) -> list[Candidate]:
         spec = OmegaConf.to_container(entry, resolve=True)
         if spec["type"] not in TASKS:
             raise UserError(f"unknown target type {spec['type']!r}; available: {', '.join(TASKS)}", f"{where}.type")
-        _check_number(f"{where}.horizon", spec["horizon"], int, 1, None, "[]")
+        check_number(f"{where}.horizon", spec["horizon"], int, 1, None, "[]")
         name = f"{spec['type']}_h{spec['horizon']}"
         if name in seen:
             raise UserError(f"{name} is already plan.targets[{seen[name]}] (one candidate per type and horizon)",

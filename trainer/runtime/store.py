@@ -1,0 +1,325 @@
+"""What a runtime session writes into its run folder, and the metrics read back from it.
+
+Layout under the run folder::
+
+    runtime.db       SQLite (WAL): tables signals, fills, trades, equity, events; every call commits
+    signals.jsonl    one JSON object per signal row, as given (made JSON-safe)
+    trades.jsonl     one JSON object per closed trade
+    events.jsonl     one JSON object per event: {"kind", "at", "detail"}
+
+Timestamps are stored as UTC ISO strings with a fixed width (``2024-01-01T00:00:00.000000+00:00``), so SQL
+compares them in time order. A signal row's time is its ``timestamp`` (or ``at``); a trade's is its exit
+time. ``metrics(window, now)`` covers rows with ``now - window < time <= now``; ``now`` defaults to the
+newest time the store holds (candle time, so a replay of past candles reports its own last day).
+Events of kind ``guardrail`` or ``breach`` (or named after a breach kind) count as breaches, kind
+``kill_switch`` as kill-switch events.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import math
+import os
+import sqlite3
+import uuid
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from trainer.runtime.broker import ClosedTrade, Fill, utc_timestamp
+from trainer.runtime.guardrails import BREACH_KINDS
+
+log = logging.getLogger("candlelab.runtime")
+
+DB_NAME = "runtime.db"
+BREACH_EVENTS = ("guardrail", "breach", *BREACH_KINDS)
+KILL_SWITCH_EVENT = "kill_switch"
+_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%f+00:00"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS signals (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT,
+    symbol TEXT,
+    status TEXT,
+    tier TEXT,
+    row_json TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS signals_at ON signals (at);
+CREATE TABLE IF NOT EXISTS fills (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    symbol TEXT NOT NULL,
+    side INTEGER NOT NULL,
+    quantity REAL NOT NULL,
+    price REAL NOT NULL,
+    cost REAL NOT NULL,
+    reason TEXT
+);
+CREATE INDEX IF NOT EXISTS fills_at ON fills (at);
+CREATE TABLE IF NOT EXISTS trades (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    symbol TEXT NOT NULL,
+    side INTEGER NOT NULL,
+    entry_time TEXT NOT NULL,
+    entry_price REAL NOT NULL,
+    exit_time TEXT NOT NULL,
+    exit_price REAL NOT NULL,
+    quantity REAL NOT NULL,
+    gross_pnl REAL NOT NULL,
+    costs REAL NOT NULL,
+    net_pnl REAL NOT NULL,
+    reason TEXT
+);
+CREATE INDEX IF NOT EXISTS trades_exit ON trades (exit_time);
+CREATE TABLE IF NOT EXISTS equity (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    equity REAL NOT NULL,
+    exposure REAL
+);
+CREATE INDEX IF NOT EXISTS equity_at ON equity (at);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    detail_json TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_at ON events (at);
+"""
+
+
+def iso(value) -> str:
+    """A UTC timestamp as the store's fixed-width ISO string."""
+    return utc_timestamp(value, "runtime.store").strftime(_TIME_FORMAT)
+
+
+def json_safe(obj):
+    """Plain JSON types: timestamps as ISO strings, numpy scalars unwrapped, NaN/inf as None."""
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set)):
+        return [json_safe(v) for v in obj]
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return json_safe(asdict(obj))
+    if isinstance(obj, np.ndarray):
+        return json_safe(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if obj is pd.NaT:
+        return None
+    if isinstance(obj, (pd.Timestamp, dt.datetime, dt.date)):
+        return obj.isoformat()
+    if isinstance(obj, pd.Timedelta):
+        return str(obj)
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if obj is None or isinstance(obj, (str, int, float, bool)):
+        return obj
+    return str(obj)
+
+
+def _dumps(obj) -> str:
+    return json.dumps(json_safe(obj), sort_keys=True, allow_nan=False)
+
+
+class RuntimeStore:
+    """SQLite + JSONL record of one runtime session in ``run_dir``."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.db_path = self.run_dir / DB_NAME
+        self._con: sqlite3.Connection | None = sqlite3.connect(self.db_path, isolation_level=None, timeout=30.0)
+        self._con.row_factory = sqlite3.Row
+        if self._con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            self._con.execute("PRAGMA journal_mode=WAL")
+        self._con.executescript(_SCHEMA)
+        self.jsonl = {name: self.run_dir / f"{name}.jsonl" for name in ("signals", "trades", "events")}
+        for path in self.jsonl.values():
+            path.touch()
+
+    # writes
+    def signal(self, row: dict) -> None:
+        when = row.get("timestamp", row.get("at"))
+        at = iso(when) if when is not None else None
+        tier = row.get("tier")
+        status = row.get("status")
+        self._insert("INSERT INTO signals (at, symbol, status, tier, row_json) VALUES (?, ?, ?, ?, ?)",
+                     (at, _text(row.get("symbol")), _text(status), _text(tier), _dumps(row)))
+        self._append("signals", row)
+
+    def fill(self, fill: Fill) -> None:
+        self._insert("INSERT INTO fills (at, symbol, side, quantity, price, cost, reason) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                     (iso(fill.timestamp), fill.symbol, int(fill.side), float(fill.quantity), float(fill.price),
+                      float(fill.cost), fill.reason))
+
+    def trade(self, trade: ClosedTrade) -> None:
+        self._insert("INSERT INTO trades (symbol, side, entry_time, entry_price, exit_time, exit_price, quantity,"
+                     " gross_pnl, costs, net_pnl, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     (trade.symbol, int(trade.side), iso(trade.entry_time), float(trade.entry_price),
+                      iso(trade.exit_time), float(trade.exit_price), float(trade.quantity), float(trade.gross_pnl),
+                      float(trade.costs), float(trade.net_pnl), trade.reason))
+        row = asdict(trade)
+        row["entry_time"], row["exit_time"] = iso(trade.entry_time), iso(trade.exit_time)
+        self._append("trades", row)
+
+    def equity(self, at, equity: float, exposure: float) -> None:
+        exposure = float(exposure)
+        self._insert("INSERT INTO equity (at, equity, exposure) VALUES (?, ?, ?)",
+                     (iso(at), float(equity), exposure if math.isfinite(exposure) else None))
+
+    def event(self, kind: str, at, detail: dict) -> None:
+        at = iso(at)
+        self._insert("INSERT INTO events (at, kind, detail_json) VALUES (?, ?, ?)", (at, str(kind), _dumps(detail)))
+        self._append("events", {"kind": str(kind), "at": at, "detail": detail})
+
+    # reads
+    def metrics(self, window: pd.Timedelta | None = None, now=None) -> dict:
+        """Signals, trades, return, drawdown, breaches and kill-switch events over ``window`` before ``now``
+        (all rows when ``window`` is None). JSON-ready: a ratio with nothing to divide is None."""
+        con = self._connection()
+        end = iso(now) if now is not None else self._newest()
+        start = None
+        if window is not None:
+            window = pd.Timedelta(window)
+            if window <= pd.Timedelta(0):
+                raise ValueError(f"window must be positive, got {window}")
+            if end is not None:
+                start = iso(pd.Timestamp(end) - window)
+
+        def span(column: str) -> tuple[str, list]:
+            clauses, args = [], []
+            if start is not None:
+                clauses.append(f"{column} > ?")
+                args.append(start)
+            if end is not None:
+                clauses.append(f"{column} <= ?")
+                args.append(end)
+            return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
+
+        where, args = span("at")
+        signals = con.execute(f"SELECT status, tier FROM signals{where}", args).fetchall()
+        by_tier: dict[str, int] = {}
+        by_status: dict[str, int] = {}
+        for r in signals:
+            by_tier[r["tier"] or "none"] = by_tier.get(r["tier"] or "none", 0) + 1
+            by_status[r["status"] or "none"] = by_status.get(r["status"] or "none", 0) + 1
+
+        where_t, args_t = span("exit_time")
+        net = np.array([r[0] for r in con.execute(f"SELECT net_pnl FROM trades{where_t} ORDER BY id", args_t)],
+                       dtype=np.float64)
+        sums = con.execute(f"SELECT COALESCE(SUM(gross_pnl), 0), COALESCE(SUM(costs), 0) FROM trades{where_t}",
+                           args_t).fetchone()
+        where_f, args_f = span("at")
+        n_fills = con.execute(f"SELECT COUNT(*) FROM fills{where_f}", args_f).fetchone()[0]
+
+        curve = self._curve(start, end)
+        drawdown = 1.0 - curve / np.maximum.accumulate(curve) if len(curve) else np.zeros(0)
+
+        events = con.execute(f"SELECT kind, detail_json FROM events{where} ORDER BY id", args).fetchall()
+        event_counts: dict[str, int] = {}
+        breaches: dict[str, int] = {}
+        for e in events:
+            event_counts[e["kind"]] = event_counts.get(e["kind"], 0) + 1
+            if e["kind"] in BREACH_EVENTS:
+                detail = json.loads(e["detail_json"])
+                kind = detail.get("kind", e["kind"]) if isinstance(detail, dict) else e["kind"]
+                breaches[str(kind)] = breaches.get(str(kind), 0) + 1
+
+        wins = int((net > 0).sum())
+        return {
+            "window": None if window is None else str(window),
+            "from": start,
+            "to": end,
+            "signals": {"total": len(signals), "emitted": by_status.get("emitted", 0), "by_tier": by_tier,
+                        "by_status": by_status},
+            "trades": len(net),
+            "wins": wins,
+            "losses": int((net < 0).sum()),
+            "win_rate": wins / len(net) if len(net) else None,
+            "gross_pnl": float(sums[0]),
+            "costs": float(sums[1]),
+            "net_pnl": float(net.sum()),
+            "fills": int(n_fills),
+            "start_equity": float(curve[0]) if len(curve) else None,
+            "end_equity": float(curve[-1]) if len(curve) else None,
+            "return": float(curve[-1] / curve[0] - 1.0) if len(curve) and curve[0] > 0 else None,
+            "max_drawdown": float(drawdown.max()) if len(curve) else None,
+            "breaches": {"total": sum(breaches.values()), "by_kind": breaches},
+            "kill_switch_events": event_counts.get(KILL_SWITCH_EVENT, 0),
+            "events": event_counts,
+        }
+
+    def export_metrics(self, path: Path, window=None, now=None) -> Path:
+        """Write ``metrics(window, now)`` as JSON to ``path`` atomically (temp file + os.replace)."""
+        path = Path(path)
+        doc = self.metrics(window, now)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+        try:
+            tmp.write_text(json.dumps(json_safe(doc), indent=1, sort_keys=True, allow_nan=False) + "\n")
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return path
+
+    def close(self) -> None:
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+
+    def __enter__(self) -> RuntimeStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # internals
+    def _connection(self) -> sqlite3.Connection:
+        if self._con is None:
+            raise RuntimeError(f"runtime store {self.db_path} is closed")
+        return self._con
+
+    def _insert(self, sql: str, args: tuple) -> None:
+        # autocommit connection: the single statement is its own committed transaction
+        self._connection().execute(sql, args)
+
+    def _append(self, name: str, row: dict) -> None:
+        with self.jsonl[name].open("a", encoding="utf-8") as f:
+            f.write(_dumps(row) + "\n")
+
+    def _newest(self) -> str | None:
+        con = self._connection()
+        times = [con.execute(sql).fetchone()[0] for sql in (
+            "SELECT MAX(at) FROM signals", "SELECT MAX(at) FROM fills", "SELECT MAX(exit_time) FROM trades",
+            "SELECT MAX(at) FROM equity", "SELECT MAX(at) FROM events")]
+        times = [t for t in times if t is not None]
+        return max(times) if times else None
+
+    def _curve(self, start: str | None, end: str | None) -> np.ndarray:
+        """Equity in the window, preceded by the last point before it (the window's starting equity)."""
+        con = self._connection()
+        values = []
+        if start is not None:
+            before = con.execute("SELECT equity FROM equity WHERE at <= ? ORDER BY at DESC, id DESC LIMIT 1",
+                                 (start,)).fetchone()
+            if before is not None:
+                values.append(before[0])
+        clauses, args = [], []
+        if start is not None:
+            clauses.append("at > ?")
+            args.append(start)
+        if end is not None:
+            clauses.append("at <= ?")
+            args.append(end)
+        where = " WHERE " + " AND ".join(clauses) if clauses else ""
+        values += [r[0] for r in con.execute(f"SELECT equity FROM equity{where} ORDER BY at, id", args)]
+        return np.asarray(values, dtype=np.float64)
+
+
+def _text(value) -> str | None:
+    return None if value is None else str(json_safe(value))

@@ -71,12 +71,16 @@ class LoadedModel:
                                 f"{self.label['timeframe']} candles", f"candles[{s}]")
         return build_table(groups, self.feature_config, OmegaConf.create(self.label["target"]), step)
 
-    def predict_proba(self, candles: pd.DataFrame) -> pd.DataFrame:
+    def predict_proba(self, candles: pd.DataFrame, last: int | None = None) -> pd.DataFrame:
         """Class probabilities (binary: p_down, p_up; see data.labels.output_columns) or, for regression
         targets, the predicted value, for every input candle, aligned to ``candles``' index; NaN where the
-        features (or a full window) are not yet defined."""
+        features (or a full window) are not yet defined. ``last`` = score only each symbol's last ``last``
+        candles (the rest NaN): what a runtime needs per new candle, with the same features and scaler."""
         table = self.table(candles)
-        rows = np.flatnonzero(eligible_rows(table, self.model.window))
+        eligible = eligible_rows(table, self.model.window)
+        if last is not None:
+            eligible &= (table.frame.groupby("symbol", sort=False).cumcount(ascending=False) < int(last)).to_numpy()
+        rows = np.flatnonzero(eligible)
         X = self.scaler.transform(table.matrix())
         proba = self.model.predict_proba(Rows(features=X, rows=rows, segments=table.segments()))
         columns = output_columns(OmegaConf.create(self.label["target"]))

@@ -1,0 +1,244 @@
+"""Signals from exactly what the registry promoted: each slot's model is loaded through its ``promoted``
+link and must be the run the registry promoted; per candle, the covering models' P(long) / P(short)
+(computed as the evaluation computes them) are averaged by weight, then a threshold, confidence tiers and
+rate limits over candle time decide what is emitted."""
+import logging
+import math
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from data.errors import UserError
+from data.labels import TASKS
+from trainer.model_dir import LoadedModel, load_model
+from trainer.registry import DB_NAME, Registry
+
+log = logging.getLogger("candlelab.runtime")
+
+# TA-Lib's smoothed indicators (RSI, ATR, MACD) forget their seed geometrically: a few hundred candles bring
+# them to float precision, so this floor reproduces the values computed over a symbol's full history.
+DEFAULT_HISTORY = 3000
+DEFAULT_TIERS = {"high": 0.65, "medium": 0.55}
+RATE_WINDOW = pd.Timedelta(minutes=60)
+STATUSES = ("emitted", "below_threshold", "rate_limited", "rate_limited_high", "no_models")
+_CANDLE_COLUMNS = ["timestamp", "open", "high", "low", "close", "volume"]
+
+
+@dataclass
+class PromotedModel:
+    ref: str              # "<model_id>:<version>"
+    slot: str
+    model: LoadedModel
+    weight: float
+    horizon: int          # candles the label looks ahead (model.label["horizon"])
+    history: int          # trailing candles its features need to reproduce their full-history values
+
+
+@dataclass
+class Signal:
+    symbol: str
+    timestamp: pd.Timestamp      # the candle whose close the signal is known at
+    p_long: float                # weighted ensemble of the models that cover the symbol
+    p_short: float
+    side: int                    # +1 long, -1 short, 0 none
+    confidence: float            # the winning side's probability
+    tier: str | None             # 'high' | 'medium' | None
+    horizon: int                 # candles to hold: the covering models' label horizon (the longest)
+    models: dict[str, float]     # ref -> that model's P(long)
+    status: str                  # one of STATUSES
+
+
+def required_history(model: LoadedModel, floor: int = DEFAULT_HISTORY) -> int:
+    """Candles of history that reproduce the last row's features: twice the longest fixed window of the
+    model's feature config (at least ``floor``, for the smoothed indicators), plus a sequence model's window."""
+    f = model.feature_config
+    windows = [int(h) for h in f.get("return_horizons") or []]
+    windows += [int(f.get(k) or 0) for k in ("rsi_period", "atr_period", "bbands_period", "volume_z_window",
+                                              "spread_window", "slippage_window")]
+    macd = list(f.get("macd") or [])
+    if len(macd) == 3:
+        windows.append(int(macd[1]) + int(macd[2]))
+    windows.append(int(f.get("regime_window") or 0) + int(f.get("regime_lookback") or 0))
+    return max(int(floor), 2 * max(windows, default=0)) + int(model.card.get("window") or 1)
+
+
+def long_short(model: LoadedModel, proba: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """P(a long wins), P(a short wins) per row, as trainer.evaluation.trade_signals derives them."""
+    kind = model.label["type"]
+    p = proba.to_numpy(np.float64)
+    if TASKS.get(kind) == "binary":
+        return p[:, 1], p[:, 0]
+    if kind in ("direction3", "triple_barrier"):   # classes: 0 down/stop, 1 flat/hold, 2 up/take
+        return p[:, 2], p[:, 0]
+    if kind == "quantile":   # the buckets above the middle against those below it
+        k = p.shape[1]
+        return p[:, k - k // 2:].sum(1), p[:, : k // 2].sum(1)
+    raise UserError(f"target {kind!r} predicts a return, not probabilities: the runtime trades classifiers only",
+                    "runtime")
+
+
+def load_promoted(registry_root: Path | str, slots: list[str], weights: dict[str, float] | None = None,
+                  history: int | None = None) -> list[PromotedModel]:
+    """Each slot's promoted model, loaded through the slot's link and checked to be the promoted run.
+
+    ``weights`` (by slot, default 1.0 each) are normalised to sum 1. ``history`` = the candles each model is
+    fed per prediction; None = ``required_history`` of its feature config."""
+    root = Path(registry_root).expanduser()
+    if not (root / DB_NAME).is_file():
+        raise UserError(f"no model registry at {root} (a registry is created when the first model registers)",
+                        "registry")
+    if not slots:
+        raise UserError("no slots to load: name at least one <symbol>/<timeframe>/<target>", "runtime")
+    if len(set(slots)) != len(slots):
+        raise UserError(f"a slot is listed twice: {', '.join(slots)}", "runtime")
+    raw = _weights(slots, weights)
+    if history is not None and int(history) < 1:
+        raise UserError(f"history must be >= 1 candle, got {history}", "runtime")
+    registry = Registry(root)
+    loaded = []
+    for slot in slots:
+        row = registry.promoted(slot)
+        if row is None:
+            raise UserError(_nothing_promoted(registry, slot), "registry")
+        model = _load_verified(registry, slot, row)
+        kind = model.label.get("type")
+        if TASKS.get(kind) not in ("binary", "multiclass"):
+            raise UserError(f"{row['model_id']}:{row['version']} predicts {kind!r} (a return, not class "
+                            "probabilities): the runtime trades classifiers only", slot)
+        ref = f"{row['model_id']}:{row['version']}"
+        loaded.append(PromotedModel(ref=ref, slot=slot, model=model, weight=raw[slot] / sum(raw.values()),
+                                    horizon=int(model.label["horizon"]),
+                                    history=int(history) if history is not None else required_history(model)))
+        log.info("runtime: %s serves %s (run %s, symbols %s)", slot, ref, row["run_id"],
+                 ", ".join(model.card["symbols"]))
+    return loaded
+
+
+def _weights(slots: list[str], weights: dict[str, float] | None) -> dict[str, float]:
+    weights = dict(weights or {})
+    unknown = [s for s in weights if s not in slots]
+    if unknown:
+        raise UserError(f"weights name slot(s) not loaded: {', '.join(unknown)} (slots: {', '.join(slots)})",
+                        "runtime.weights")
+    raw = {s: float(weights.get(s, 1.0)) for s in slots}
+    bad = [s for s, w in raw.items() if not math.isfinite(w) or w < 0]
+    if bad:
+        raise UserError(f"weights must be finite and >= 0: {', '.join(f'{s}={raw[s]}' for s in bad)}",
+                        "runtime.weights")
+    if sum(raw.values()) <= 0:
+        raise UserError("the weights sum to 0: at least one slot needs a positive weight", "runtime.weights")
+    return raw
+
+
+def _nothing_promoted(registry: Registry, slot: str) -> str:
+    rows = registry.rows(slot=slot)
+    newest = [f"{r['model_id']}:{r['version']}" for r in reversed(rows)][:3]
+    hint = (f"candidates: {', '.join(newest)}" if newest
+            else "none are registered in this slot; train one first")
+    return (f"no promoted model for slot {slot}; promote one: python -m trainer.registry promote <id>:<version> "
+            f"({hint})")
+
+
+def _load_verified(registry: Registry, slot: str, row: dict) -> LoadedModel:
+    """The model the slot's link serves, refused unless it is the run the registry promoted."""
+    link = registry.promoted_path(slot)
+    if not link.exists():
+        raise UserError(f"the promoted link is missing or broken, though the registry promoted "
+                        f"{row['model_id']}:{row['version']}; re-run python -m trainer.registry promote "
+                        f"{row['model_id']}:{row['version']} to restore it", str(link))
+    model = load_model(link)
+    served = model.card.get("run_id")
+    if served is None or served != row["run_id"]:
+        raise UserError(f"the promoted link {link} serves run {served} but the registry promoted run "
+                        f"{row['run_id']} ({row['model_id']}:{row['version']})", slot)
+    return model
+
+
+class SignalEngine:
+    """Per candle: the ensemble's probabilities, the side and tier, the threshold and the rate limits."""
+
+    def __init__(self, models: list[PromotedModel], threshold: float = 0.55, tiers: dict | None = None,
+                 max_per_hour: int | None = 10, max_high_per_hour: int | None = 3):
+        if not models:
+            raise UserError("the signal engine needs at least one promoted model", "runtime")
+        if not 0.0 < float(threshold) < 1.0:
+            raise UserError(f"threshold must be in (0, 1), got {threshold}", "runtime.threshold")
+        tiers = dict(DEFAULT_TIERS if tiers is None else tiers)
+        for name, floor in tiers.items():
+            if not 0.0 < float(floor) <= 1.0:
+                raise UserError(f"tier {name!r} floor must be in (0, 1], got {floor}", "runtime.tiers")
+        for name, limit in (("max_per_hour", max_per_hour), ("max_high_per_hour", max_high_per_hour)):
+            if limit is not None and int(limit) < 0:
+                raise UserError(f"{name} must be >= 0 or null, got {limit}", f"runtime.{name}")
+        self.models = list(models)
+        self.threshold = float(threshold)
+        self.tiers = sorted(((str(k), float(v)) for k, v in tiers.items()), key=lambda kv: kv[1], reverse=True)
+        self.max_per_hour = None if max_per_hour is None else int(max_per_hour)
+        self.max_high_per_hour = None if max_high_per_hour is None else int(max_high_per_hour)
+        self._emitted: deque[tuple[pd.Timestamp, str | None]] = deque()   # (candle time, tier), oldest first
+
+    def covering(self, symbol: str) -> list[PromotedModel]:
+        """The models trained on ``symbol`` (each model predicts the symbols on its card)."""
+        return [m for m in self.models if symbol in m.model.card["symbols"]]
+
+    @property
+    def history(self) -> int:
+        """Candles of history the hungriest model needs: what a caller should keep per symbol."""
+        return max(m.history for m in self.models)
+
+    def probabilities(self, symbol: str, history: pd.DataFrame) -> tuple[float, float, dict[str, float]]:
+        """Weighted P(long), P(short) at the last candle of ``history`` (that symbol's candles up to and
+        including the current one) and each covering model's P(long). A model whose features are not yet
+        defined at that candle (too little history, a gap inside a sequence window) gives NaN and is left
+        out of the average; NaN, NaN when no model scores the candle."""
+        missing = [c for c in _CANDLE_COLUMNS if c not in history.columns]
+        if history.empty or missing:
+            raise UserError("no candles given" if history.empty else f"candles lack {', '.join(missing)}",
+                            f"runtime[{symbol}]")
+        per_model: dict[str, float] = {}
+        weighted = []
+        for m in self.covering(symbol):
+            candles = history.iloc[-m.history:][_CANDLE_COLUMNS].assign(symbol=symbol)
+            proba = m.model.predict_proba(candles, last=1).iloc[[-1]]   # features on the history, score one row
+            p_long, p_short = (float(x[0]) for x in long_short(m.model, proba))
+            per_model[m.ref] = p_long
+            if math.isfinite(p_long) and math.isfinite(p_short):
+                weighted.append((m.weight, p_long, p_short))
+        total = sum(w for w, _, _ in weighted)
+        if not weighted or total <= 0:
+            return math.nan, math.nan, per_model
+        return (sum(w * pl for w, pl, _ in weighted) / total, sum(w * ps for w, _, ps in weighted) / total,
+                per_model)
+
+    def on_candle(self, symbol: str, history: pd.DataFrame) -> Signal:
+        """The signal at the last candle of ``history``; ``status`` says whether it was emitted. Rate limits
+        count emitted signals (all symbols) over the trailing 60 minutes of candle time."""
+        at = pd.Timestamp(history["timestamp"].iloc[-1])
+        p_long, p_short, per_model = self.probabilities(symbol, history)
+        scored = [m for m in self.covering(symbol) if math.isfinite(per_model.get(m.ref, math.nan))]
+        if not scored or not math.isfinite(p_long):
+            return Signal(symbol, at, math.nan, math.nan, 0, math.nan, None, 0, per_model, "no_models")
+        horizon = max(m.horizon for m in scored)
+        side = 1 if p_long > p_short else -1 if p_short > p_long else 0
+        confidence = max(p_long, p_short)
+        if side == 0 or confidence < self.threshold:
+            return Signal(symbol, at, p_long, p_short, 0, confidence, None, horizon, per_model, "below_threshold")
+        tier = next((name for name, floor in self.tiers if confidence >= floor), None)
+        status = self._rate_status(at, tier)
+        if status == "emitted":
+            self._emitted.append((at, tier))
+        return Signal(symbol, at, p_long, p_short, side, confidence, tier, horizon, per_model, status)
+
+    def _rate_status(self, at: pd.Timestamp, tier: str | None) -> str:
+        while self._emitted and self._emitted[0][0] <= at - RATE_WINDOW:
+            self._emitted.popleft()
+        recent = [t for ts, t in self._emitted if at - RATE_WINDOW < ts <= at]
+        if self.max_per_hour is not None and len(recent) >= self.max_per_hour:
+            return "rate_limited"
+        if tier == "high" and self.max_high_per_hour is not None \
+                and sum(t == "high" for t in recent) >= self.max_high_per_hour:
+            return "rate_limited_high"
+        return "emitted"

@@ -5,7 +5,7 @@ import pytest
 from conftest import ROOT, make_cfg
 
 GROUPS = ["model", "coin", "data", "features", "target", "split", "stage", "device", "trainer", "callbacks",
-          "logger", "eval", "registry", "plan", "paths", "hydra"]
+          "logger", "eval", "registry", "plan", "runtime", "paths", "hydra"]
 
 
 def test_every_group_the_spine_promises_exists():

@@ -13,8 +13,8 @@ from omegaconf import DictConfig, OmegaConf
 
 # Keys that place, continue, log, pace or judge a run rather than define its model: excluded from the
 # config hash (dotted keys drop one leaf, e.g. the thread count a plan sweeper sets per job).
-_PLACEMENT_KEYS = ("paths", "resume", "registry", "logger", "eval", "plan", "callbacks", "trainer.num_threads",
-                   "device.devices")
+_PLACEMENT_KEYS = ("paths", "resume", "registry", "logger", "eval", "plan", "runtime", "callbacks",
+                   "trainer.num_threads", "device.devices")
 
 
 def utc_now() -> str:

@@ -1,0 +1,154 @@
+"""One runtime session from config: load the promoted models, pick the candles, run the loop, report.
+
+Modes (``runtime.mode``): ``dry`` replays candles the models never trained on and emits signals only;
+``paper`` replays them against the paper broker with the guardrails; ``live-paper`` polls the data provider
+(ccxt keeps its cache up to date) for new candles and paper-trades them.
+"""
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from data.errors import UserError
+from data.providers import load_candles
+from trainer import plots
+from trainer.runinfo import new_run_id, utc_now, write_json_atomic
+from trainer.runtime.broker import PaperBroker
+from trainer.runtime.engine import KillSwitch, Runtime, equity_frame, live, replay
+from trainer.runtime.guardrails import Guardrails
+from trainer.runtime.notify import Notifier, build_sinks
+from trainer.runtime.signals import SignalEngine, load_promoted
+from trainer.runtime.store import RuntimeStore
+
+log = logging.getLogger("candlelab.runtime")
+MODES = ("dry", "paper", "live-paper")
+
+
+def default_slot(cfg: DictConfig, timeframe: str) -> str:
+    """The slot `train.py` with the same coin, data and target registers into."""
+    from trainer.pipeline import registry_symbol
+    return f"{registry_symbol(cfg)}/{timeframe}/{cfg.target.type}_h{int(cfg.target.horizon)}"
+
+
+def _run_dir(cfg: DictConfig, mode: str) -> Path:
+    if cfg.runtime.get("run_dir"):
+        return Path(cfg.runtime.run_dir)
+    return Path(cfg.paths.output_dir) / "runtime" / f"{new_run_id()}_{mode}_{cfg.coin.name}"
+
+
+def _replay_start(cfg: DictConfig, models) -> pd.Timestamp:
+    """The first candle no promoted model trained on: the latest test-period start among them."""
+    starts = []
+    for m in models:
+        cut = (m.model.card.get("data") or {}).get("cutoffs") or {}
+        if not cut.get("test_start"):
+            raise UserError(f"model {m.ref} records no test period: cannot tell which candles it never saw",
+                            "runtime.replay.start")
+        starts.append(pd.Timestamp(cut["test_start"]))
+    earliest_unseen = max(starts)
+    wanted = cfg.runtime.replay.get("start")
+    if wanted is None:
+        return earliest_unseen
+    start = pd.Timestamp(str(wanted))
+    start = start.tz_localize("UTC") if start.tzinfo is None else start
+    if start < earliest_unseen:
+        raise UserError(f"replay.start {start} is inside the period a promoted model trained or validated on "
+                        f"(its test period starts {earliest_unseen}): replay candles it never saw",
+                        "runtime.replay.start")
+    return start
+
+
+def run(cfg: DictConfig, source: Callable[[], dict[str, pd.DataFrame]] | None = None,
+        wait: Callable[[float], None] = time.sleep) -> dict:
+    """Run one session; returns the summary that ``session.json`` holds."""
+    rt = cfg.runtime
+    mode = str(rt.mode)
+    if mode not in MODES:
+        raise UserError(f"mode must be one of {', '.join(MODES)}, got {mode!r}", "runtime.mode")
+    symbols = [str(s) for s in cfg.coin.symbols]
+    loaded = load_candles(cfg.data, symbols, cfg.seed)
+    slots = [str(s) for s in rt.slots] if rt.get("slots") else [default_slot(cfg, loaded.timeframe)]
+    weights = OmegaConf.to_container(rt.weights, resolve=True) if rt.get("weights") else None
+    models = load_promoted(Path(str(rt.registry_root)), slots, weights,
+                           history=int(rt.history) if rt.get("history") else None)
+    run_dir = _run_dir(cfg, mode)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    sig = rt.signals
+    engine = SignalEngine(models, float(sig.threshold), OmegaConf.to_container(sig.tiers, resolve=True),
+                          sig.get("max_per_hour"), sig.get("max_high_per_hour"))
+    store = RuntimeStore(run_dir)
+    notifier = Notifier(build_sinks(rt.notify))
+    kill = KillSwitch(Path(str(rt.kill_switch.file)) if rt.kill_switch.get("file") else run_dir / "KILL",
+                      rt.kill_switch.get("env"))
+    paper = mode != "dry"
+    b, g = rt.broker, rt.guardrails
+    broker = PaperBroker(float(b.start_equity), float(b.fee_bps), float(b.spread_bps), float(b.slippage_bps)) \
+        if paper else None
+    guardrails = Guardrails(float(b.start_equity), float(g.max_daily_loss), float(g.max_total_loss),
+                            float(g.max_position)) if paper else None
+    runtime = Runtime(engine, loaded.step, store, notifier, kill, paper, broker, guardrails,
+                      float(rt.position.fraction))
+    started = utc_now()
+    notifier.notify("session", f"{mode} session on {', '.join(symbols)} with {', '.join(m.ref for m in models)}")
+    try:
+        if mode == "live-paper":
+            poll = source or (lambda: load_candles(cfg.data, symbols, cfg.seed).by_symbol)
+            steps = live(runtime, poll, engine.history, float(rt.live.poll_seconds), rt.live.get("max_polls"), wait)
+            start = None
+        else:
+            start = _replay_start(cfg, models)
+            end = pd.Timestamp(str(rt.replay.end)) if rt.replay.get("end") else None
+            steps = replay(runtime, loaded.by_symbol, start, end, engine.history, rt.replay.get("max_candles"))
+        return _report(cfg, run_dir, mode, models, runtime, store, steps, start, started)
+    finally:
+        store.close()
+
+
+def _report(cfg, run_dir: Path, mode: str, models, runtime: Runtime, store: RuntimeStore, steps: int,
+            start, started: str) -> dict:
+    curve = equity_frame(runtime)
+    last = runtime.last_at
+    window = pd.Timedelta(str(cfg.runtime.metrics_window))
+    metrics = store.metrics(window, now=last) if last is not None else store.metrics()
+    store.export_metrics(run_dir / "metrics.json", window, now=last)
+    plot = plots.equity_plot(curve, run_dir / "equity.png", f"{mode}: paper equity") if len(curve) else None
+    summary = {
+        "mode": mode, "run_dir": str(run_dir), "models": [{"ref": m.ref, "slot": m.slot, "weight": m.weight,
+                                                           "run_id": m.model.card.get("run_id")} for m in models],
+        "symbols": [str(s) for s in cfg.coin.symbols], "replay_start": str(start) if start is not None else None,
+        "steps": steps, "signals_emitted": runtime.emitted, "stopped_by": runtime.stopping,
+        "equity": runtime.broker.equity if runtime.broker else None,
+        "breaches": [b.kind for b in runtime.guardrails.breaches] if runtime.guardrails else [],
+        "metrics": metrics, "equity_plot": str(plot) if plot else None,
+        "started_at": started, "finished_at": utc_now(),
+    }
+    write_json_atomic(run_dir / "session.json", summary)
+    lines = [f"# runtime {mode}: {', '.join(summary['symbols'])}", "",
+             "Models: " + ", ".join(f"`{m['ref']}` ({m['slot']}, weight {m['weight']:.2f})" for m in summary["models"]),
+             "", f"Replayed from {summary['replay_start']}: {steps} candles, {runtime.emitted} signals emitted"
+             + (f"; stopped by {runtime.stopping}" if runtime.stopping else ""), ""]
+    if runtime.broker:
+        lines += [f"Paper equity {runtime.broker.equity:,.2f} (start {cfg.runtime.broker.start_equity:,.2f}); "
+                  f"guardrail breaches: {', '.join(summary['breaches']) or 'none'}", ""]
+    sig = metrics["signals"]
+    lines += [f"## The last {cfg.runtime.metrics_window} of candles ({metrics['from']} to {metrics['to']})", "",
+              "| signals | emitted | by tier | trades | win rate | net P&L | return | max drawdown | breaches |",
+              "|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+              f"| {sig['total']} | {sig['emitted']} | {', '.join(f'{k} {v}' for k, v in sig['by_tier'].items())} | "
+              f"{metrics['trades']} | {_fmt(metrics['win_rate'])} | {_fmt(metrics['net_pnl'], 2)} | "
+              f"{_fmt(metrics['return'])} | {_fmt(metrics['max_drawdown'])} | {metrics['breaches']['total']} |",
+              "", "All of it: `metrics.json`, `runtime.db` (signals, fills, trades, equity, events) and the JSONL files."]
+    if plot:
+        lines += ["", "![equity](equity.png)"]
+    (run_dir / "report.md").write_text("\n".join(lines) + "\n")
+    log.info("runtime %s: %d candles, %d signals, equity %s; report %s", mode, steps, runtime.emitted,
+             f"{runtime.broker.equity:,.2f}" if runtime.broker else "n/a", run_dir / "report.md")
+    return summary
+
+
+def _fmt(value, digits: int = 4) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"

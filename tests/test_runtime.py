@@ -171,3 +171,55 @@ def test_live_paper_polls_and_trades_only_new_candles(promoted, tmp_path):
     assert summary["steps"] == 30 and waits == [0.0, 0.0]
     rows = [json.loads(x) for x in (Path(summary["run_dir"]) / "signals.jsonl").read_text().splitlines()]
     assert len(rows) == 30 and rows[0]["timestamp"] == full["timestamp"].iloc[-30].isoformat()
+
+
+def test_a_loss_on_the_first_candle_of_a_day_counts_against_that_day(tmp_path):
+    closes = [100.0] * 23 + [100.0, 80.0, 80.0, 80.0, 80.0]   # the crash candle opens day 2 (00:00 UTC)
+    rt, store, broker, guard = _runtime(tmp_path, ScriptedSignals(), fraction=0.4)
+    guard.max_total_loss = 0.5   # only the daily rule can fire
+    replay(rt, {"BTC": _candles(closes, start="2024-03-01 00:00")}, pd.Timestamp("2024-03-01", tz="UTC"), None,
+           history=50)
+    daily = [b for b in guard.breaches if b.kind == "daily_loss"]
+    assert daily and daily[0].at.date() == pd.Timestamp("2024-03-02").date()
+    store.close()
+
+
+def test_kill_switch_flattens_symbols_whose_candles_come_at_different_times(tmp_path):
+    engine = ScriptedSignals(on_step=lambda n: (tmp_path / "KILL").touch() if n == 12 else None)
+    rt, store, broker, _ = _runtime(tmp_path, engine, fraction=0.2)
+    hourly = _candles([100.0 + i for i in range(40)])
+    two_hourly = hourly.iloc[::2].reset_index(drop=True)
+    replay(rt, {"BTC": hourly, "ETH": two_hourly}, pd.Timestamp("2024-03-01", tz="UTC"), None, history=50)
+    assert rt.stopped and broker.positions == {} and not broker.pending
+    store.close()
+
+
+def test_live_polling_processes_each_symbols_late_candles_once(tmp_path):
+    seen = []
+
+    class Recording(ScriptedSignals):
+        def on_candle(self, symbol, history):
+            seen.append((symbol, pd.Timestamp(history["timestamp"].iloc[-1])))
+            return super().on_candle(symbol, history)
+
+    rt, store, broker, _ = _runtime(tmp_path, Recording())
+    btc = _candles([100.0 + i for i in range(12)])
+    polls = iter([{"BTC": btc.iloc[:8], "ETH": btc.iloc[:8]},
+                  {"BTC": btc.iloc[:10], "ETH": btc.iloc[:9]},     # ETH's 09:00 arrives a poll late
+                  {"BTC": btc.iloc[:10], "ETH": btc.iloc[:10]}])
+    from trainer.runtime.engine import live
+    live(rt, lambda: next(polls), 50, 0.0, 3, lambda s: None)
+    assert sorted(seen) == sorted([("BTC", btc["timestamp"][8]), ("BTC", btc["timestamp"][9]),
+                                   ("ETH", btc["timestamp"][8]), ("ETH", btc["timestamp"][9])])
+    store.close()
+
+
+@pytest.mark.parametrize("override,where", [("runtime.replay.end=notadate", "runtime.replay.end"),
+                                            ("runtime.metrics_window=abc", "runtime.metrics_window"),
+                                            ("runtime.position.fraction=-1", "runtime.position.fraction"),
+                                            ("runtime.mode=live", "runtime.mode")])
+def test_runtime_settings_are_refused_with_one_line(override, where):
+    from data.errors import UserError
+    with pytest.raises(UserError) as err:
+        run(make_cfg(*REAL, override))
+    assert err.value.where == where

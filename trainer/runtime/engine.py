@@ -71,15 +71,19 @@ class Runtime:
         self.candles_seen += 1
         self.last_at = at
         if self.paper:
+            # a new UTC day's loss limit starts from the equity before this candle moves it
+            self.guardrails.check(at, self.broker.equity)
             for symbol, history in histories.items():
                 candle = history.iloc[-1]
                 for fill in self.broker.on_candle(symbol, candle):
                     self.store.fill(fill)
             self._write_trades()
-        if self.stopping is not None:   # the kill switch was seen at the previous candle: flattened, stop
-            self.stopped = True
+        if self.stopping is not None:   # the kill switch was seen: stop once every flattening order filled
             self._mark(at)
-            return False
+            if not self.broker.positions and not self.broker.pending:
+                self.stopped = True
+                return False
+            return True
         if self.kill.is_set():
             self.stopping = self.kill.why()
             self.store.event("kill_switch", at, {"source": self.stopping})
@@ -117,7 +121,7 @@ class Runtime:
                                            f"p={signal.confidence:.3f} tier={signal.tier}",
                                  level="info" if signal.tier == "high" else "debug", at=str(at))
             if trading:
-                size = self.guardrails.clamp_fraction(self.fraction)
+                size = self.guardrails.clamp_fraction(self.fraction, at, self.broker.equity)
                 self.broker.target(symbol, signal.side, size, at, f"signal {signal.tier}")
                 self.hold_until[symbol] = at + signal.horizon * self.step
                 return
@@ -146,20 +150,29 @@ def _signal_row(signal: Signal) -> dict:
 
 
 def replay(runtime: Runtime, candles: dict[str, pd.DataFrame], start: pd.Timestamp, end: pd.Timestamp | None,
-           history: int, max_candles: int | None = None) -> int:
+           history: int, max_candles: int | None = None, seen: dict[str, pd.Timestamp] | None = None) -> int:
     """Feed ``candles`` (per symbol, sorted) to ``runtime`` one timestamp at a time from ``start`` to ``end``;
-    each symbol's history is its last ``history`` candles. Returns the number of time steps processed."""
-    index = {s: pd.DatetimeIndex(c["timestamp"]) for s, c in candles.items()}
-    stamps = sorted({t for ix in index.values() for t in ix if t >= start and (end is None or t <= end)})
+    each symbol's history is its last ``history`` candles. ``seen`` (per symbol, updated here) skips each
+    symbol's candles up to the last one already processed: symbols whose candles arrive in different polls
+    are each processed once. Returns the number of time steps processed."""
+    seen = {} if seen is None else seen
+    index = {s: pd.DatetimeIndex(c["timestamp"]) for s, c in candles.items() if len(c)}
+
+    def fresh(symbol: str, t: pd.Timestamp) -> bool:
+        return symbol not in seen or t > seen[symbol]
+
+    stamps = sorted({t for sym, ix in index.items() for t in ix
+                     if t >= start and (end is None or t <= end) and fresh(sym, t)})
     if max_candles is not None:
         stamps = stamps[:int(max_candles)]
     steps = 0
     for at in stamps:
         histories = {}
-        for symbol, frame in candles.items():
-            i = index[symbol].searchsorted(at, side="right") - 1
-            if i >= 0 and index[symbol][i] == at:
-                histories[symbol] = frame.iloc[max(0, i + 1 - history): i + 1]
+        for symbol, ix in index.items():
+            i = ix.searchsorted(at, side="right") - 1
+            if i >= 0 and ix[i] == at and fresh(symbol, at):
+                histories[symbol] = candles[symbol].iloc[max(0, i + 1 - history): i + 1]
+                seen[symbol] = at
         steps += 1
         if not runtime.process(at, histories):
             break
@@ -168,21 +181,25 @@ def replay(runtime: Runtime, candles: dict[str, pd.DataFrame], start: pd.Timesta
 
 def live(runtime: Runtime, source: Callable[[], dict[str, pd.DataFrame]], history: int, poll_seconds: float,
          max_polls: int | None, wait: Callable[[float], None]) -> int:
-    """Poll ``source`` for candles; process every candle newer than the last one seen (the first poll only
-    primes the history). ``wait`` sleeps between polls (the loop is a poller, not a training loop)."""
-    last: pd.Timestamp | None = None
+    """Poll ``source`` for candles; process every candle newer than the last one seen of its symbol (the
+    first poll only primes the history). ``wait`` sleeps between polls (a poller, not a training loop)."""
+    seen: dict[str, pd.Timestamp] = {}
     polls = steps = 0
     while max_polls is None or polls < max_polls:
-        candles = source()
+        candles = {s: c for s, c in source().items() if len(c)}
         polls += 1
-        newest = max(pd.Timestamp(c["timestamp"].iloc[-1]) for c in candles.values() if len(c))
-        if last is None:
-            last = newest
-            runtime.store.event("live_start", newest, {"symbols": sorted(candles)})
-        elif newest > last:
-            steps += replay(runtime, candles, last + pd.Timedelta(1, "ns"), newest, history)
-            last = newest
-        if runtime.stopped or (runtime.kill.is_set() and runtime.stopping is None and not runtime.paper):
+        if not seen:
+            seen = {s: pd.Timestamp(c["timestamp"].iloc[-1]) for s, c in candles.items()}
+            if seen:
+                runtime.store.event("live_start", max(seen.values()), {"symbols": sorted(seen)})
+        elif candles:
+            steps += replay(runtime, candles, min(seen.values()), None, history, seen=seen)
+        if runtime.stopped:
+            break
+        if runtime.kill.is_set() and (not runtime.paper or not runtime.broker.positions):
+            runtime.store.event("kill_switch", runtime.last_at or max(seen.values(), default=pd.Timestamp.now("UTC")),
+                                {"source": runtime.kill.why()})
+            runtime.stopping, runtime.stopped = runtime.kill.why(), True
             break
         if max_polls is None or polls < max_polls:
             wait(poll_seconds)

@@ -53,8 +53,7 @@ def _replay_start(cfg: DictConfig, models) -> pd.Timestamp:
     wanted = cfg.runtime.replay.get("start")
     if wanted is None:
         return earliest_unseen
-    start = pd.Timestamp(str(wanted))
-    start = start.tz_localize("UTC") if start.tzinfo is None else start
+    start = _timestamp(wanted, "runtime.replay.start")
     if start < earliest_unseen:
         raise UserError(f"replay.start {start} is inside the period a promoted model trained or validated on "
                         f"(its test period starts {earliest_unseen}): replay candles it never saw",
@@ -62,13 +61,68 @@ def _replay_start(cfg: DictConfig, models) -> pd.Timestamp:
     return start
 
 
+def _timestamp(value, where: str) -> pd.Timestamp:
+    try:
+        ts = pd.Timestamp(str(value))
+    except ValueError:
+        raise UserError(f"{value!r} is not a date or time", where) from None
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def _number(value, where: str, low: float, kind=float, inclusive: bool = False) -> float:
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise UserError(f"must be a number, got {value!r}", where) from None
+    if number < low or (number == low and not inclusive):
+        raise UserError(f"must be {'>=' if inclusive else '>'} {low}, got {value!r}", where)
+    return number
+
+
+def _check(cfg: DictConfig, mode: str, source) -> None:
+    """Runtime settings a user can get wrong, refused before anything loads."""
+    rt = cfg.runtime
+    if mode not in MODES:
+        raise UserError(f"mode must be one of {', '.join(MODES)}, got {mode!r}", "runtime.mode")
+    if rt.get("history") is not None:
+        _number(rt.history, "runtime.history", 1, int, inclusive=True)
+    fraction = _number(rt.position.fraction, "runtime.position.fraction", 0.0)
+    if fraction > 1.0:
+        raise UserError(f"must be at most 1 (of equity), got {fraction}", "runtime.position.fraction")
+    _number(rt.live.poll_seconds, "runtime.live.poll_seconds", 0.0, inclusive=True)
+    if rt.live.get("max_polls") is not None:
+        _number(rt.live.max_polls, "runtime.live.max_polls", 1, int, inclusive=True)
+    if rt.replay.get("max_candles") is not None:
+        _number(rt.replay.max_candles, "runtime.replay.max_candles", 1, int, inclusive=True)
+    for key in ("start", "end"):
+        if rt.replay.get(key):
+            _timestamp(rt.replay[key], f"runtime.replay.{key}")
+    try:
+        pd.Timedelta(str(rt.metrics_window))
+    except ValueError:
+        raise UserError(f"{rt.metrics_window!r} is not a duration (e.g. 24h)", "runtime.metrics_window") from None
+    if not isinstance(rt.signals.get("tiers"), DictConfig):
+        raise UserError("tiers must map names to probability floors, e.g. {high: 0.65, medium: 0.55}",
+                        "runtime.signals.tiers")
+    if rt.get("weights") is not None:
+        if not isinstance(rt.weights, DictConfig):
+            raise UserError("weights must map slots to numbers", "runtime.weights")
+        for slot, weight in rt.weights.items():
+            _number(weight, f"runtime.weights.{slot}", 0.0, inclusive=True)
+    if mode == "live-paper" and source is None and cfg.data.provider in ("files", "synthetic"):
+        raise UserError(f"live-paper polls for new candles; the {cfg.data.provider} provider never has any "
+                        f"(use data=ccxt or data=yfinance, or mode=paper to replay)", "data")
+    run_dir = rt.get("run_dir")
+    if run_dir and Path(str(run_dir)).is_dir() and any(Path(str(run_dir)).iterdir()):
+        raise UserError("the run folder is not empty: a session writes a folder of its own", "runtime.run_dir")
+
+
 def run(cfg: DictConfig, source: Callable[[], dict[str, pd.DataFrame]] | None = None,
         wait: Callable[[float], None] = time.sleep) -> dict:
     """Run one session; returns the summary that ``session.json`` holds."""
     rt = cfg.runtime
     mode = str(rt.mode)
-    if mode not in MODES:
-        raise UserError(f"mode must be one of {', '.join(MODES)}, got {mode!r}", "runtime.mode")
+    _check(cfg, mode, source)
     symbols = [str(s) for s in cfg.coin.symbols]
     loaded = load_candles(cfg.data, symbols, cfg.seed)
     slots = [str(s) for s in rt.slots] if rt.get("slots") else [default_slot(cfg, loaded.timeframe)]
@@ -101,7 +155,11 @@ def run(cfg: DictConfig, source: Callable[[], dict[str, pd.DataFrame]] | None = 
             start = None
         else:
             start = _replay_start(cfg, models)
-            end = pd.Timestamp(str(rt.replay.end)) if rt.replay.get("end") else None
+            end = _timestamp(rt.replay.end, "runtime.replay.end") if rt.replay.get("end") else None
+            last = max(pd.Timestamp(c["timestamp"].iloc[-1]) for c in loaded.by_symbol.values())
+            if start > last or (end is not None and end < start):
+                raise UserError(f"nothing to replay: from {start} to {end or last} (the data ends {last})",
+                                "runtime.replay")
             steps = replay(runtime, loaded.by_symbol, start, end, engine.history, rt.replay.get("max_candles"))
         return _report(cfg, run_dir, mode, models, runtime, store, steps, start, started)
     finally:

@@ -9,6 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from callbacks.boosting import CatBoostHooks
 from models.base import CandleModel, FitContext, FitReport, Rows, Task
+from trainer.devices import tree_gpu
 
 _WEIGHTS = "model.cbm"
 _META = "catboost.json"
@@ -43,7 +44,10 @@ class CatBoostModel(CandleModel):
     def fit(self, train: Rows, val: Rows, ctx: FitContext) -> FitReport:
         every = ctx.callbacks.progress.every_n_batches if ctx.callbacks is not None else 10
         hooks = CatBoostHooks(ctx.reporter, ctx.token, every, self.params["iterations"])
-        self.model = self._estimator()(**self.params)
+        params = dict(self.params)
+        if tree_gpu(ctx.device):   # device=gpu: CatBoost's GPU trainer
+            params.update(task_type="GPU", devices="0")
+        self.model = self._estimator()(**params)
         self.model.fit(train.tabular(), train.y, eval_set=(val.tabular(), val.y),
                        callbacks=[hooks] if ctx.hooks else None)
         evals = self.model.get_evals_result()

@@ -178,6 +178,7 @@ class NetModel(CandleModel):
             accelerator=dev.accelerator if dev is not None else "cpu",
             devices=dev.devices if dev is not None else 1,
             precision=dev.precision if dev is not None else "32-true",
+            strategy=dev.get("strategy", "auto") if dev is not None else "auto",
             callbacks=callbacks, logger=ctx.logger if ctx.logger is not None else False,
             enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
             deterministic=True, default_root_dir=str(ctx.run_dir),

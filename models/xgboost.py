@@ -9,6 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from callbacks.boosting import xgboost_hooks
 from models.base import CandleModel, FitContext, FitReport, Rows, Task, sample_weights
+from trainer.devices import tree_gpu
 
 _WEIGHTS = "model.json"
 _META = "xgboost.json"
@@ -44,6 +45,8 @@ class XGBoostModel(CandleModel):
         every = ctx.callbacks.progress.every_n_batches if ctx.callbacks is not None else 10
         hooks = xgboost_hooks(ctx.reporter, ctx.token, every, self.n_estimators)
         evals: dict = {}
+        if tree_gpu(ctx.device):   # device=gpu: XGBoost's CUDA hist
+            self.params["device"] = "cuda"
         dtrain = xgb.DMatrix(train.tabular(), label=train.y, weight=sample_weights(self.task, train.y),
                              nthread=self.params["nthread"])
         dval = xgb.DMatrix(val.tabular(), label=val.y, nthread=self.params["nthread"])
@@ -52,6 +55,8 @@ class XGBoostModel(CandleModel):
                                  early_stopping_rounds=self.early_stopping_rounds,
                                  callbacks=[hooks] if ctx.hooks else [],
                                  verbose_eval=False)
+        self.params["device"] = "cpu"
+        self.booster.set_param({"device": "cpu"})   # the saved model predicts on any machine
         rounds = self.booster.num_boosted_rounds()
         best = getattr(self.booster, "best_iteration", None)
         self.best_iteration = (int(best) + 1) if best is not None else rounds

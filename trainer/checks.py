@@ -32,6 +32,7 @@ _NUMBERS = {
     "model.n_estimators": (int, 1, None, "[]"),
     "model.early_stopping_rounds": (int, 1, None, "[]"),
     "trainer.num_threads": (int, 1, None, "[]"),
+    "device.devices": (int, 1, None, "[]"),
     "callbacks.progress.every_n_batches": (int, 1, None, "[]"),
     "callbacks.cancel.check_every_n_batches": (int, 1, None, "[]"),
     "eval.ece_bins": (int, 2, None, "[]"),
@@ -70,7 +71,8 @@ _CHOICES = {
     "target.type": ("direction", "direction3", "forward_return", "quantile", "triple_barrier"),
     "target.class_weight": ("balanced",),
     "model.input": ("tabular", "sequence"),
-    "device.precision": ("32-true", "32", "16-mixed", "bf16-mixed", "64-true"),
+    "device.precision": ("auto", "32-true", "32", "16-mixed", "bf16-mixed", "64-true"),
+    "device.strategy": ("auto", "ddp", "ddp_spawn"),
 }
 
 

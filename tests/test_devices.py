@@ -1,0 +1,81 @@
+"""Device selection on a machine without a GPU (CI), and what each family asks of a GPU when one is asked for."""
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from conftest import make_cfg
+from data.errors import UserError
+from models.base import FitContext, Rows, Task
+from trainer.devices import resolve_device, tree_gpu
+
+pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU fallback")
+
+
+def test_auto_falls_back_to_cpu_with_full_precision():
+    dev = resolve_device(make_cfg("device=auto").device, "gpu")
+    assert (dev.accelerator, dev.precision, dev.strategy, dev.requested) == ("cpu", "32-true", "auto", "auto")
+    assert not tree_gpu(dev)
+
+
+def test_gpu_without_a_gpu_is_a_user_error():
+    with pytest.raises(UserError, match="no CUDA GPU") as err:
+        resolve_device(make_cfg("device=gpu").device, "gpu")
+    assert err.value.where == "device"
+
+
+def test_strategy_and_precision_choices_are_checked():
+    from trainer.checks import check_config
+    with pytest.raises(UserError) as err:
+        check_config(make_cfg("device.strategy=horovod"))
+    assert err.value.where == "device.strategy"
+    check_config(make_cfg("device=gpu", "device.strategy=ddp", "device.devices=2", "device.precision=bf16-mixed"))
+
+
+def _rows(n=400, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, 4)).astype(np.float32)
+    y = (X[:, 0] + 0.5 * rng.standard_normal(n) > 0).astype(np.int64)
+    return Rows(features=X, rows=np.arange(n), y=y)
+
+
+@pytest.mark.parametrize("requested,expect", [("gpu", "cuda"), ("auto", "cpu")])
+def test_xgboost_trains_on_cuda_only_when_gpu_was_asked_for(monkeypatch, tmp_path, requested, expect):
+    import xgboost as xgb
+
+    from models.xgboost import XGBoostModel
+    seen = {}
+    real = xgb.train
+
+    def spy(params, *args, **kwargs):   # record what reached XGBoost; train on the CPU build here
+        seen.update(params)
+        return real({**params, "device": "cpu"}, *args, **kwargs)
+
+    monkeypatch.setattr(xgb, "train", spy)
+    model = XGBoostModel.from_config(make_cfg("model=xgboost", "model.n_estimators=5").model, 4, 0, 1, Task())
+    device = OmegaConf.create({"requested": requested, "accelerator": "gpu", "name": "gpu"})
+    ctx = FitContext(run_dir=tmp_path, seed=0, reporter=None, device=device, hooks=False)
+    model.fit(_rows(), _rows(seed=1), ctx)
+    assert seen["device"] == expect
+    assert model.params["device"] == "cpu"   # the saved model predicts on a machine without a GPU
+
+
+def test_catboost_asks_for_its_gpu_trainer_only_on_device_gpu(monkeypatch, tmp_path):
+    import models.catboost as cb
+    seen = []
+    real = cb.CatBoostClassifier
+
+    class Spy(real):
+        def __init__(self, **params):
+            seen.append(dict(params))
+            params.pop("task_type", None)
+            params.pop("devices", None)
+            super().__init__(**params)
+
+    monkeypatch.setattr(cb, "CatBoostClassifier", Spy)
+    model = cb.CatBoostModel.from_config(make_cfg("model=catboost", "model.n_estimators=5").model, 4, 0, 1, Task())
+    for requested in ("gpu", "cpu"):
+        device = OmegaConf.create({"requested": requested, "accelerator": "gpu" if requested == "gpu" else "cpu"})
+        model.fit(_rows(), _rows(seed=1), FitContext(run_dir=tmp_path, seed=0, reporter=None, device=device,
+                                                     hooks=False))
+    assert seen[0].get("task_type") == "GPU" and "task_type" not in seen[1]

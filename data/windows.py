@@ -23,6 +23,16 @@ class WindowBatches:
         self.epoch = 0
         self.epoch_source = None   # a callable giving the trainer's epoch, so a resumed fit shuffles alike
 
+    def to(self, device: str | torch.device, features: torch.Tensor | None = None) -> "WindowBatches":
+        """Keep the matrix, the window ends and the labels on ``device`` so every batch is gathered there
+        (one indexing op per batch, nothing copied per sample). ``features``: the matrix already moved, when
+        several batch streams share one."""
+        self.features = features if features is not None else self.features.to(device)
+        self.ends = self.ends.to(device)
+        self.offsets = self.offsets.to(device)
+        self.labels = None if self.labels is None else self.labels.to(device)
+        return self
+
     def __len__(self) -> int:
         return (len(self.ends) + self.batch_size - 1) // self.batch_size
 
@@ -34,7 +44,7 @@ class WindowBatches:
             order = torch.randperm(len(self.ends), generator=g)
             self.epoch += 1
         for start in range(0, len(order), self.batch_size):
-            pick = order[start:start + self.batch_size]
+            pick = order[start:start + self.batch_size].to(self.ends.device)
             x = self.features[self.ends[pick, None] + self.offsets]
             if self.labels is None:
                 yield (x,)

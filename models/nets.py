@@ -111,6 +111,20 @@ def _at(values: list[float], epoch: int | None) -> float | None:
     return values[epoch] if epoch is not None and epoch < len(values) else None
 
 
+def data_placement(device, features: np.ndarray) -> str:
+    """Where a fit's feature matrix lives: ``device.data`` [auto] = on the GPU when training there on one
+    device and the matrix takes under a quarter of the free GPU memory, else host memory."""
+    if device is None or device.get("accelerator") != "gpu":
+        return "cpu"
+    placement = str(device.get("data", "auto"))
+    if placement == "host" or int(device.get("devices", 1) or 1) != 1:   # data-parallel ranks load their own
+        return "cpu"
+    if placement == "gpu":
+        return "cuda"
+    free, _ = torch.cuda.mem_get_info()
+    return "cuda" if features.nbytes < 0.25 * free else "cpu"
+
+
 class NetModel(CandleModel):
     """Adapter from the CandleModel interface to a Lightning fit of ``build_body``'s network."""
 
@@ -187,9 +201,15 @@ class NetModel(CandleModel):
         )
         resume_from = adopt_checkpoint(Path(ctx.resume_from), ckpt_dir) if ctx.resume_from else None
         train_batches = self._batches(train, shuffle_seed=ctx.seed)
+        val_batches = self._batches(val)
+        data_device = data_placement(dev, train.features)
+        if data_device != "cpu":   # the whole matrix on the GPU: batches are gathered where the model runs
+            shared = train_batches.features.to(data_device)
+            train_batches.to(data_device, shared)
+            val_batches.to(data_device, shared if val.features is train.features else None)
         train_batches.epoch_source = lambda: trainer.current_epoch
         try:
-            trainer.fit(self.net, train_dataloaders=train_batches, val_dataloaders=self._batches(val),
+            trainer.fit(self.net, train_dataloaders=train_batches, val_dataloaders=val_batches,
                         ckpt_path=resume_from)
         except (Cancelled, SIGTERMException):   # the latter: SIGTERM during a validation pass
             saved = cancel is not None and cancel.stopped_at is not None

@@ -79,3 +79,28 @@ def test_catboost_asks_for_its_gpu_trainer_only_on_device_gpu(monkeypatch, tmp_p
         model.fit(_rows(), _rows(seed=1), FitContext(run_dir=tmp_path, seed=0, reporter=None, device=device,
                                                      hooks=False))
     assert seen[0].get("task_type") == "GPU" and "task_type" not in seen[1]
+
+
+def test_window_batches_moved_together_share_one_matrix_and_yield_the_same_windows():
+    from data.windows import WindowBatches
+    features = torch.arange(200, dtype=torch.float32).reshape(50, 4)
+    ends, labels = np.arange(9, 50), np.arange(41) % 2
+    a = WindowBatches(features, ends, labels, window=5, batch_size=8, shuffle_seed=3)
+    b = WindowBatches(features.clone(), ends, labels, window=5, batch_size=8, shuffle_seed=3)
+    shared = b.features.to("cpu")
+    b.to("cpu", shared)
+    assert b.features is shared
+    for (xa, ya), (xb, yb) in zip(a, b):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+        assert torch.all(xa[:, 1:, 0] - xa[:, :-1, 0] == 4)   # each window is 5 consecutive rows
+
+
+def test_the_feature_matrix_goes_to_the_gpu_only_when_asked_or_when_it_fits():
+    from models.nets import data_placement
+    X = np.zeros((10, 3), dtype=np.float32)
+    gpu = {"accelerator": "gpu", "devices": 1}
+    assert data_placement(None, X) == "cpu"
+    assert data_placement(OmegaConf.create({"accelerator": "cpu", "data": "gpu"}), X) == "cpu"
+    assert data_placement(OmegaConf.create({**gpu, "data": "host"}), X) == "cpu"
+    assert data_placement(OmegaConf.create({**gpu, "data": "gpu"}), X) == "cuda"
+    assert data_placement(OmegaConf.create({**gpu, "devices": 2, "data": "gpu"}), X) == "cpu"   # DDP ranks

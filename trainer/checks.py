@@ -73,6 +73,7 @@ _CHOICES = {
     "model.input": ("tabular", "sequence"),
     "device.precision": ("auto", "32-true", "32", "16-mixed", "bf16-mixed", "64-true"),
     "device.strategy": ("auto", "ddp", "ddp_spawn"),
+    "device.data": ("auto", "gpu", "host"),
 }
 
 

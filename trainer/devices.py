@@ -29,6 +29,7 @@ def resolve_device(device: DictConfig, family_stage: str) -> DictConfig:
     return OmegaConf.create({"name": "gpu" if use_gpu else "cpu", "accelerator": "gpu" if use_gpu else "cpu",
                              "devices": device.devices if use_gpu else 1, "precision": precision,
                              "strategy": str(device.get("strategy", "auto")) if use_gpu else "auto",
+                             "data": str(device.get("data", "auto")) if use_gpu else "host",
                              "requested": name})
 
 

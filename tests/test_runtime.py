@@ -223,3 +223,12 @@ def test_runtime_settings_are_refused_with_one_line(override, where):
     with pytest.raises(UserError) as err:
         run(make_cfg(*REAL, override))
     assert err.value.where == where
+
+
+def test_a_model_promoted_past_its_gates_is_served_with_a_warning(promoted, caplog):
+    from trainer.runtime.signals import load_promoted
+    out, result = promoted
+    assert not result["gates"]["passed"]   # real BTC 1h LightGBM: not significant, promoted with --force
+    with caplog.at_level("WARNING"):
+        load_promoted(out / "registry", [SLOT])
+    assert any("promoted without passing its gates" in r.getMessage() for r in caplog.records)

@@ -129,6 +129,11 @@ def run(cfg: DictConfig, source: Callable[[], dict[str, pd.DataFrame]] | None = 
     weights = OmegaConf.to_container(rt.weights, resolve=True) if rt.get("weights") else None
     models = load_promoted(Path(str(rt.registry_root)), slots, weights,
                            history=int(rt.history) if rt.get("history") else None)
+    for m in models:   # features are only the evaluation's when the candles come from the same kind of source
+        trained_on = (m.model.card.get("data") or {}).get("provider")
+        if trained_on and trained_on != loaded.provider:
+            log.warning("%s was trained on %s candles; the runtime reads %s candles", m.ref, trained_on,
+                        loaded.provider)
     run_dir = _run_dir(cfg, mode)
     run_dir.mkdir(parents=True, exist_ok=True)
     sig = rt.signals

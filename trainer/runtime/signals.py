@@ -104,6 +104,10 @@ def load_promoted(registry_root: Path | str, slots: list[str], weights: dict[str
         if row is None:
             raise UserError(_nothing_promoted(registry, slot), "registry")
         model = _load_verified(registry, slot, row)
+        if not (row.get("gates") or {}).get("passed"):
+            log.warning("%s:%s was promoted without passing its gates (%s): its probabilities may be "
+                        "miscalibrated", row["model_id"], row["version"],
+                        "; ".join((row.get("gates") or {}).get("reasons") or []) or "no verdict")
         kind = model.label.get("type")
         if TASKS.get(kind) not in ("binary", "multiclass"):
             raise UserError(f"{row['model_id']}:{row['version']} predicts {kind!r} (a return, not class "

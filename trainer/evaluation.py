@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
+from data.labels import TASKS
 from data.providers import Candles
 from models.base import Task
 from trainer.backtest import backtest
@@ -44,15 +45,23 @@ def significance_table(task: Task, proba: np.ndarray, y: np.ndarray, symbols: np
     return out
 
 
-def trade_signals(task: Task, target: DictConfig, proba: np.ndarray, cost: float) -> tuple[np.ndarray, np.ndarray]:
-    """P(a long wins), P(a short wins) per row from the model's outputs for this target."""
-    if task.kind == "binary":
+def class_long_short(target_type: str, proba: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """P(a long wins), P(a short wins) per row from a classifier's outputs; None for a regression target."""
+    if TASKS.get(target_type) == "binary":
         return proba[:, 1], proba[:, 0]
-    if target.type in ("direction3", "triple_barrier"):   # classes: 0 down/stop, 1 flat/hold, 2 up/take
+    if target_type in ("direction3", "triple_barrier"):   # classes: 0 down/stop, 1 flat/hold, 2 up/take
         return proba[:, 2], proba[:, 0]
-    if target.type == "quantile":   # the buckets above the middle against those below it
+    if target_type == "quantile":   # the buckets above the middle against those below it
         k = proba.shape[1]
         return proba[:, k - k // 2:].sum(1), proba[:, : k // 2].sum(1)
+    return None
+
+
+def trade_signals(task: Task, target: DictConfig, proba: np.ndarray, cost: float) -> tuple[np.ndarray, np.ndarray]:
+    """P(a long wins), P(a short wins) per row from the model's outputs for this target."""
+    sides = class_long_short(str(target.type), proba)
+    if sides is not None:
+        return sides
     pred = proba[:, 0]   # regression: trade a forecast return that clears the round-trip cost
     return (pred > cost).astype(np.float64), (pred < -cost).astype(np.float64)
 

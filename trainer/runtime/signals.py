@@ -13,6 +13,7 @@ import pandas as pd
 
 from data.errors import UserError
 from data.labels import TASKS
+from trainer.evaluation import class_long_short
 from trainer.model_dir import LoadedModel, load_model
 from trainer.registry import DB_NAME, Registry
 
@@ -66,18 +67,13 @@ def required_history(model: LoadedModel, floor: int = DEFAULT_HISTORY) -> int:
 
 
 def long_short(model: LoadedModel, proba: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """P(a long wins), P(a short wins) per row, as trainer.evaluation.trade_signals derives them."""
+    """P(a long wins), P(a short wins) per row: the evaluation's rule (trainer.evaluation.class_long_short)."""
     kind = model.label["type"]
-    p = proba.to_numpy(np.float64)
-    if TASKS.get(kind) == "binary":
-        return p[:, 1], p[:, 0]
-    if kind in ("direction3", "triple_barrier"):   # classes: 0 down/stop, 1 flat/hold, 2 up/take
-        return p[:, 2], p[:, 0]
-    if kind == "quantile":   # the buckets above the middle against those below it
-        k = p.shape[1]
-        return p[:, k - k // 2:].sum(1), p[:, : k // 2].sum(1)
-    raise UserError(f"target {kind!r} predicts a return, not probabilities: the runtime trades classifiers only",
-                    "runtime")
+    sides = class_long_short(kind, proba.to_numpy(np.float64))
+    if sides is None:
+        raise UserError(f"target {kind!r} predicts a return, not probabilities: the runtime trades classifiers "
+                        f"only", "runtime")
+    return sides
 
 
 def load_promoted(registry_root: Path | str, slots: list[str], weights: dict[str, float] | None = None,

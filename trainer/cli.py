@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 from data.errors import UserError
 from hydra_plugins.candlelab_plan_sweeper._errors import PlanIncomplete
 from trainer.pipeline import train
+from trainer.report import fmt
 
 log = logging.getLogger("candlelab")
 
@@ -39,20 +40,20 @@ def run(cfg: DictConfig) -> float:
     m, b, d = result["test_metrics"], result["baselines"], result["data_summary"]
     oracle = d["oracle_accuracy"]
     log.info("run folder: %s", run_dir)
-    log.info("test (%d rows): %s", m["n"], " | ".join(f"{k} {_fmt(v)}" for k, v in m.items()
+    log.info("test (%d rows): %s", m["n"], " | ".join(f"{k} {fmt(v)}" for k, v in m.items()
                                                      if k != "n" and not isinstance(v, (list, dict))))
     if "majority_class" in b:
         log.info("baselines: majority %.4f | persistence %.4f | oracle %s", b["majority_class"]["accuracy"],
                  b["persistence"]["accuracy"], "n/a" if oracle is None else f"{oracle:.4f}")
     else:
         log.info("baselines: zero-forecast mae %.6f | persistence ic %s | oracle direction %s", b["zero"]["mae"],
-                 _fmt(b["persistence"]["ic"]), "n/a" if oracle is None else f"{oracle:.4f}")
+                 fmt(b["persistence"]["ic"]), "n/a" if oracle is None else f"{oracle:.4f}")
     _log_verdict(result)
     key = cfg.eval.optimize
     if key == "auto":
         key = "ic" if d["task"]["kind"] == "regression" else "accuracy"
     value = objective(result, key)
-    log.info("objective %s: %s", key, _fmt(value))
+    log.info("objective %s: %s", key, fmt(value))
     return value
 
 
@@ -81,8 +82,8 @@ def _log_verdict(result: dict) -> None:
     t = result.get("trading")
     if t:
         log.info("trading: %d trades | win rate %s | profit factor %s | return %s | sharpe %s | max drawdown %s",
-                 t["n_trades"], _fmt(t["win_rate"]), _fmt(t["profit_factor"]), _fmt(t["total_return"]),
-                 _fmt(t["sharpe"]), _fmt(t["max_drawdown"]))
+                 t["n_trades"], fmt(t["win_rate"]), fmt(t["profit_factor"]), fmt(t["total_return"]),
+                 fmt(t["sharpe"]), fmt(t["max_drawdown"]))
     leak = result["leakage"]
     log.info("leakage checks: %s", " | ".join(
         f"{k} {'not run' if leak[k] is None else ('pass' if leak[k]['passed'] else 'FAIL')}"
@@ -94,10 +95,6 @@ def _log_verdict(result: dict) -> None:
     if reg:
         log.info("registry: %s v%s %s", reg["model_id"], reg["version"], reg["stage"])
     log.info("report: %s", result["artifacts"].get("report"))
-
-
-def _fmt(value) -> str:
-    return "n/a" if value is None else f"{value:.4f}"
 
 
 def _in_multirun() -> bool:

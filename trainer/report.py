@@ -28,7 +28,8 @@ def make_plots(plot_dir: Path, name: str, curve: dict | None, history: dict, con
     return {k: str(v) for k, v in made.items() if v is not None}
 
 
-def _fmt(value, digits: int = 4) -> str:
+def fmt(value, digits: int = 4) -> str:
+    """A number for a report line: 4 decimals by default, n/a for None."""
     if value is None:
         return "n/a"
     if isinstance(value, float):
@@ -54,27 +55,27 @@ def write_report(run_dir: Path, result: dict) -> Path:
     lines += ["", "## Test metrics", "", "| metric | value |", "|---|---|"]
     for key, value in result["test_metrics"].items():
         if isinstance(value, (int, float)) or value is None:
-            lines.append(f"| {key} | {_fmt(value)} |")
+            lines.append(f"| {key} | {fmt(value)} |")
     if overall:
-        lines += ["", f"{ev['hit_metric']} {_fmt(overall['hit_rate'])} against the best naive baseline "
-                      f"({overall['best_baseline']['name']}) {_fmt(overall['best_baseline']['value'])}: "
-                      f"one-sided p = {_fmt(sig.get('p_value'), 6)}, {int(100 * sig.get('level', 0.95))}% block-bootstrap "
+        lines += ["", f"{ev['hit_metric']} {fmt(overall['hit_rate'])} against the best naive baseline "
+                      f"({overall['best_baseline']['name']}) {fmt(overall['best_baseline']['value'])}: "
+                      f"one-sided p = {fmt(sig.get('p_value'), 6)}, {int(100 * sig.get('level', 0.95))}% block-bootstrap "
                       f"CI {[round(x, 4) for x in sig.get('ci') or []]}."]
         lines += ["", "| symbol | n | hit rate | best baseline | p-value | gates |", "|---|---|---|---|---|---|"]
         for sym, row in ev.get("symbols", {}).items():
             ok = gates.get("symbols", {}).get(sym, {}).get("passed")
-            lines.append(f"| {sym} | {row['n']} | {_fmt(row['hit_rate'])} | {row['best_baseline']['name']} "
-                         f"{_fmt(row['best_baseline']['value'])} | {_fmt(row['significance'].get('p_value'), 6)} | "
+            lines.append(f"| {sym} | {row['n']} | {fmt(row['hit_rate'])} | {row['best_baseline']['name']} "
+                         f"{fmt(row['best_baseline']['value'])} | {fmt(row['significance'].get('p_value'), 6)} | "
                          f"{'pass' if ok else 'fail'} |")
     oracle = data.get("oracle_accuracy")
     if oracle is not None:
-        lines += ["", f"Bayes oracle accuracy on these rows (synthetic data): {_fmt(oracle)}."]
+        lines += ["", f"Bayes oracle accuracy on these rows (synthetic data): {fmt(oracle)}."]
     if trading:
         lines += ["", "## Trading (test signals, next-candle prices, after costs)", "",
                   "| " + " | ".join(k for k in ("n_trades", "win_rate", "profit_factor", "total_return", "sharpe",
                                                  "sortino", "max_drawdown", "turnover", "exposure")) + " |",
                   "|---" * 9 + "|",
-                  "| " + " | ".join(_fmt(trading.get(k)) for k in ("n_trades", "win_rate", "profit_factor",
+                  "| " + " | ".join(fmt(trading.get(k)) for k in ("n_trades", "win_rate", "profit_factor",
                                                                    "total_return", "sharpe", "sortino",
                                                                    "max_drawdown", "turnover", "exposure")) + " |"]
     leak = result.get("leakage") or {}
@@ -85,7 +86,7 @@ def write_report(run_dir: Path, result: dict) -> Path:
             state = "not run" if check is None else ("pass" if check["passed"] else "FAIL")
             detail = ""
             if name == "shuffled_control" and check:
-                detail = f" (hit rate {_fmt(check['rate'])} vs chance {_fmt(check['chance'])}, p = {_fmt(check['p_value'], 4)})"
+                detail = f" (hit rate {fmt(check['rate'])} vs chance {fmt(check['chance'])}, p = {fmt(check['p_value'], 4)})"
             if name == "too_good" and check and check["flags"]:
                 detail = " — " + "; ".join(check["flags"])
             lines.append(f"- {name}: {state}{detail}")

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from data.errors import UserError
 from data.providers import load_candles
 from trainer import plots
+from trainer.report import fmt
 from trainer.runinfo import new_run_id, utc_now, write_json_atomic
 from trainer.runtime.broker import PaperBroker
 from trainer.runtime.engine import KillSwitch, Runtime, equity_frame, live, replay
@@ -202,8 +203,8 @@ def _report(cfg, run_dir: Path, mode: str, models, runtime: Runtime, store: Runt
               "| signals | emitted | by tier | trades | win rate | net P&L | return | max drawdown | breaches |",
               "|---:|---:|---|---:|---:|---:|---:|---:|---:|",
               f"| {sig['total']} | {sig['emitted']} | {', '.join(f'{k} {v}' for k, v in sig['by_tier'].items())} | "
-              f"{metrics['trades']} | {_fmt(metrics['win_rate'])} | {_fmt(metrics['net_pnl'], 2)} | "
-              f"{_fmt(metrics['return'])} | {_fmt(metrics['max_drawdown'])} | {metrics['breaches']['total']} |",
+              f"{metrics['trades']} | {fmt(metrics['win_rate'])} | {fmt(metrics['net_pnl'], 2)} | "
+              f"{fmt(metrics['return'])} | {fmt(metrics['max_drawdown'])} | {metrics['breaches']['total']} |",
               "", "All of it: `metrics.json`, `runtime.db` (signals, fills, trades, equity, events) and the JSONL files."]
     if plot:
         lines += ["", "![equity](equity.png)"]
@@ -212,6 +213,3 @@ def _report(cfg, run_dir: Path, mode: str, models, runtime: Runtime, store: Runt
              f"{runtime.broker.equity:,.2f}" if runtime.broker else "n/a", run_dir / "report.md")
     return summary
 
-
-def _fmt(value, digits: int = 4) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"

@@ -17,7 +17,7 @@ registry, patience larger than the epochs so every epoch runs). Per family, on a
 - epoch s: wall time of one epoch as the run waits for it (training + validation pass; the first epoch
   also carries Lightning's set-up). With more than one epoch: the median of the epochs after the first.
 - fit s: `run.phase_seconds.fit` of result.json. It also holds what follows the last epoch ("after
-  epochs s": best-checkpoint restore and the test-set prediction, which runs on the CPU).
+  epochs s": best-checkpoint restore and the test-set prediction, on the same GPU).
 - GPU utilisation: sampled every 200 ms in a background thread (NVML through `pynvml`, else
   `nvidia-smi -lms 200`): mean and p10/p50/p90 of the samples taken during the training epochs (first to
   last step event), and the mean over the whole fit phase. NVML's figure is the share of time in which any

@@ -1,4 +1,6 @@
 """Lightning callbacks: throttled progress and cooperative cancellation."""
+import signal
+import threading
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -48,6 +50,20 @@ class CancelCallback(pl.Callback):
         self.checkpoint_path = Path(checkpoint_path)
         self.every = max(1, int(check_every_n_batches))
         self.stopped_at: dict | None = None
+        self._batches = 0   # training batches of this fit on this rank: the same count on every rank
+
+    def on_train_start(self, trainer, pl_module):
+        self._batches = 0
+        if trainer.world_size <= 1:
+            return
+        # Data-parallel ranks act on a cancel only together (below), never alone. Lightning's own SIGTERM
+        # handling stops the rank that got the signal at once, and relays it only in the fit that started
+        # the other ranks: the token takes SIGTERM back for this fit (Lightning restores handlers after it).
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self.token._on_signal)
+        # a cancel that came between two fits (or while a rank prepared its data) is decided here
+        if trainer.strategy.reduce_boolean_decision(self.token.cancelled, all=False):
+            self._stop(trainer, {"batch": 0})
 
     def _stop(self, trainer, where: dict) -> None:
         self.stopped_at = {"epoch": trainer.current_epoch, **where, "global_step": trainer.global_step}
@@ -55,16 +71,28 @@ class CancelCallback(pl.Callback):
         raise Cancelled(self.token.reason)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self._batches += 1
+        check = (batch_idx + 1) % self.every == 0
+        if trainer.world_size > 1:
+            # Data-parallel ranks must leave the fit at the same batch (the checkpoint save is collective, and
+            # a rank that trained on would wait for the others forever): they decide together, every
+            # ``every``-th batch of the fit (counted across epochs, so short epochs are checked too), and any
+            # rank's request stops all.
+            if self._batches % self.every == 0 and trainer.strategy.reduce_boolean_decision(
+                    self.token.cancelled, all=False):
+                self._stop(trainer, {"batch": batch_idx + 1})
+            return
         # Lightning chains our SIGTERM handler and then raises its own SIGTERMException at the end of
         # this batch; an attribute read every batch lets the cancellation win with its checkpoint.
         sigterm = getattr(trainer, "received_sigterm", False)
-        if sigterm or self.token.is_set() or ((batch_idx + 1) % self.every == 0 and self.token.cancelled):
+        if sigterm or self.token.is_set() or (check and self.token.cancelled):
             self._stop(trainer, {"batch": batch_idx + 1})
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
         # The validation loop raises SIGTERMException after this hook too: a signal that lands during
         # validation (even in the first epoch, before any epoch checkpoint exists) still keeps the state.
-        if trainer.sanity_checking:
+        # Data-parallel ranks wait for the next training check, which they take together.
+        if trainer.sanity_checking or trainer.world_size > 1:
             return
         if getattr(trainer, "received_sigterm", False) or self.token.is_set():
             self._stop(trainer, {"during": "validation", "batch": batch_idx + 1})

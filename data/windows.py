@@ -22,6 +22,12 @@ class WindowBatches:
         self.shuffle_seed = shuffle_seed
         self.epoch = 0
         self.epoch_source = None   # a callable giving the trainer's epoch, so a resumed fit shuffles alike
+        # a callable giving (rank, world size) of a data-parallel fit: each rank then takes every world-th
+        # window of the epoch's order, all ranks the same count (a rank with one batch more would hang DDP)
+        self.rank_source = None
+        # a callable giving the device the fit runs on (known only inside it): a CUDA device while the matrix
+        # stays in host memory makes each batch gathered into pinned memory and copied asynchronously
+        self.device_source = None
 
     def to(self, device: str | torch.device, features: torch.Tensor | None = None) -> "WindowBatches":
         """Keep the matrix, the window ends and the labels on ``device`` so every batch is gathered there
@@ -33,20 +39,39 @@ class WindowBatches:
         self.labels = None if self.labels is None else self.labels.to(device)
         return self
 
+    def _rank(self) -> tuple[int, int]:
+        return self.rank_source() if self.rank_source is not None else (0, 1)
+
     def __len__(self) -> int:
-        return (len(self.ends) + self.batch_size - 1) // self.batch_size
+        rank, world = self._rank()
+        return (len(self.ends) // world + self.batch_size - 1) // self.batch_size
 
     def __iter__(self):
         order = torch.arange(len(self.ends))
         if self.shuffle_seed is not None:  # minibatch order within the training segment only
             epoch = self.epoch_source() if self.epoch_source is not None else self.epoch
             g = torch.Generator().manual_seed(self.shuffle_seed + epoch)
-            order = torch.randperm(len(self.ends), generator=g)
+            order = torch.randperm(len(self.ends), generator=g)   # the same order on every rank
             self.epoch += 1
+        rank, world = self._rank()
+        if world > 1:   # drops at most world - 1 windows an epoch (others next epoch, in a new order)
+            order = order[rank::world][:len(self.ends) // world]
+        target = self.device_source() if self.device_source is not None else None
+        pinned = target is not None and torch.device(target).type == "cuda" and self.features.device.type == "cpu"
         for start in range(0, len(order), self.batch_size):
             pick = order[start:start + self.batch_size].to(self.ends.device)
-            x = self.features[self.ends[pick, None] + self.offsets]
-            if self.labels is None:
-                yield (x,)
-            else:
-                yield x, self.labels[pick]
+            x = gather(self.features, self.ends[pick, None] + self.offsets, pinned)
+            y = None if self.labels is None else self.labels[pick]
+            if pinned:   # the copy overlaps the host's next gather; the pinned block is reused only after it
+                x = x.to(target, non_blocking=True)
+                y = None if y is None else y.pin_memory().to(target, non_blocking=True)
+            yield (x,) if y is None else (x, y)
+
+
+def gather(features: torch.Tensor, index: torch.Tensor, pinned: bool = False) -> torch.Tensor:
+    """``features[index]`` for an (B, W) window index: one index_select into a fresh (B, W, F) tensor, in
+    page-locked host memory when ``pinned`` (what an asynchronous host-to-GPU copy needs)."""
+    n_features = features.shape[1]
+    out = torch.empty((*index.shape, n_features), dtype=features.dtype, device=features.device, pin_memory=pinned)
+    torch.index_select(features, 0, index.reshape(-1), out=out.view(-1, n_features))
+    return out

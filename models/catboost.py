@@ -45,8 +45,9 @@ class CatBoostModel(CandleModel):
         every = ctx.callbacks.progress.every_n_batches if ctx.callbacks is not None else 10
         hooks = CatBoostHooks(ctx.reporter, ctx.token, every, self.params["iterations"])
         params = dict(self.params)
-        if tree_gpu(ctx.device):   # device=gpu: CatBoost's GPU trainer
-            params.update(task_type="GPU", devices="0")
+        gpu = tree_gpu(ctx.device)
+        if gpu:   # device=gpu: CatBoost's GPU trainer, on the GPU this job was given
+            params.update(task_type="GPU", devices=gpu.split(":")[1])
         self.model = self._estimator()(**params)
         self.model.fit(train.tabular(), train.y, eval_set=(val.tabular(), val.y),
                        callbacks=[hooks] if ctx.hooks else None)

@@ -135,6 +135,7 @@ class GANModule(NetModule):
 class GANModel(NetModel):
     input = "sequence"
     module_class = GANModule
+    ddp_strategy = "ddp_find_unused_parameters_true"   # each step trains one side only
 
     @staticmethod
     def build_body(arch: dict) -> nn.Module:

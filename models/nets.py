@@ -29,6 +29,7 @@ from callbacks.checkpoints import adopt_checkpoint
 from callbacks.lightning import CancelCallback, ProgressCallback
 from data.windows import WindowBatches
 from models.base import CandleModel, FitContext, FitReport, Rows, Task, balanced_weights
+from trainer.devices import remember_workers
 
 # Lightning's start-up banner (GPU/TPU availability, tips) says nothing the run summary does not.
 logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
@@ -56,6 +57,12 @@ class NetModule(pl.LightningModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(x))
+
+    def log(self, name: str, value, **kwargs) -> None:
+        # Every metric here is an epoch aggregate: data-parallel ranks average theirs once an epoch, so all
+        # ranks see the same val/loss for early stopping and checkpoints (nothing to do on one device).
+        kwargs.setdefault("sync_dist", True)
+        super().log(name, value, **kwargs)
 
     def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.regression:
@@ -117,12 +124,13 @@ def data_placement(device, features: np.ndarray) -> str:
     if device is None or device.get("accelerator") != "gpu":
         return "cpu"
     placement = str(device.get("data", "auto"))
-    if placement == "host" or int(device.get("devices", 1) or 1) != 1:   # data-parallel ranks load their own
+    if placement == "host" or int(device.get("processes", 1)) != 1:   # a rank learns its GPU only inside the fit
         return "cpu"
+    gpu = device.get("gpu") or "cuda:0"
     if placement == "gpu":
-        return "cuda"
-    free, _ = torch.cuda.mem_get_info()
-    return "cuda" if features.nbytes < 0.25 * free else "cpu"
+        return gpu
+    free, _ = torch.cuda.mem_get_info(gpu)
+    return gpu if features.nbytes < 0.25 * free else "cpu"
 
 
 class NetModel(CandleModel):
@@ -130,6 +138,10 @@ class NetModel(CandleModel):
 
     input = "sequence"
     module_class = NetModule   # families with their own training step (multitask, VAE, GAN) subclass it
+    # Lightning strategy for device.strategy=ddp; a family whose steps leave some parameters without gradients
+    # (the GAN's alternating generator/discriminator steps) needs DDP to look for them
+    ddp_strategy = "ddp"
+    predict_device = "cpu"   # a fit on one GPU sets it to that GPU
 
     @staticmethod
     def build_body(arch: dict) -> nn.Module:
@@ -168,8 +180,6 @@ class NetModel(CandleModel):
             weights = balanced_weights(train.y, self.task.n_classes)
             self.net.class_weights.copy_(torch.tensor(weights, dtype=torch.float32))
         ckpt_dir = ctx.run_dir / "checkpoints"
-        if ckpt_dir.exists() and ctx.resume_from is None:   # never pick up another fit's "best"
-            shutil.rmtree(ckpt_dir)
         checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best-{epoch}", monitor="val/loss", mode="min",
                                      save_top_k=1, save_weights_only=True)
         # Every completed epoch's full state (weights, optimiser, loops, callbacks): what resume continues.
@@ -192,14 +202,20 @@ class NetModel(CandleModel):
             accelerator=dev.accelerator if dev is not None else "cpu",
             devices=dev.devices if dev is not None else 1,
             precision=dev.precision if dev is not None else "32-true",
-            strategy=dev.get("strategy", "auto") if dev is not None else "auto",
+            strategy=(self.ddp_strategy if dev.get("strategy") == "ddp" else dev.get("strategy", "auto"))
+            if dev is not None else "auto",
             callbacks=callbacks, logger=ctx.logger if ctx.logger is not None else False,
             enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
             deterministic=True, default_root_dir=str(ctx.run_dir),
             gradient_clip_val=ctx.trainer.gradient_clip_val if ctx.trainer is not None else None,
             limit_train_batches=ctx.trainer.get("limit_train_batches") if ctx.trainer is not None else None,
         )
-        resume_from = adopt_checkpoint(Path(ctx.resume_from), ckpt_dir) if ctx.resume_from else None
+        main_rank = trainer.global_rank == 0   # extra data-parallel ranks leave the checkpoint folder alone
+        if main_rank and ckpt_dir.exists() and ctx.resume_from is None:   # never pick up another fit's "best"
+            shutil.rmtree(ckpt_dir)
+        resume_from = None
+        if ctx.resume_from:   # rank 0 copies it in before it starts the other ranks; they read that same copy
+            resume_from = adopt_checkpoint(Path(ctx.resume_from), ckpt_dir, write=main_rank)
         train_batches = self._batches(train, shuffle_seed=ctx.seed)
         val_batches = self._batches(val)
         data_device = data_placement(dev, train.features)
@@ -208,6 +224,11 @@ class NetModel(CandleModel):
             train_batches.to(data_device, shared)
             val_batches.to(data_device, shared if val.features is train.features else None)
         train_batches.epoch_source = lambda: trainer.current_epoch
+        train_batches.rank_source = lambda: (trainer.global_rank, trainer.world_size)
+        for batches in (train_batches, val_batches):
+            batches.device_source = lambda: trainer.strategy.root_device
+        gpu = dev.get("gpu") if dev is not None and dev.get("accelerator") == "gpu" else None
+        self.predict_device = gpu or "cpu"
         try:
             trainer.fit(self.net, train_dataloaders=train_batches, val_dataloaders=val_batches,
                         ckpt_path=resume_from)
@@ -218,6 +239,10 @@ class NetModel(CandleModel):
             kept = cancel.checkpoint_path if saved else (latest_path if latest_path.exists() else None)
             return FitReport(metrics={"cancelled_at": stopped, "epochs_completed": len(history.history["val/loss"])},
                              cancelled=True, checkpoint=str(kept) if kept else None, history=history.history)
+        finally:   # the ranks a data-parallel fit started, for rank 0 to end should it fail later
+            remember_workers(getattr(trainer.strategy.launcher, "procs", None) or [])
+        if not main_rank:   # rank 0 restores the best epoch and reports; this rank's part is done
+            return FitReport(metrics={"rank": trainer.global_rank})
         best_path = checkpoint.best_model_path
         best_epoch = None
         if best_path:  # restore the best epoch's weights from disk, not the last in-memory ones
@@ -239,13 +264,17 @@ class NetModel(CandleModel):
 
     @torch.no_grad()
     def predict_proba(self, data: Rows) -> np.ndarray:
+        """Probabilities (or values) in float64, computed where the net was trained (``predict_device``: the
+        GPU after a single-GPU fit, else the CPU), without mixed precision."""
+        device = torch.device(self.predict_device)
         self.net.eval()
-        self.net.to("cpu")
+        self.net.to(device)
         head = (lambda o: o) if not self.task.is_classification else (lambda o: torch.softmax(o, dim=1))
-        out = [head(self.net(x)) for (x,) in self._batches(data, with_labels=False)]
+        # windows gathered on the host and copied a batch at a time (the matrix holds every row, not only these)
+        out = [head(self.net(x.to(device))).double() for (x,) in self._batches(data, with_labels=False)]
         if not out:
             return np.zeros((0, self.net.head.out_features))
-        return torch.cat(out).double().numpy()
+        return torch.cat(out).cpu().numpy()
 
     def save(self, directory: Path) -> None:
         state = {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}

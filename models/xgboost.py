@@ -45,8 +45,9 @@ class XGBoostModel(CandleModel):
         every = ctx.callbacks.progress.every_n_batches if ctx.callbacks is not None else 10
         hooks = xgboost_hooks(ctx.reporter, ctx.token, every, self.n_estimators)
         evals: dict = {}
-        if tree_gpu(ctx.device):   # device=gpu: XGBoost's CUDA hist
-            self.params["device"] = "cuda"
+        gpu = tree_gpu(ctx.device)
+        if gpu:   # device=gpu: XGBoost's CUDA hist, on the GPU this job was given
+            self.params["device"] = gpu
         dtrain = xgb.DMatrix(train.tabular(), label=train.y, weight=sample_weights(self.task, train.y),
                              nthread=self.params["nthread"])
         dval = xgb.DMatrix(val.tabular(), label=val.y, nthread=self.params["nthread"])

@@ -39,8 +39,9 @@ def _rows(n=400, seed=0):
     return Rows(features=X, rows=np.arange(n), y=y)
 
 
-@pytest.mark.parametrize("requested,expect", [("gpu", "cuda"), ("auto", "cpu")])
-def test_xgboost_trains_on_cuda_only_when_gpu_was_asked_for(monkeypatch, tmp_path, requested, expect):
+@pytest.mark.parametrize("requested,gpu,expect", [("gpu", "cuda:0", "cuda:0"), ("gpu", "cuda:2", "cuda:2"),
+                                                  ("auto", "cuda:0", "cpu")])
+def test_xgboost_trains_on_cuda_only_when_gpu_was_asked_for(monkeypatch, tmp_path, requested, gpu, expect):
     import xgboost as xgb
 
     from models.xgboost import XGBoostModel
@@ -53,7 +54,7 @@ def test_xgboost_trains_on_cuda_only_when_gpu_was_asked_for(monkeypatch, tmp_pat
 
     monkeypatch.setattr(xgb, "train", spy)
     model = XGBoostModel.from_config(make_cfg("model=xgboost", "model.n_estimators=5").model, 4, 0, 1, Task())
-    device = OmegaConf.create({"requested": requested, "accelerator": "gpu", "name": "gpu"})
+    device = OmegaConf.create({"requested": requested, "accelerator": "gpu", "name": "gpu", "gpu": gpu})
     ctx = FitContext(run_dir=tmp_path, seed=0, reporter=None, device=device, hooks=False)
     model.fit(_rows(), _rows(seed=1), ctx)
     assert seen["device"] == expect
@@ -75,10 +76,11 @@ def test_catboost_asks_for_its_gpu_trainer_only_on_device_gpu(monkeypatch, tmp_p
     monkeypatch.setattr(cb, "CatBoostClassifier", Spy)
     model = cb.CatBoostModel.from_config(make_cfg("model=catboost", "model.n_estimators=5").model, 4, 0, 1, Task())
     for requested in ("gpu", "cpu"):
-        device = OmegaConf.create({"requested": requested, "accelerator": "gpu" if requested == "gpu" else "cpu"})
+        device = OmegaConf.create({"requested": requested, "accelerator": "gpu" if requested == "gpu" else "cpu",
+                                   "gpu": "cuda:3"})
         model.fit(_rows(), _rows(seed=1), FitContext(run_dir=tmp_path, seed=0, reporter=None, device=device,
                                                      hooks=False))
-    assert seen[0].get("task_type") == "GPU" and "task_type" not in seen[1]
+    assert seen[0].get("task_type") == "GPU" and seen[0].get("devices") == "3" and "task_type" not in seen[1]
 
 
 def test_window_batches_moved_together_share_one_matrix_and_yield_the_same_windows():
@@ -102,5 +104,18 @@ def test_the_feature_matrix_goes_to_the_gpu_only_when_asked_or_when_it_fits():
     assert data_placement(None, X) == "cpu"
     assert data_placement(OmegaConf.create({"accelerator": "cpu", "data": "gpu"}), X) == "cpu"
     assert data_placement(OmegaConf.create({**gpu, "data": "host"}), X) == "cpu"
-    assert data_placement(OmegaConf.create({**gpu, "data": "gpu"}), X) == "cuda"
-    assert data_placement(OmegaConf.create({**gpu, "devices": 2, "data": "gpu"}), X) == "cpu"   # DDP ranks
+    assert data_placement(OmegaConf.create({**gpu, "data": "gpu"}), X) == "cuda:0"
+    assert data_placement(OmegaConf.create({**gpu, "gpu": "cuda:1", "data": "gpu"}), X) == "cuda:1"   # pinned job
+    assert data_placement(OmegaConf.create({**gpu, "processes": 2, "data": "gpu"}), X) == "cpu"   # DDP ranks
+
+
+def test_a_pinned_plan_job_resolves_to_its_own_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)   # resolution only: nothing runs on a GPU
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    dev = resolve_device(make_cfg("device=gpu", "device.devices=[2]").device, "gpu")
+    assert (dev.gpu, dev.processes, dev.precision) == ("cuda:2", 1, "bf16-mixed")
+    assert tree_gpu(dev) == "cuda:2"
+    assert resolve_device(make_cfg("device=gpu").device, "gpu").gpu == "cuda:0"
+    with pytest.raises(UserError, match="strategy=ddp") as err:   # several GPUs for one fit must say how
+        resolve_device(make_cfg("device=gpu", "device.devices=2").device, "gpu")
+    assert err.value.where == "device.devices"

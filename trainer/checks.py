@@ -1,6 +1,6 @@
 """Config values a user can get wrong, checked before any work starts."""
 import pandas as pd
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from data.errors import UserError
 
@@ -32,7 +32,6 @@ _NUMBERS = {
     "model.n_estimators": (int, 1, None, "[]"),
     "model.early_stopping_rounds": (int, 1, None, "[]"),
     "trainer.num_threads": (int, 1, None, "[]"),
-    "device.devices": (int, 1, None, "[]"),
     "callbacks.progress.every_n_batches": (int, 1, None, "[]"),
     "callbacks.cancel.check_every_n_batches": (int, 1, None, "[]"),
     "eval.ece_bins": (int, 2, None, "[]"),
@@ -72,7 +71,7 @@ _CHOICES = {
     "target.class_weight": ("balanced",),
     "model.input": ("tabular", "sequence"),
     "device.precision": ("auto", "32-true", "32", "16-mixed", "bf16-mixed", "64-true"),
-    "device.strategy": ("auto", "ddp", "ddp_spawn"),
+    "device.strategy": ("auto", "ddp"),
     "device.data": ("auto", "gpu", "host"),
 }
 
@@ -105,12 +104,26 @@ def check_numbers(cfg: DictConfig, table: dict) -> None:
             check_number(key, value, kind, low, high, bounds)
 
 
+def _check_devices(devices) -> None:
+    """``device.devices``: a count (GPUs, or CPU processes under strategy=ddp) or a list of GPU ids."""
+    if devices is None:
+        return
+    if OmegaConf.is_list(devices):
+        ids = list(devices)
+        if not ids or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
+            raise UserError(f"device.devices must be a count or a list of GPU ids, got {list(ids)!r}",
+                            "device.devices")
+        return
+    check_number("device.devices", devices, int, 1, None, "[]")
+
+
 def check_config(cfg: DictConfig) -> None:
     check_numbers(cfg, _NUMBERS)
     for key, allowed in _CHOICES.items():
         value = _get(cfg, key)
         if value is not None and str(value) not in allowed:
             raise UserError(f"{key} must be one of {', '.join(allowed)}, got {value!r}", key)
+    _check_devices(_get(cfg, "device.devices"))
     if cfg.split.type == "holdout" and cfg.split.train + cfg.split.val >= 1.0:
         raise UserError(f"split.train + split.val must be below 1 to leave a test segment, got "
                         f"{cfg.split.train} + {cfg.split.val}", "split.train/split.val")

@@ -31,6 +31,8 @@ class RunCancelled(Exception):
 def run(cfg: DictConfig) -> float:
     """Train, log where the run folder is and how the model did; return the metric a sweeper optimises."""
     result = train(cfg)
+    if result["status"] == "worker":   # an extra data-parallel rank: rank 0 reports the run
+        return math.nan
     run_dir = result["run"]["run_dir"]
     if result["status"] == "cancelled":
         log.warning("run cancelled: %s (%s)", result.get("reason"), run_dir)

@@ -24,9 +24,10 @@ from data.splits import Fold, make_folds
 from data.table import FeatureTable, feature_frames, join_labels
 from data.labels import TASKS, n_classes, output_columns
 from models.base import FitContext, Rows, Task
+from models.nets import NetModel
 from trainer import report as run_report
 from trainer.checks import check_config
-from trainer.devices import resolve_device
+from trainer.devices import is_worker, resolve_device, stop_workers
 from trainer.importance import permutation_importance
 from trainer.loggers import build_logger, close_logger
 from trainer.evaluation import (leakage_summary, ranked_trades, signal_score, significance_table,
@@ -63,10 +64,12 @@ def train(cfg: DictConfig, progress_callback: Callable[[ProgressEvent], None] | 
     """
     run_id = new_run_id()
     run_dir = resolve_run_dir(cfg, run_id)
+    if is_worker(cfg.device):
+        return _worker(cfg, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     token = cancellation_token or CancellationToken()
     if token.stop_file is None:
-        token.stop_file = Path(cfg.callbacks.cancel.get("stop_file") or run_dir / "STOP")
+        token.stop_file = _stop_file(cfg, run_dir)
         if token.stop_file.exists() and token.stop_file.parent == run_dir:
             log.warning("removing a stale stop file from an earlier run: %s", token.stop_file)
             token.stop_file.unlink()
@@ -88,12 +91,39 @@ def train(cfg: DictConfig, progress_callback: Callable[[ProgressEvent], None] | 
         _finish(reporter, logger, "cancelled", token.reason)
         return result
     except BaseException as exc:
+        stop_workers()
         what = exc.line() if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
         write_json_atomic(run_dir / "result.json", _ended(run, "failed", what))
         _finish(reporter, logger, "failed", what)
         raise
     _finish(reporter, logger, "success" if result["status"] == "completed" else result["status"], None)
     return result
+
+
+def _stop_file(cfg: DictConfig, run_dir: Path) -> Path:
+    return Path(cfg.callbacks.cancel.get("stop_file") or run_dir / "STOP")
+
+
+class _WorkerToken(CancellationToken):
+    """An extra rank acts on a cancel only inside a fit, where all ranks decide together: leaving before its
+    next fit would leave rank 0 waiting there for it."""
+
+    def raise_if_cancelled(self) -> None:
+        pass
+
+
+def _worker(cfg: DictConfig, run_dir: Path) -> dict:
+    """An extra rank of a data-parallel fit (``device.strategy=ddp``): it prepares the same data and joins
+    every fit of the run, and writes nothing; rank 0 logs, evaluates, saves and registers. It ends with
+    status ``worker`` (exit code 0) even when the fits were cancelled: rank 0 reports the cancellation."""
+    run = {"run_id": None, "git_commit": None, "config_hash": config_hash(cfg), "run_dir": str(run_dir)}
+    token = _WorkerToken(stop_file=_stop_file(cfg, run_dir))
+    try:
+        with token.handle_signals():
+            _run(cfg, run_dir, run, ProgressReporter([]), token, None, "", worker=True)
+    except (Cancelled, ImmediateStop):
+        pass
+    return {"status": "worker", "run": run}
 
 
 def _finish(reporter: ProgressReporter | None, logger, status: str, reason: str | None) -> None:
@@ -182,9 +212,17 @@ def _oracle_accuracy(candles: Candles, frame: pd.DataFrame, rows: np.ndarray, ta
 
 
 def _run(cfg, run_dir: Path, run: dict, reporter: ProgressReporter, token: CancellationToken, logger,
-         config_yaml: str) -> dict:
+         config_yaml: str, worker: bool = False) -> dict | None:
     check_config(cfg)
     device = resolve_device(cfg.device, cfg.model.stage)
+    processes = int(device.processes)
+    if processes > 1 and not issubclass(get_class(cfg.model._target_), NetModel):
+        log.warning("device.strategy=ddp trains Lightning nets data-parallel; %s fits in one process",
+                    cfg.model.name)
+        processes = 1
+    if processes > 1 and cfg.data.provider in ("ccxt", "yfinance") and not cfg.data.get("end"):
+        raise UserError("every rank of a data-parallel run reads the candles itself: set data.end so they all "
+                        "read the same ones", "data.end")
     threads = int(cfg.trainer.num_threads or os.cpu_count() or 1)
     torch.set_num_threads(threads)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -225,7 +263,8 @@ def _run(cfg, run_dir: Path, run: dict, reporter: ProgressReporter, token: Cance
             "config_hash": run["config_hash"], "git_commit": run["git_commit"], "seed": cfg.seed,
             "data": {"provider": candles.provider, "sources": candles.sources, "split": cfg.split.type,
                      "cutoffs": folds[-1].cutoffs}}
-    model_info = {"family": cfg.model.name, "kind": cfg.model.kind, "stage": cfg.stage.name, "device": device.name}
+    model_info = {"family": cfg.model.name, "kind": cfg.model.kind, "stage": cfg.stage.name, "device": device.name,
+                  "processes": processes, "precision": str(device.precision)}
     resume = resume_checkpoint(cfg, run_dir, run["config_hash"])
     if resume and len(folds) > 1:
         raise UserError("resume continues a holdout run; a multi-fold split retrains its folds", "resume")
@@ -241,9 +280,14 @@ def _run(cfg, run_dir: Path, run: dict, reporter: ProgressReporter, token: Cance
         ctx = FitContext(run_dir=run_dir, seed=cfg.seed, reporter=reporter, token=token, callbacks=cfg.callbacks,
                          trainer=cfg.trainer, device=device, logger=logger, resume_from=resume,
                          hooks=bool(cfg.callbacks.get("hooks", True)))
-        token.raise_if_cancelled()
+        if i == 0 or processes == 1:   # later data-parallel fits decide a cancel together as they start
+            token.raise_if_cancelled()
         reporter.emit("fit", metrics={"family": cfg.model.name, "device": device.name, "fold": fold.name})
         report = model.fit(split["train"], split["val"], ctx)
+        if worker:   # an extra data-parallel rank only joins the fits
+            if report.cancelled:
+                return None
+            continue
         if report.cancelled:
             report.metrics["fold"] = fold.name
             return _cancelled_fit(run_dir, run, token, report, model, card, config_yaml, scaler, feature_cfg,
@@ -258,6 +302,11 @@ def _run(cfg, run_dir: Path, run: dict, reporter: ProgressReporter, token: Cance
         persistence = frame["persistence"].to_numpy()[split["test"].rows]
         fold_baselines.append(baselines(task, split["test"].y, split["train"].y, persistence))
         fold_hits.append(baseline_hits(task, split["test"].y, split["train"].y, persistence, cfg.seed + i))
+    if worker:
+        if cfg.eval.leakage.shuffled_control:
+            _shuffled_control(cfg, task, model_args, split, reporter, token, run_dir, device, frame, candles,
+                              worker=True)
+        return None
     # Pooled out-of-sample predictions of every fold; the model, scaler and importance of the last fold.
     proba = np.concatenate(outs)
     test = Rows(features=X, rows=np.concatenate(test_rows), y=y_all[np.concatenate(test_rows)].astype(y_type))
@@ -407,7 +456,8 @@ def _register(cfg: DictConfig, result: dict, task: Task, model_dir: Path) -> dic
 
 
 def _shuffled_control(cfg: DictConfig, task: Task, model_args: tuple, split: dict, reporter: ProgressReporter,
-                      token: CancellationToken, run_dir: Path, device, frame: pd.DataFrame, candles: Candles) -> dict:
+                      token: CancellationToken, run_dir: Path, device, frame: pd.DataFrame, candles: Candles,
+                      worker: bool = False) -> dict | None:
     """The same family, same pipeline, refit on the last fold with its training and validation labels (and
     auxiliary targets) permuted: it can learn nothing real, so anything that looks like skill in its test
     evaluation is a leak in the evaluation itself (see trainer.leakage.control_verdict)."""
@@ -423,6 +473,9 @@ def _shuffled_control(cfg: DictConfig, task: Task, model_args: tuple, split: dic
     model = get_class(cfg.model._target_).from_config(*model_args, task=task)
     ctx = FitContext(run_dir=control_dir, seed=cfg.seed, reporter=PhaseAlias(reporter, {"fit": "control"}),
                      token=token, callbacks=cfg.callbacks, trainer=cfg.trainer, device=device, logger=None)
+    if worker:   # an extra data-parallel rank joins the control fit; rank 0 evaluates it and cleans up
+        model.fit(permuted(split["train"]), permuted(split["val"]), ctx)
+        return None
     try:
         report = model.fit(permuted(split["train"]), permuted(split["val"]), ctx)
         if report.cancelled:

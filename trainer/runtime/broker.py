@@ -91,6 +91,13 @@ def utc_timestamp(value, where: str = "runtime") -> pd.Timestamp:
     return ts.tz_convert("UTC")
 
 
+def checked_equity(value: float) -> float:
+    """``runtime.broker.start_equity`` as a float; anything but a finite number > 0 is the user's error."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
+        raise UserError(f"start_equity must be a number > 0, got {value!r}", "runtime.broker.start_equity")
+    return float(value)
+
+
 def _bps(value: float, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
         raise UserError(f"{name} must be a number >= 0, got {value!r}", f"runtime.broker.{name}")
@@ -102,11 +109,7 @@ class PaperBroker:
 
     def __init__(self, start_equity: float = 10_000.0, fee_bps: float = 10, spread_bps: float = 5,
                  slippage_bps: float = 2):
-        if isinstance(start_equity, bool) or not isinstance(start_equity, numbers.Real) \
-                or not math.isfinite(start_equity) or start_equity <= 0:
-            raise UserError(f"start_equity must be a number > 0, got {start_equity!r}",
-                            "runtime.broker.start_equity")
-        self.start_equity = float(start_equity)
+        self.start_equity = checked_equity(start_equity)
         self.fee = _bps(fee_bps, "fee_bps") / 1e4
         self.half_spread = _bps(spread_bps, "spread_bps") / 2 / 1e4
         self.slippage = _bps(slippage_bps, "slippage_bps") / 1e4

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from data.errors import UserError
-from trainer.runtime.broker import utc_timestamp
+from trainer.runtime.broker import checked_equity, utc_timestamp
 
 BREACH_KINDS = ("daily_loss", "total_loss", "position_size")
 HALTS = ("day", "forever", "none")
@@ -44,11 +44,7 @@ class Guardrails:
 
     def __init__(self, start_equity: float, max_daily_loss: float = 0.05, max_total_loss: float = 0.10,
                  max_position: float = 0.5):
-        if isinstance(start_equity, bool) or not isinstance(start_equity, numbers.Real) \
-                or not math.isfinite(start_equity) or start_equity <= 0:
-            raise UserError(f"start_equity must be a number > 0, got {start_equity!r}",
-                            "runtime.broker.start_equity")
-        self.start_equity = float(start_equity)
+        self.start_equity = checked_equity(start_equity)
         self.max_daily_loss = _limit(max_daily_loss, "max_daily_loss")
         self.max_total_loss = _limit(max_total_loss, "max_total_loss")
         self.max_position = _limit(max_position, "max_position", high=math.inf)

@@ -134,7 +134,7 @@ def test_data_parallel_ranks_split_each_epoch_evenly_and_disjointly():
 
 def test_ddp_resolves_on_cpu_as_processes_and_refuses_gpu_ids_there(monkeypatch):
     from trainer.checks import check_config
-    monkeypatch.setattr("trainer.devices._in_hydra_run", lambda: True)   # as under `python train.py`
+    monkeypatch.setattr("trainer.runinfo.hydra_mode", lambda: "RUN")   # as under `python train.py`
     dev = resolve_device(make_cfg("device=cpu", "device.strategy=ddp", "device.devices=3").device, "gpu")
     assert (dev.accelerator, dev.strategy, dev.devices, dev.processes) == ("cpu", "ddp", 3, 3)
     assert resolve_device(make_cfg("device=cpu", "device.devices=3").device, "gpu").processes == 1
@@ -166,7 +166,7 @@ def test_ddp_outside_a_single_cli_run_and_remote_candles_without_an_end_are_refu
         resolve_device(make_cfg(*ddp).device, "gpu")
     assert err.value.where == "device.strategy"
     resolve_device(make_cfg("device=cpu", "device.strategy=ddp", "device.devices=1").device, "gpu")
-    monkeypatch.setattr("trainer.devices._in_hydra_run", lambda: True)
+    monkeypatch.setattr("trainer.runinfo.hydra_mode", lambda: "RUN")
     with pytest.raises(UserError, match="set data.end") as err:   # refused before anything is downloaded
         train(make_cfg(*FAST_LSTM, *ddp, "data=ccxt", f"paths.output_dir={tmp_path}", run_dir=tmp_path / "r"))
     assert err.value.where == "data.end"

@@ -12,6 +12,7 @@ from data.errors import UserError
 from hydra_plugins.candlelab_plan_sweeper._errors import PlanIncomplete
 from trainer.pipeline import train
 from trainer.report import fmt
+from trainer.runinfo import hydra_mode
 
 log = logging.getLogger("candlelab")
 
@@ -36,7 +37,7 @@ def run(cfg: DictConfig) -> float:
     run_dir = result["run"]["run_dir"]
     if result["status"] == "cancelled":
         log.warning("run cancelled: %s (%s)", result.get("reason"), run_dir)
-        if not _in_multirun():
+        if hydra_mode() != "MULTIRUN":
             raise RunCancelled(result)
         return math.nan
     m, b, d = result["test_metrics"], result["baselines"], result["data_summary"]
@@ -97,12 +98,6 @@ def _log_verdict(result: dict) -> None:
     if reg:
         log.info("registry: %s v%s %s", reg["model_id"], reg["version"], reg["stage"])
     log.info("report: %s", result["artifacts"].get("report"))
-
-
-def _in_multirun() -> bool:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def _check_group_choices(argv: list[str], conf_dir: Path) -> None:

@@ -14,6 +14,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from data.errors import UserError
+from trainer import runinfo
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ def _ddp_devices(devices, use_gpu: bool):
     if not use_gpu and OmegaConf.is_list(devices):
         raise UserError(f"device.devices={_show(devices)} names GPUs, but this fit runs on the CPU: give the "
                         "number of processes", "device.devices")
-    if _count(devices) > 1 and not _in_hydra_run():
+    if _count(devices) > 1 and runinfo.hydra_mode() != "RUN":
         raise UserError("device.strategy=ddp over several devices starts its extra processes by running the "
                         "command again: only a single `python train.py ...` run can (not a -m sweep, not a "
                         "call of trainer.train; a plan's GPU stage already puts one job on each GPU)",
@@ -77,12 +78,6 @@ def _ddp_devices(devices, use_gpu: bool):
         raise UserError(f"device.devices={devices} but {torch.cuda.device_count()} GPU(s) are visible",
                         "device.devices")
     return devices
-
-
-def _in_hydra_run() -> bool:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.RUN
 
 
 def is_worker(device: DictConfig) -> bool:

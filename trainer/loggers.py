@@ -6,6 +6,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from data.errors import UserError
+from trainer.runinfo import hydra_mode
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +32,7 @@ def build_logger(cfg: DictConfig, run_dir: Path, run_id: str):
 def sweep_group() -> str | None:
     """Jobs of one Hydra multirun share a W&B group: the sweep folder's name."""
     from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-    if not HydraConfig.initialized():
-        return None
-    hc = HydraConfig.get()
-    return Path(hc.sweep.dir).name if hc.mode == RunMode.MULTIRUN else None
+    return Path(HydraConfig.get().sweep.dir).name if hydra_mode() == "MULTIRUN" else None
 
 
 def _scalars(prefix: str, metrics: dict) -> dict:

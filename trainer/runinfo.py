@@ -22,6 +22,13 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
+def hydra_mode() -> str | None:
+    """How Hydra started this process: "RUN" (one `python train.py ...`), "MULTIRUN" (a job of `-m`), or
+    None when no Hydra app is running (a direct call of trainer.train)."""
+    from hydra.core.hydra_config import HydraConfig
+    return HydraConfig.get().mode.name if HydraConfig.initialized() else None
+
+
 def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
 

@@ -72,7 +72,6 @@ class CancelCallback(pl.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self._batches += 1
-        check = (batch_idx + 1) % self.every == 0
         if trainer.world_size > 1:
             # Data-parallel ranks must leave the fit at the same batch (the checkpoint save is collective, and
             # a rank that trained on would wait for the others forever): they decide together, every
@@ -85,7 +84,7 @@ class CancelCallback(pl.Callback):
         # Lightning chains our SIGTERM handler and then raises its own SIGTERMException at the end of
         # this batch; an attribute read every batch lets the cancellation win with its checkpoint.
         sigterm = getattr(trainer, "received_sigterm", False)
-        if sigterm or self.token.is_set() or (check and self.token.cancelled):
+        if sigterm or self.token.is_set() or ((batch_idx + 1) % self.every == 0 and self.token.cancelled):
             self._stop(trainer, {"batch": batch_idx + 1})
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):

@@ -4,6 +4,7 @@ import threading
 from pathlib import Path
 
 import pytorch_lightning as pl
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from callbacks.cancel import CancellationToken, Cancelled
 from callbacks.progress import ProgressReporter
@@ -95,3 +96,11 @@ class CancelCallback(pl.Callback):
             return
         if getattr(trainer, "received_sigterm", False) or self.token.is_set():
             self._stop(trainer, {"during": "validation", "batch": batch_idx + 1})
+
+    def on_exception(self, trainer, pl_module, exception):
+        # A SIGTERM that lands after one of the hooks above ran but before Lightning's own check in the same
+        # batch (or after the last validation batch) leaves the fit as SIGTERMException with nothing saved;
+        # the state is still intact here (before teardown), so it is kept all the same.
+        if isinstance(exception, SIGTERMException) and self.stopped_at is None and trainer.world_size <= 1:
+            self.stopped_at = {"epoch": trainer.current_epoch, "during": "signal", "global_step": trainer.global_step}
+            trainer.save_checkpoint(self.checkpoint_path, weights_only=False)

@@ -232,10 +232,10 @@ class NetModel(CandleModel):
         try:
             trainer.fit(self.net, train_dataloaders=train_batches, val_dataloaders=val_batches,
                         ckpt_path=resume_from)
-        except (Cancelled, SIGTERMException):   # the latter: SIGTERM during a validation pass
+        except (Cancelled, SIGTERMException):   # the latter: Lightning acted on a SIGTERM first (state kept)
             saved = cancel is not None and cancel.stopped_at is not None
             latest_path = ckpt_dir / "latest.ckpt"
-            stopped = cancel.stopped_at if saved else {"epoch": trainer.current_epoch, "during": "validation"}
+            stopped = cancel.stopped_at if saved else {"epoch": trainer.current_epoch, "during": "signal"}
             kept = cancel.checkpoint_path if saved else (latest_path if latest_path.exists() else None)
             return FitReport(metrics={"cancelled_at": stopped, "epochs_completed": len(history.history["val/loss"])},
                              cancelled=True, checkpoint=str(kept) if kept else None, history=history.history)

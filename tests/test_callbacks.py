@@ -191,6 +191,48 @@ def test_cancel_during_the_first_validation_pass_still_keeps_a_checkpoint(tmp_pa
     assert saved["global_step"] == 8 and "optimizer_states" in saved
 
 
+@pytest.mark.parametrize("hook", ["on_train_batch_end", "on_validation_batch_end"])
+def test_sigterm_landing_just_after_the_cancel_check_still_keeps_a_checkpoint(tmp_path, hook):
+    """The signal arrives after the cancel callback's hook ran and before Lightning's own check in the same
+    batch: Lightning raises SIGTERMException, and the state reached is saved all the same."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    from callbacks.lightning import CancelCallback
+
+    class Tiny(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(3, 1)
+
+        def training_step(self, batch, _):
+            return self.layer(batch).pow(2).mean()
+
+        def validation_step(self, batch, _):
+            self.log("val/loss", self.layer(batch).pow(2).mean())
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    class LateSignal(pl.Callback):   # runs after the cancel callback's hook, as a late signal would
+        def _land(self, trainer, batch_idx):
+            if batch_idx == 2:
+                trainer._signal_connector.received_sigterm = True
+
+    setattr(LateSignal, hook, lambda self, trainer, module, outputs, batch, batch_idx, *a: self._land(trainer, batch_idx))
+    cancel = CancelCallback(CancellationToken(), tmp_path / "cancelled.ckpt", check_every_n_batches=1000)
+    data = torch.utils.data.DataLoader(torch.randn(64, 3), batch_size=8)
+    trainer = pl.Trainer(max_epochs=3, callbacks=[cancel, LateSignal()], logger=False, enable_progress_bar=False,
+                         enable_checkpointing=False, num_sanity_val_steps=0, enable_model_summary=False,
+                         default_root_dir=str(tmp_path))
+    with pytest.raises(SIGTERMException):
+        trainer.fit(Tiny(), data, data)
+    step = 3 if hook == "on_train_batch_end" else 8
+    assert cancel.stopped_at == {"epoch": 0, "during": "signal", "global_step": step}
+    saved = torch.load(tmp_path / "cancelled.ckpt", map_location="cpu", weights_only=False)
+    assert saved["global_step"] == step and "optimizer_states" in saved
+
+
 def _wait_for_fit_step(progress: Path, proc: subprocess.Popen, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:

@@ -153,11 +153,9 @@ def test_token_signal_handler_graceful_then_immediate():
         token._on_signal(signal.SIGTERM, None)
 
 
-def test_cancel_during_the_first_validation_pass_still_keeps_a_checkpoint(tmp_path):
+def _fit_tiny(tmp_path, callbacks) -> None:
+    """Three epochs of a one-layer module, 8 training and 8 validation batches an epoch."""
     import pytorch_lightning as pl
-
-    from callbacks.cancel import Cancelled
-    from callbacks.lightning import CancelCallback
 
     class Tiny(pl.LightningModule):
         def __init__(self):
@@ -173,6 +171,19 @@ def test_cancel_during_the_first_validation_pass_still_keeps_a_checkpoint(tmp_pa
         def configure_optimizers(self):
             return torch.optim.SGD(self.parameters(), lr=0.1)
 
+    data = torch.utils.data.DataLoader(torch.randn(64, 3), batch_size=8)
+    trainer = pl.Trainer(max_epochs=3, callbacks=callbacks, logger=False, enable_progress_bar=False,
+                         enable_checkpointing=False, num_sanity_val_steps=0, enable_model_summary=False,
+                         default_root_dir=str(tmp_path))
+    trainer.fit(Tiny(), data, data)
+
+
+def test_cancel_during_the_first_validation_pass_still_keeps_a_checkpoint(tmp_path):
+    import pytorch_lightning as pl
+
+    from callbacks.cancel import Cancelled
+    from callbacks.lightning import CancelCallback
+
     class CancelInValidation(pl.Callback):   # what a signal landing mid-validation does to the token
         def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
             if batch_idx == 1:
@@ -180,12 +191,8 @@ def test_cancel_during_the_first_validation_pass_still_keeps_a_checkpoint(tmp_pa
 
     token = CancellationToken()
     cancel = CancelCallback(token, tmp_path / "cancelled.ckpt", check_every_n_batches=1000)
-    data = torch.utils.data.DataLoader(torch.randn(64, 3), batch_size=8)
-    trainer = pl.Trainer(max_epochs=3, callbacks=[CancelInValidation(), cancel], logger=False,
-                         enable_progress_bar=False, enable_checkpointing=False, num_sanity_val_steps=0,
-                         enable_model_summary=False, default_root_dir=str(tmp_path))
     with pytest.raises(Cancelled):
-        trainer.fit(Tiny(), data, data)
+        _fit_tiny(tmp_path, [CancelInValidation(), cancel])
     assert cancel.stopped_at == {"epoch": 0, "during": "validation", "batch": 2, "global_step": 8}
     saved = torch.load(tmp_path / "cancelled.ckpt", map_location="cpu", weights_only=False)
     assert saved["global_step"] == 8 and "optimizer_states" in saved
@@ -200,20 +207,6 @@ def test_sigterm_landing_just_after_the_cancel_check_still_keeps_a_checkpoint(tm
 
     from callbacks.lightning import CancelCallback
 
-    class Tiny(pl.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.layer = torch.nn.Linear(3, 1)
-
-        def training_step(self, batch, _):
-            return self.layer(batch).pow(2).mean()
-
-        def validation_step(self, batch, _):
-            self.log("val/loss", self.layer(batch).pow(2).mean())
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.1)
-
     class LateSignal(pl.Callback):   # runs after the cancel callback's hook, as a late signal would
         def _land(self, trainer, batch_idx):
             if batch_idx == 2:
@@ -221,12 +214,8 @@ def test_sigterm_landing_just_after_the_cancel_check_still_keeps_a_checkpoint(tm
 
     setattr(LateSignal, hook, lambda self, trainer, module, outputs, batch, batch_idx, *a: self._land(trainer, batch_idx))
     cancel = CancelCallback(CancellationToken(), tmp_path / "cancelled.ckpt", check_every_n_batches=1000)
-    data = torch.utils.data.DataLoader(torch.randn(64, 3), batch_size=8)
-    trainer = pl.Trainer(max_epochs=3, callbacks=[cancel, LateSignal()], logger=False, enable_progress_bar=False,
-                         enable_checkpointing=False, num_sanity_val_steps=0, enable_model_summary=False,
-                         default_root_dir=str(tmp_path))
     with pytest.raises(SIGTERMException):
-        trainer.fit(Tiny(), data, data)
+        _fit_tiny(tmp_path, [cancel, LateSignal()])
     step = 3 if hook == "on_train_batch_end" else 8
     assert cancel.stopped_at == {"epoch": 0, "during": "signal", "global_step": step}
     saved = torch.load(tmp_path / "cancelled.ckpt", map_location="cpu", weights_only=False)

@@ -443,7 +443,8 @@ def _register(cfg: DictConfig, result: dict, task: Task, model_dir: Path) -> dic
               "headline_value": result["test_metrics"][headline(task)], "metrics": result["test_metrics"],
               "gates": result["gates"], "run_id": run["run_id"], "run_dir": run["run_dir"],
               "git_commit": run["git_commit"], "config_hash": run["config_hash"],
-              "data_fingerprint": data["fingerprint"]}
+              "data_fingerprint": data["fingerprint"],
+              "economics": {k: result.get(k) for k in ("trading", "policy", "economic", "verdict")}}
     auto = bool(cfg.registry.auto_promote) and may_auto_promote(cfg.eval.gates)
     if cfg.registry.auto_promote and not auto and result["gates"]["passed"]:
         log.warning("gates %s passed, but they do not test baselines and leaks: not promoted automatically "

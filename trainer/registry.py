@@ -36,6 +36,9 @@ BUSY_TIMEOUT_S = 60.0
 STAGES = ("candidate", "promoted", "archived")
 RECORD_KEYS = ("family", "symbol", "timeframe", "target", "headline", "headline_value", "metrics", "gates",
                "run_id", "run_dir", "git_commit", "config_hash", "data_fingerprint")
+# optional record key "economics": {"trading": backtest metrics, "policy": the decision policy,
+# "economic": the economic checks (passed, n_trials, dsr, ...), "verdict": predictive/tradeable}
+ECONOMICS_KEYS = ("trading", "policy", "economic", "verdict")
 EXIT_USER_ERROR = 2
 
 _SCHEMA = """
@@ -60,6 +63,7 @@ CREATE TABLE IF NOT EXISTS models (
     config_hash TEXT,
     data_fingerprint TEXT,
     model_dir TEXT NOT NULL,
+    economics_json TEXT NOT NULL DEFAULT '{}',
     PRIMARY KEY (model_id, version)
 );
 CREATE INDEX IF NOT EXISTS models_slot_stage ON models (slot, stage);
@@ -107,6 +111,7 @@ class Registry:
             con.execute("BEGIN IMMEDIATE")
             for statement in filter(str.strip, _SCHEMA.split(";")):
                 con.execute(statement)
+            _add_economics_column(con)
             con.execute("COMMIT")
         finally:
             con.close()
@@ -145,12 +150,12 @@ class Registry:
                 tx.con.execute(
                     "INSERT INTO models (model_id, version, slot, family, symbol, timeframe, target, stage,"
                     " registered_at, promoted_at, headline, headline_value, metrics_json, gates_json, run_id,"
-                    " run_dir, git_commit, config_hash, data_fingerprint, model_dir)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, 'candidate', ?, NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " run_dir, git_commit, config_hash, data_fingerprint, model_dir, economics_json)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, 'candidate', ?, NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (model_id, version, rec["slot"], rec["family"], rec["symbol"], rec["timeframe"],
                      rec["target"], now, rec["headline"], rec["headline_value"], _dumps(rec["metrics"]),
                      _dumps(rec["gates"]), rec["run_id"], rec["run_dir"], rec["git_commit"], rec["config_hash"],
-                     rec["data_fingerprint"], f"models/{model_id}/v{version}"))
+                     rec["data_fingerprint"], f"models/{model_id}/v{version}", _dumps(rec["economics"])))
                 row = self._get_in(tx.con, model_id, version)
                 promoted = auto_promote and _beats(row, self._promoted_in(tx.con, row["slot"]))
                 if promoted:
@@ -308,6 +313,7 @@ class Registry:
         row = dict(r)
         row["metrics"] = json.loads(row.pop("metrics_json"))
         row["gates"] = json.loads(row.pop("gates_json"))
+        row["economics"] = json.loads(row.pop("economics_json") or "{}")
         row["model_dir"] = str(self.root / row["model_dir"])
         return row
 
@@ -411,6 +417,10 @@ def _checked_record(record: dict) -> dict:
     rec["slot"] = f"{rec['symbol']}/{rec['timeframe']}/{rec['target']}"
     rec["metrics"] = _plain(rec["metrics"] or {})
     rec["gates"] = _plain(rec["gates"] or {})
+    economics = record.get("economics")
+    if economics is not None and not isinstance(economics, dict):
+        raise UserError("economics must be a dict", "register")
+    rec["economics"] = {k: _plain(economics.get(k)) for k in ECONOMICS_KEYS} if economics is not None else {}
     if not isinstance(rec["gates"], dict) or not isinstance(rec["metrics"], dict):
         raise UserError("metrics and gates must be dicts", "register")
     value = _plain(rec["headline_value"])
@@ -455,6 +465,12 @@ def _dumps(obj) -> str:
     return json.dumps(obj, sort_keys=True, allow_nan=False)
 
 
+def _add_economics_column(con: sqlite3.Connection) -> None:
+    """A registry created before economics were recorded gains the column (its rows read as {})."""
+    if "economics_json" not in {r[1] for r in con.execute("PRAGMA table_info(models)")}:
+        con.execute("ALTER TABLE models ADD COLUMN economics_json TEXT NOT NULL DEFAULT '{}'")
+
+
 def _next_version(con: sqlite3.Connection, model_id: str) -> int:
     """Allocated inside the write transaction, so concurrent writers never share a version."""
     con.execute("INSERT INTO version_counters (model_id, last_version) VALUES (?, 1) ON CONFLICT (model_id) DO "
@@ -466,12 +482,47 @@ def _gates_passed(row: dict) -> bool:
     return row["gates"].get("passed") is True
 
 
+def _economic(row: dict) -> dict:
+    return (row.get("economics") or {}).get("economic") or {}
+
+
+def _trading(row: dict) -> dict:
+    return (row.get("economics") or {}).get("trading") or {}
+
+
+def _economics_passed(row: dict) -> bool | None:
+    """The economic checks' verdict; None for a row registered without economics (an older record)."""
+    if not row.get("economics"):
+        return None
+    return _economic(row).get("passed") is True
+
+
+def _dsr(row: dict) -> float | None:
+    dsr = _economic(row).get("dsr")
+    if isinstance(dsr, dict):
+        dsr = dsr.get("dsr")
+    return float(dsr) if isinstance(dsr, (int, float)) and not isinstance(dsr, bool) else None
+
+
+def economic_score(row: dict) -> tuple[float, float] | None:
+    """What ranks models that may trade: the Deflated Sharpe Ratio, then the test net return (None = no
+    economic evidence recorded)."""
+    dsr, net = _dsr(row), _trading(row).get("total_return")
+    if dsr is None and not isinstance(net, (int, float)):
+        return None
+    return (-math.inf if dsr is None else dsr, -math.inf if not isinstance(net, (int, float)) else float(net))
+
+
 def _beats(new: dict, current: dict | None) -> bool:
-    """Auto-promotion rule: gates passed and at least as good as the promoted model on the same headline."""
-    if not _gates_passed(new):
+    """Auto-promotion rule: gates and economic checks passed, and at least as good as the promoted model on
+    the economic score (DSR, then net return), or, for rows recorded without economics, on the same headline."""
+    if not _gates_passed(new) or _economics_passed(new) is False:
         return False
-    if current is None:
-        return True
+    if current is None or _economics_passed(current) is False:
+        return True     # an empty slot, or a model forced past its economic checks: the tradeable one wins
+    new_score, current_score = economic_score(new), economic_score(current)
+    if new_score is not None and current_score is not None:
+        return new_score >= current_score
     if new["headline_value"] is None or new["headline"] != current["headline"]:
         return False    # no number, or a different metric: a person decides (`promote`)
     return current["headline_value"] is None or new["headline_value"] >= current["headline_value"]
@@ -527,13 +578,92 @@ def _num(value) -> str:
     return str(value) if isinstance(value, int) else f"{value:.4f}"
 
 
+def _pct(value) -> str:
+    return "-" if not isinstance(value, (int, float)) or isinstance(value, bool) else f"{value * 100:+.2f}%"
+
+
+def _fixed(value, digits: int = 2) -> str:
+    return "-" if not isinstance(value, (int, float)) or isinstance(value, bool) else f"{value:.{digits}f}"
+
+
+def _profit_factor(trading: dict) -> str:
+    return "inf" if trading.get("no_losing_trades") else _fixed(trading.get("profit_factor"))
+
+
+def _economic_word(row: dict) -> str:
+    passed = _economics_passed(row)
+    return "-" if passed is None else "pass" if passed else "fail"
+
+
+def _economic_cells(row: dict) -> list[str]:
+    """Net return, profit factor, trades and DSR of the test trades: what a model is promoted on."""
+    t = _trading(row)
+    trades = t.get("n_trades")
+    return [_pct(t.get("total_return")), _profit_factor(t), "-" if trades is None else str(trades),
+            _fixed(_dsr(row), 3), _economic_word(row)]
+
+
 def _list_line(row: dict) -> list[str]:
     return [row["model_id"], str(row["version"]), row["slot"], row["stage"], row["family"],
-            f"{row['headline']}={_num(row['headline_value'])}", "pass" if _gates_passed(row) else "fail",
-            row["registered_at"][:19].replace("T", " ")]
+            f"{row['headline']}={_num(row['headline_value'])}", *_economic_cells(row),
+            "pass" if _gates_passed(row) else "fail", row["registered_at"][:19].replace("T", " ")]
 
 
-LIST_HEADER = ["id", "v", "slot", "stage", "family", "headline", "gates", "registered"]
+LIST_HEADER = ["id", "v", "slot", "stage", "family", "headline", "net", "pf", "trades", "dsr", "econ", "gates",
+               "registered"]
+
+
+def _tiers_table(tiers: list, indent: str = "    ") -> list[str]:
+    """Calibration by confidence tier as rows: tier, rows, how sure, how often right, gap."""
+    body = [[str(t.get("tier")), str(t.get("n")), _fixed(t.get("mean_confidence"), 3), _fixed(t.get("observed"), 3),
+             "-" if t.get("gap") is None else f"{t['gap']:+.3f}"] for t in tiers if isinstance(t, dict)]
+    table = _table(["tier", "n", "confidence", "observed", "gap"], body)
+    return [indent + line for line in table.splitlines()]
+
+
+def _value(v) -> str:
+    return _num(v) if not isinstance(v, (dict, list)) else json.dumps(v)
+
+
+def _check_line(name: str, check) -> str:
+    if not isinstance(check, dict):
+        return f"  {name:<15} {_value(check)}"
+    word = {True: "pass", False: "fail"}.get(check.get("passed"), "n/a")
+    rest = ", ".join(f"{k} {_value(v)}" for k, v in check.items() if k != "passed")
+    return f"  {name:<15} {word}" + (f" ({rest})" if rest else "")
+
+
+def _economics_lines(row: dict) -> list[str]:
+    econ = row.get("economics") or {}
+    if not econ:
+        return ["economic          - (registered without trading evidence)"]
+    e, verdict, policy = _economic(row), econ.get("verdict") or {}, econ.get("policy")
+    lines = [f"{'economic':<17} {_economic_word(row)} (trials {_num(e.get('n_trials'))}, DSR {_fixed(_dsr(row), 3)})"]
+    checks = e.get("checks") or {}
+    lines += [_check_line(k, c) for k, c in (checks.items() if isinstance(checks, dict) else [])]
+    if verdict:
+        lines.append(f"{'verdict':<17} {verdict.get('label') or '-'}")
+    lines.append(f"{'policy':<17} {_policy_text(policy)}")
+    t = _trading(row)
+    lines.append("trading (test)")
+    lines.append(f"  {'net_return':<15} {_pct(t.get('total_return'))}")
+    lines.append(f"  {'profit_factor':<15} {_profit_factor(t)}")
+    lines += [f"  {k:<15} {_value(t.get(k))}" for k in ("n_trades", "win_rate", "avg_trade_return", "sharpe",
+                                                          "max_drawdown")]
+    return lines
+
+
+def _policy_text(policy) -> str:
+    if not isinstance(policy, dict):
+        return "- (none recorded: the runtime refuses this model)"
+    sides = [f"{side} p>={policy[side + '_threshold']:.2f}" for side in ("long", "short")
+             if isinstance(policy.get(side + "_threshold"), (int, float))]
+    text = f"{', '.join(sides) or 'never trade'}, hold {policy.get('horizon')} candles, chosen on " \
+           f"{policy.get('chosen_on')}"
+    val = policy.get("validation") or {}
+    if isinstance(val, dict) and val.get("expectancy_bps") is not None:
+        text += f"; validation {_fixed(val['expectancy_bps'])} bps/trade over {_num(val.get('n_trades'))} trades"
+    return text
 
 
 def _show(reg: Registry, row: dict) -> str:
@@ -545,23 +675,51 @@ def _show(reg: Registry, row: dict) -> str:
     if row["stage"] == "promoted":
         lines.append(f"{'link':<17} {reg.promoted_path(row['slot'])}")
     lines.append(f"{'gates':<17} {'pass' if _gates_passed(row) else 'fail'}")
-    lines += [f"  {k:<15} {_num(v) if not isinstance(v, (dict, list)) else json.dumps(v)}"
-              for k, v in row["gates"].items() if k != "passed"]
+    lines += [f"  {k:<15} {_value(v)}" for k, v in row["gates"].items() if k != "passed"]
+    lines += _economics_lines(row)
     lines.append("metrics")
-    lines += [f"  {k:<15} {_num(v) if not isinstance(v, (dict, list)) else json.dumps(v)}"
-              for k, v in row["metrics"].items()]
+    for k, v in row["metrics"].items():
+        if k == "confidence_tiers" and isinstance(v, list):
+            lines.append(f"  {k}")
+            lines += _tiers_table(v)
+        else:
+            lines.append(f"  {k:<15} {_value(v)}")
     return "\n".join(lines)
 
 
+def compare_order(rows: list[dict]) -> list[dict]:
+    """Best first: economically passing models, then by DSR and net return; accuracy never decides alone."""
+    def key(row: dict):
+        score = economic_score(row) or (-math.inf, -math.inf)
+        return (_economics_passed(row) is True, *score, row["headline_value"] or -math.inf)
+    return sorted(rows, key=key, reverse=True)
+
+
+def _tiers_cell(tiers) -> str:
+    if not isinstance(tiers, list):
+        return _num(tiers)
+    return " ".join(f"{str(t.get('tier')).split('-')[0]}:{_fixed(t.get('observed'))}/{t.get('n')}"
+                    for t in tiers if isinstance(t, dict) and t.get("n"))
+
+
 def _compare(rows: list[dict]) -> str:
+    rows = compare_order(rows)
     names: list[str] = []
     for row in rows:
         names += [k for k in row["metrics"] if k not in names]
     header = ["metric", *(_ref(r) for r in rows)]
-    body = [["slot", *(r["slot"] for r in rows)], ["stage", *(r["stage"] for r in rows)],
+    econ = [_economic_cells(r) for r in rows]
+    body = [["rank", *(str(i + 1) for i in range(len(rows)))],
+            ["slot", *(r["slot"] for r in rows)], ["stage", *(r["stage"] for r in rows)],
             ["gates", *("pass" if _gates_passed(r) else "fail" for r in rows)],
+            ["economic", *(c[4] for c in econ)], ["dsr", *(c[3] for c in econ)],
+            ["net_return", *(c[0] for c in econ)], ["profit_factor", *(c[1] for c in econ)],
+            ["trades", *(c[2] for c in econ)],
+            ["win_rate", *(_fixed(_trading(r).get("win_rate"), 3) for r in rows)],
+            ["n_trials", *(_num(_economic(r).get("n_trials")) for r in rows)],
             ["headline", *(f"{r['headline']}={_num(r['headline_value'])}" for r in rows)]]
-    body += [[name, *(_num(r["metrics"].get(name)) for r in rows)] for name in names]
+    body += [[name, *((_tiers_cell(r["metrics"].get(name)) if name == "confidence_tiers"
+                       else _num(r["metrics"].get(name))) for r in rows)] for name in names]
     return _table(header, body)
 
 
@@ -577,7 +735,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stage", choices=STAGES, help="only this stage")
     p = sub.add_parser("show", help="every field, gate and metric of one model")
     p.add_argument("ref", metavar="ID[:VERSION]")
-    p = sub.add_parser("compare", help="test metrics side by side")
+    p = sub.add_parser("compare", help="test metrics side by side, best economic score (DSR, net return) first")
     p.add_argument("refs", metavar="ID[:VERSION]", nargs="+")
     p = sub.add_parser("promote", help="make a model the promoted one of its slot")
     p.add_argument("ref", metavar="ID[:VERSION]")

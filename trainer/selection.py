@@ -9,13 +9,14 @@
   estimated from T returns, 1 / (T - 1): what N skill-less strategies of the same length would scatter by.
 - ``mean_return_p_value``: one-sided circular block-bootstrap p of "mean return <= 0".
 - ``n_trials``: how many configurations competed for this run's slot (``eval.selection.n_trials``).
-- Probability of Backtest Overfitting (CSCV over the competing configurations' per-period returns) belongs here
-  too, next to the other selection statistics.
+- ``probability_of_backtest_overfitting``: PBO by combinatorially symmetric cross-validation over the competing
+  configurations' per-period returns (Bailey, Borwein, Lopez de Prado & Zhu 2017).
 
 Sharpe ratios here are per period (per trade for trade returns), never annualised.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from pathlib import Path
@@ -161,3 +162,59 @@ def n_trials(selection_cfg) -> dict:
             raise UserError(f"n_trials must be 'auto' or a whole number >= 1, got {selection_cfg.get('n_trials')!r}",
                             "eval.selection.n_trials")
     return {"n_trials": int(value), "source": "config"}
+
+
+def probability_of_backtest_overfitting(returns_matrix, n_partitions: int = 16) -> dict:
+    """Probability of Backtest Overfitting by combinatorially symmetric cross-validation (Bailey, Borwein,
+    López de Prado & Zhu, 2017).
+
+    ``returns_matrix``: T periods (rows, in time order, on one common grid) x N competing configurations.
+    The rows are cut into ``n_partitions`` (S, even) equal blocks (the oldest ``T mod S`` rows are dropped).
+    For each of the C(S, S/2) ways to pick half the blocks as in-sample, the configuration with the best
+    in-sample Sharpe ratio (mean / std of its period returns) is ranked among all N on the other half;
+    ``logit = log(w / (1 - w))`` with ``w = rank / (N + 1)`` (rank 1 = worst out of sample). PBO is the share
+    of splits whose logit is below 0 (a rank exactly at the median counts half): the chance that the
+    configuration a search would pick is no better than the median one out of sample.
+
+    Returns ``pbo``, the median logit, and the sizes used. ValueError on a matrix it cannot split."""
+    m = np.asarray(returns_matrix, dtype=np.float64)
+    s = n_partitions
+    if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 2 or s % 2:
+        raise ValueError(f"n_partitions must be an even whole number >= 2, got {n_partitions!r}")
+    if m.ndim != 2:
+        raise ValueError(f"returns_matrix must be periods x configurations, got shape {m.shape}")
+    t, n = m.shape
+    if n < 2:
+        raise ValueError(f"needs at least 2 competing configurations, got {n}")
+    if t < 2 * s:
+        raise ValueError(f"needs at least 2 periods per partition: {t} periods for {s} partitions")
+    if not np.isfinite(m).all():
+        raise ValueError("returns_matrix holds NaN or infinite returns")
+    per = t // s
+    blocks = m[t - per * s:].reshape(s, per, n)
+    sums, squares = blocks.sum(axis=1), (blocks ** 2).sum(axis=1)          # S x N
+    chosen = np.array(list(itertools.combinations(range(s), s // 2)))
+    in_sample = np.zeros((len(chosen), s))
+    in_sample[np.arange(len(chosen))[:, None], chosen] = 1.0
+    half = per * (s // 2)
+
+    def sharpe(total: np.ndarray, total_sq: np.ndarray) -> np.ndarray:
+        mean = total / half
+        var = np.maximum(total_sq - half * mean ** 2, 0.0) / (half - 1)
+        std = np.sqrt(var)
+        tiny = std <= 1e-12 * np.maximum(np.abs(mean), 1e-300)
+        # a constant return: its Sharpe is +-inf (or 0 when it is 0), so it ranks above/below every other
+        return np.where(tiny, np.sign(mean) * np.inf, mean / np.where(tiny, 1.0, std))
+
+    is_sr = sharpe(in_sample @ sums, in_sample @ squares)                  # C x N
+    oos_sr = sharpe((1.0 - in_sample) @ sums, (1.0 - in_sample) @ squares)
+    best = np.argmax(is_sr, axis=1)
+    best_oos = oos_sr[np.arange(len(best)), best][:, None]
+    below = (oos_sr < best_oos).sum(axis=1)
+    ties = (oos_sr == best_oos).sum(axis=1) - 1
+    rank = below + 1 + ties / 2.0                                          # 1 = worst, N = best; ties share
+    w = rank / (n + 1)
+    logits = np.log(w / (1.0 - w))
+    pbo = float(np.mean(np.where(np.isclose(logits, 0.0), 0.5, logits < 0)))
+    return {"pbo": pbo, "median_logit": float(np.median(logits)), "n_configurations": int(n),
+            "n_periods": int(per * s), "n_partitions": int(s), "n_splits": int(len(chosen))}

@@ -67,8 +67,8 @@ def main() -> None:
     frame = table.frame
     eligible = frame["label"].notna().to_numpy()
     step("split: holdout cutoffs, purge, embargo",
-         lambda: make_folds(cfg.split, frame["timestamp"], frame["t1"], eligible, candles.step))
-    X = torch.from_numpy(table.matrix().astype(np.float32))
+         lambda: make_folds(cfg.split, frame["timestamp"], frame["purge_end"], eligible, candles.step))
+    X = torch.from_numpy(table.matrix(np.float32))
     ends = np.flatnonzero(table.run_position() >= args.window - 1)
     before = rss_mb()
     start = time.perf_counter()

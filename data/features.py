@@ -132,7 +132,8 @@ def compute_features(candles: pd.DataFrame, cfg: DictConfig) -> pd.DataFrame:
     if "spread" in chosen:
         out["cs_spread"] = indicators.corwin_schultz_spread(high, low)
         out["roll_spread"] = indicators.roll_spread(close, int(cfg.spread_window)) / close
-        out["slippage"] = indicators.slippage_estimate(high, low, close, volume, int(cfg.slippage_window))
+        out["slippage"] = indicators.slippage_estimate(high, low, close, volume, int(cfg.slippage_window),
+                                                       cs_spread=out["cs_spread"])
     if "regime" in chosen:
         out["vol_regime"] = indicators.volatility_regime(close, int(cfg.regime_window), int(cfg.regime_lookback))
     if "fuzzy" in chosen:
@@ -143,5 +144,6 @@ def compute_features(candles: pd.DataFrame, cfg: DictConfig) -> pd.DataFrame:
                                 "features.fuzzy_sets")
             memberships = indicators.fuzzy_memberships(sources[src], src, sets)
             out.update({k: memberships[k].to_numpy(np.float64) for k in memberships.columns})
-    frame = pd.DataFrame(out, index=index)
-    return frame[all_feature_names(cfg)]
+    # one array per column, not copied into a 2-D block: fresh memory is what a copy costs most here
+    columns = {name: np.asarray(out[name], dtype=np.float64) for name in all_feature_names(cfg)}
+    return pd.DataFrame(columns, index=index, copy=False)

@@ -59,7 +59,7 @@ def session_features(timestamps: pd.DatetimeIndex) -> pd.DataFrame:
     out["dow_sin"] = np.sin(2.0 * np.pi * dow / 7.0)
     out["dow_cos"] = np.cos(2.0 * np.pi * dow / 7.0)
     out["weekend"] = (dow >= 5).astype(np.int8)
-    return pd.DataFrame(out, index=index)
+    return pd.DataFrame(out, index=index, copy=False)   # one array per column, nothing stacked
 
 
 def corwin_schultz_spread(high: np.ndarray, low: np.ndarray) -> np.ndarray:
@@ -107,7 +107,7 @@ def roll_spread(close: np.ndarray, window: int) -> np.ndarray:
 
 def slippage_estimate(high: np.ndarray, low: np.ndarray, close: np.ndarray, volume: np.ndarray,
                       window: int, *, participation: float = 0.1,
-                      order_value: float | None = None) -> np.ndarray:
+                      order_value: float | None = None, cs_spread: np.ndarray | None = None) -> np.ndarray:
     """Expected one-way execution cost as a fraction of price; NaN for t < window.
 
     cost_t = 0.5 * mean_w(CS_spread) + mean_w(|r| / DV) * Q_t,  Q_t = participation * mean_w(DV)
@@ -122,7 +122,9 @@ def slippage_estimate(high: np.ndarray, low: np.ndarray, close: np.ndarray, volu
         raise ValueError(f"slippage_estimate window must be >= 1, got {window}")
     close = np.asarray(close, dtype=np.float64)
     volume = np.asarray(volume, dtype=np.float64)
-    half_spread = 0.5 * pd.Series(corwin_schultz_spread(high, low)).rolling(window, min_periods=window).mean()
+    if cs_spread is None:   # callers that already hold corwin_schultz_spread(high, low) pass it
+        cs_spread = corwin_schultz_spread(high, low)
+    half_spread = 0.5 * pd.Series(cs_spread).rolling(window, min_periods=window).mean()
     abs_ret = np.abs(np.diff(np.log(close), prepend=np.nan))
     traded = close * volume
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -199,4 +201,4 @@ def fuzzy_memberships(x: np.ndarray, name: str, sets: dict[str, list[float]]) ->
             out[f"{name}_{set_name}"] = trapezoid(values, *points)
         else:
             raise ValueError(f"fuzzy set {name}_{set_name} needs 3 or 4 points, got {list(points)}")
-    return pd.DataFrame(out, index=index)
+    return pd.DataFrame(out, index=index, copy=False)

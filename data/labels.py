@@ -15,6 +15,34 @@ TASKS = {"direction": "binary", "direction3": "multiclass", "forward_return": "r
          "quantile": "multiclass", "triple_barrier": "multiclass"}
 
 
+_UNITS = ["s", "ms", "us", "ns"]
+
+
+def positions_at(index: pd.DatetimeIndex, times: pd.DatetimeIndex) -> np.ndarray:
+    """Row of ``index`` holding each of ``times`` (-1 where absent), by binary search over int64 ticks; a hash
+    lookup of tz-aware timestamps costs several times more. ``index`` must be sorted and unique (candles are)."""
+    index, times = pd.DatetimeIndex(index), pd.DatetimeIndex(times)
+    unit = max((index.unit, times.unit), key=_UNITS.index)
+    have, want = index.as_unit(unit).asi8, times.as_unit(unit).asi8
+    if len(have) > 1 and not np.all(have[1:] > have[:-1]):   # not sorted and unique: pandas' general lookup
+        return index.get_indexer(times)
+    if len(have) == 0:
+        return np.full(len(want), -1, dtype=np.intp)
+    if np.array_equal(have, want):   # the usual case: both on the same candles
+        return np.arange(len(have))
+    pos = np.minimum(np.searchsorted(have, want), len(have) - 1)
+    return np.where((have[pos] == want) & ~times.isna(), pos, -1)
+
+
+def values_at(values: np.ndarray, index: pd.DatetimeIndex, times: pd.DatetimeIndex) -> np.ndarray:
+    """``values`` (float, one per ``index`` timestamp) looked up at ``times``: NaN where a time is absent."""
+    pos = positions_at(index, times)
+    out = np.full(len(pos), np.nan)
+    hit = pos >= 0
+    out[hit] = np.asarray(values, dtype=np.float64)[pos[hit]]
+    return out
+
+
 def _close(candles: pd.DataFrame) -> pd.Series:
     return pd.Series(candles["close"].to_numpy(np.float64), index=pd.DatetimeIndex(candles["timestamp"]))
 
@@ -23,7 +51,7 @@ def forward_log_return(candles: pd.DataFrame, horizon: int, step: pd.Timedelta) 
     """log(close[t + horizon*step] / close[t]) looked up by timestamp, with t1 = t + horizon*step."""
     close = _close(candles)
     t1 = close.index + horizon * step
-    future = close.reindex(t1).to_numpy()
+    future = values_at(close.to_numpy(), close.index, t1)
     return pd.DataFrame({"ret": np.log(future / close.to_numpy()), "t1": t1}, index=close.index.rename("timestamp"))
 
 
@@ -65,7 +93,7 @@ def quantile_edges(fwd: pd.DataFrame, horizon: int, step: pd.Timedelta, bins: in
     (by timestamp, so a gap cannot smuggle a future return in)."""
     known = fwd["ret"].copy()
     known.index = known.index + horizon * step
-    known = known.reindex(fwd.index)
+    known = pd.Series(values_at(known.to_numpy(), known.index, fwd.index), index=fwd.index)
     # min_periods below lookback: a gap (NaN known returns) must not blank the next `lookback` labels
     roll = known.rolling(lookback, min_periods=max(20, lookback // 4))
     return np.column_stack([roll.quantile(q).to_numpy() for q in np.linspace(0, 1, bins + 1)[1:-1]])
@@ -142,7 +170,7 @@ def forward_volatility(candles: pd.DataFrame, horizon: int, step: pd.Timedelta) 
 def past_direction(candles: pd.DataFrame, horizon: int, step: pd.Timedelta) -> pd.Series:
     """The direction of the move that ended at t (close[t] > close[t - horizon*step]): the persistence call."""
     close = _close(candles)
-    past = close.reindex(close.index - horizon * step).to_numpy()
+    past = values_at(close.to_numpy(), close.index, close.index - horizon * step)
     now = close.to_numpy()
     return pd.Series(np.where(np.isnan(past), np.nan, (now > past).astype(np.float64)),
                      index=close.index.rename("timestamp"), name="persistence")

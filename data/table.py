@@ -6,7 +6,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from data.features import compute_features, feature_names
-from data.labels import forward_log_return, forward_volatility, make_label
+from data.labels import forward_log_return, forward_volatility, make_label, positions_at, values_at
 
 
 @dataclass
@@ -18,8 +18,9 @@ class FeatureTable:
     feature_names: list[str]
     step: pd.Timedelta
 
-    def matrix(self) -> np.ndarray:
-        return self.frame[self.feature_names].to_numpy(np.float64)
+    def matrix(self, dtype=np.float64) -> np.ndarray:
+        """Rows x features; float32 is converted column by column, never through a float64 copy."""
+        return self.frame[self.feature_names].to_numpy(dtype)
 
     def segments(self) -> np.ndarray:
         """Id of each row's run of consecutive candles (same symbol, no gap)."""
@@ -36,6 +37,18 @@ class FeatureTable:
         return np.arange(len(ts)) - run_start
 
 
+def later_of(a: pd.Series | pd.DatetimeIndex, b: pd.Series | pd.DatetimeIndex) -> pd.DatetimeIndex:
+    """Element-wise later of two timestamp columns (a missing one yields the other), in the finer unit of the
+    two and ``a``'s zone: computed on int64 ticks, as np.maximum over tz-aware columns builds a Python
+    Timestamp per row."""
+    a, b = pd.DatetimeIndex(a), pd.DatetimeIndex(b)
+    unit = max((a.unit, b.unit), key=["s", "ms", "us", "ns"].index)
+    ticks_a, ticks_b = a.as_unit(unit).asi8, b.as_unit(unit).asi8
+    later = np.maximum(ticks_a, ticks_b)   # NaT's tick is int64's minimum: the other side wins
+    naive = pd.DatetimeIndex(later.view(f"datetime64[{unit}]"))
+    return naive if a.tz is None else naive.tz_localize("UTC").tz_convert(a.tz)
+
+
 def feature_frames(candles: dict[str, pd.DataFrame], features: DictConfig) -> dict[str, pd.DataFrame]:
     """Causal features per symbol (indicators never see another symbol's candles)."""
     return {symbol: compute_features(c, features) for symbol, c in candles.items()}
@@ -43,26 +56,67 @@ def feature_frames(candles: dict[str, pd.DataFrame], features: DictConfig) -> di
 
 def join_labels(candles: dict[str, pd.DataFrame], frames: dict[str, pd.DataFrame], features: DictConfig,
                 target: DictConfig, step: pd.Timedelta) -> FeatureTable:
-    """Label, t1 and the persistence call joined to each symbol's features on timestamp (never position)."""
+    """Label, t1 and the persistence call joined to each symbol's features on timestamp (never position).
+
+    Rows without every feature (warm-up) are dropped. Timestamps are matched as int64 ticks; each column of
+    the table is one array (a view of a symbol's feature column where nothing must be copied)."""
     names = feature_names(features)
     lag = int(target.horizon) * step
+    columns = list(next(iter(frames.values())).columns) if frames else names
     parts = []
     for symbol, c in candles.items():
+        feats = frames[symbol]
+        index = pd.DatetimeIndex(feats.index)
         labels = make_label(c, target, step)
-        # The label whose horizon ended at t: shifted by timestamp, so a gap never pairs the wrong rows.
-        persistence = labels["label"].copy()
-        persistence.index = persistence.index + lag
+        at = positions_at(labels.index, index)   # each feature row's label row, by timestamp
+        label = labels["label"].to_numpy(np.float64)
         fwd = forward_log_return(c, int(target.horizon), step)
-        aux = pd.DataFrame({"aux_forward_return": fwd["ret"].to_numpy(),
-                            "aux_forward_volatility": forward_volatility(c, int(target.horizon), step)},
-                           index=fwd.index)
-        joined = frames[symbol].join(labels).join(persistence.rename("persistence")).join(aux)
-        joined["purge_end"] = np.maximum(joined["t1"], joined.index + lag)
-        joined = joined.dropna(subset=names)  # warm-up rows; labels stay on their own timestamps
-        joined.insert(0, "symbol", symbol)
-        parts.append(joined.reset_index())
-    frame = pd.concat(parts, ignore_index=True)
+        t1 = pd.DatetimeIndex(labels["t1"])
+        other = {
+            "label": _take(label, at),
+            "t1": _take_times(t1, at),
+            # the label whose horizon ended at t: looked up by timestamp, so a gap never pairs the wrong rows
+            "persistence": values_at(label, labels.index, index - lag),
+            "aux_forward_return": values_at(fwd["ret"].to_numpy(), fwd.index, index),
+            "aux_forward_volatility": values_at(forward_volatility(c, int(target.horizon), step), fwd.index, index),
+        }
+        other["purge_end"] = later_of(other["t1"], index + lag)
+        keep = np.ones(len(feats), dtype=bool)
+        for name in names:   # warm-up rows; labels stay on their own timestamps
+            keep &= ~np.isnan(feats[name].to_numpy(np.float64))
+        parts.append((symbol, feats, index, other, keep))
+    # column by column: a symbol whose warm-up rows all lead keeps views of its feature columns, no copy
+    kept = [slice(int(np.argmax(keep)), None) if keep.any() and keep[int(np.argmax(keep)):].all() else keep
+            for *_, keep in parts]
+    counts = [int(keep.sum()) for *_, keep in parts]
+    # a name broadcast per symbol: pandas builds its string column without a Python object per row
+    symbol = [pd.Series(s, index=pd.RangeIndex(n)) for (s, *_), n in zip(parts, counts)]
+    data = {"timestamp": _concat([index[k] for (_, _, index, _, _), k in zip(parts, kept)]),
+            "symbol": symbol[0] if len(symbol) == 1 else pd.concat(symbol, ignore_index=True)}
+    for name in columns:
+        data[name] = _concat([feats[name].to_numpy(np.float64)[k] for (_, feats, _, _, _), k in zip(parts, kept)])
+    for key in parts[0][3] if parts else ():
+        data[key] = _concat([other[key][k] for (_, _, _, other, _), k in zip(parts, kept)])
+    frame = pd.DataFrame(data, copy=False)
     return FeatureTable(frame=frame, feature_names=names, step=step)
+
+
+def _take(values: np.ndarray, at: np.ndarray) -> np.ndarray:
+    out = np.full(len(at), np.nan)
+    out[at >= 0] = values[at[at >= 0]]
+    return out
+
+
+def _take_times(times: pd.DatetimeIndex, at: np.ndarray) -> pd.DatetimeIndex:
+    return times.take(at, allow_fill=True, fill_value=pd.NaT)
+
+
+def _concat(pieces: list):
+    if len(pieces) == 1:
+        return pieces[0]
+    if isinstance(pieces[0], pd.DatetimeIndex):
+        return pieces[0].append(pieces[1:])
+    return np.concatenate(pieces)
 
 
 def build_table(

@@ -3,6 +3,7 @@ and the lazy window dataset (construction time, memory added). Writes JSON, prin
 
     .venv/bin/python benchmarks/data.py            # 3.08M candles
     .venv/bin/python benchmarks/data.py --rows 300000
+    .venv/bin/python benchmarks/data.py --quick    # 100,000 candles in seconds: a smoke check of the path
 """
 import argparse
 import json
@@ -40,12 +41,24 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def versions() -> dict:
+    """The library versions a figure was measured with."""
+    import pandas
+    import pytorch_lightning
+    return {"python": sys.version.split()[0], "pandas": pandas.__version__, "numpy": np.__version__,
+            "torch": torch.__version__, "pytorch_lightning": pytorch_lightning.__version__}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--rows", type=int, default=3_080_000)
+    ap.add_argument("--rows", type=int, default=None, help="candles [3,080,000]")
+    ap.add_argument("--quick", action="store_true", help="100,000 candles (seconds), unless --rows is given")
     ap.add_argument("--window", type=int, default=60)
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "data.json"))
+    ap.add_argument("--out", default=None, help="[benchmarks/results/data.json, data_quick.json with --quick]")
     args = ap.parse_args()
+    if args.rows is None:
+        args.rows = 100_000 if args.quick else 3_080_000
+    args.out = args.out or str(ROOT / "benchmarks" / "results" / ("data_quick.json" if args.quick else "data.json"))
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=["features=full", f"data.rows={args.rows}"])
     steps = []
@@ -77,7 +90,7 @@ def main() -> None:
     added = rss_mb() - before
     x, _ = next(iter(windows))
     report = {
-        "rows": len(btc), "features": len(table.feature_names), "window": args.window, "steps": steps,
+        "versions": versions(), "rows": len(btc), "features": len(table.feature_names), "window": args.window, "steps": steps,
         "windows": {"count": int(len(ends)), "construction_s": round(built, 4), "rss_added_mb": round(added, 1),
                     "feature_matrix_mb": round(X.numel() * 4 / 2**20, 1),
                     "materialised_would_be_mb": round(len(ends) * args.window * X.shape[1] * 4 / 2**20),
@@ -94,6 +107,7 @@ def main() -> None:
     print(f"window dataset: {w['count']:,} windows x {args.window} built in {w['construction_s'] * 1000:.1f} ms, "
           f"+{w['rss_added_mb']} MB (a materialised copy would be {w['materialised_would_be_mb']:,} MB)")
     print(f"peak RSS: {report['peak_rss_mb']} MB   written: {args.out}")
+    print("versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()))
 
 
 if __name__ == "__main__":

@@ -29,10 +29,11 @@ class FeatureTable:
     def run_position(self) -> np.ndarray:
         """Index of each row inside its run of consecutive candles (same symbol, no gap)."""
         ts = self.frame["timestamp"].to_numpy(dtype="datetime64[ns]")
-        sym = self.frame["symbol"].to_numpy()
+        sym = self.frame["symbol"].array   # compared in its own (string) type, not as one Python str per row
         starts = np.ones(len(ts), dtype=bool)
         if len(ts) > 1:
-            starts[1:] = (sym[1:] != sym[:-1]) | ((ts[1:] - ts[:-1]) != self.step.to_timedelta64())
+            changed = np.asarray(sym[1:] != sym[:-1], dtype=bool)
+            starts[1:] = changed | ((ts[1:] - ts[:-1]) != self.step.to_timedelta64())
         run_start = np.maximum.accumulate(np.where(starts, np.arange(len(ts)), 0))
         return np.arange(len(ts)) - run_start
 

@@ -32,7 +32,9 @@ def promoted(tmp_path_factory, shared_data_dir):
     """A LightGBM trained on real BTC 1h candles, promoted (forced: the gates judge it, the runtime must
     still serve exactly what was promoted)."""
     out = tmp_path_factory.mktemp("rt")
-    result = train(make_cfg("model=lightgbm", *REAL, f"paths.output_dir={out}", run_dir=out / "train"))
+    # a fixed policy that trades (the one learned on validation may be "never trade"): the runtime uses the card's
+    result = train(make_cfg("model=lightgbm", *REAL, "eval.policy.mode=fixed", "eval.trading.threshold=0.52",
+                            f"paths.output_dir={out}", run_dir=out / "train"))
     reg = result["registry"]
     registry = Registry(out / "registry")
     if reg["stage"] != "promoted":
@@ -51,7 +53,7 @@ def shared_data_dir():
 def test_paper_replay_of_real_btc_with_the_promoted_model(promoted):
     out, result = promoted
     cfg = make_cfg(*REAL, f"paths.output_dir={out}", "runtime.mode=paper", "runtime.replay.max_candles=400",
-                   "runtime.signals.threshold=0.52", f"runtime.run_dir={out / 'paper'}")
+                   f"runtime.run_dir={out / 'paper'}")
     summary = run(cfg)
     run_dir = Path(summary["run_dir"])
     # it ran the promoted run's model, on candles from the model's test period on (never trained on)
@@ -161,7 +163,7 @@ def test_the_kill_switch_stops_within_one_candle(tmp_path):
 def test_live_paper_polls_and_trades_only_new_candles(promoted, tmp_path):
     out, _ = promoted
     cfg = make_cfg(*REAL, f"paths.output_dir={out}", "runtime.mode=live-paper", "runtime.live.max_polls=3",
-                   "runtime.live.poll_seconds=0", "runtime.signals.threshold=0.5", f"runtime.run_dir={tmp_path / 'live'}")
+                   "runtime.live.poll_seconds=0", f"runtime.run_dir={tmp_path / 'live'}")
     full = pd.read_parquet(ROOT.parent / "shared" / "data" / "ohlcv" / "BTC-USD_1h_coinbase.parquet")
     full["timestamp"] = pd.to_datetime(full["timestamp"], utc=True)
     sizes = iter([len(full) - 30, len(full) - 20, len(full)])   # each poll sees more closed candles

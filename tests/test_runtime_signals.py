@@ -165,9 +165,10 @@ def test_weights_are_per_slot_and_regression_models_are_refused(lightgbm_promote
 class FakeModel:
     """Stands in for a LoadedModel: a fixed P(up) (settable) for every candle it is given."""
 
-    def __init__(self, p_up: float, symbols=("BTC",), kind="direction", horizon=15):
+    def __init__(self, p_up: float, symbols=("BTC",), kind="direction", horizon=15, long=0.55, short=0.55):
         self.p_up = p_up
-        self.card = {"symbols": list(symbols), "window": 1, "run_id": "fake"}
+        self.card = {"symbols": list(symbols), "window": 1, "run_id": "fake",
+                     "policy": {"long_threshold": long, "short_threshold": short, "horizon": horizon}}
         self.label = {"type": kind, "horizon": horizon, "timeframe": "1m", "target": {"type": kind}}
         self.calls: list[int] = []
 
@@ -210,9 +211,9 @@ def test_weights_change_the_ensemble_and_only_covering_models_count():
     assert engine.on_candle("SOL", _candles(100)).status == "no_models"
 
 
-def test_threshold_sides_and_tiers():
-    model = _fake(0.5)
-    engine = SignalEngine([model], threshold=0.55, tiers={"high": 0.65, "medium": 0.55}, max_per_hour=None,
+def test_card_policy_sides_and_tiers():
+    model = _fake(0.5)   # the card's policy: long or short at 0.55
+    engine = SignalEngine([model], tiers={"high": 0.65, "medium": 0.55}, max_per_hour=None,
                           max_high_per_hour=None)
     expect = {0.5: (0, None, "below_threshold"), 0.54: (0, None, "below_threshold"),
               0.56: (1, "medium", "emitted"), 0.3: (-1, "high", "emitted"), 0.65: (1, "high", "emitted"),
@@ -223,14 +224,13 @@ def test_threshold_sides_and_tiers():
         assert (s.side, s.tier, s.status) == (side, tier, status), p
         assert s.confidence == pytest.approx(max(p, 1 - p))
         assert s.p_long == pytest.approx(p) and s.p_short == pytest.approx(1 - p) and s.models == {"m:1": p}
-    # a threshold above the lowest tier floor: the tier still follows the confidence
-    strict = SignalEngine([model], threshold=0.6, tiers={"high": 0.7, "medium": 0.5})
-    model.model.p_up = 0.58
+    # a policy threshold above the lowest tier floor: the tier still follows the confidence
+    strict = SignalEngine([_fake(0.58, long=0.6, short=0.6)], tiers={"high": 0.7, "medium": 0.5})
     assert strict.on_candle("BTC", _candles(60)).status == "below_threshold"
-    model.model.p_up = 0.62
+    strict.models[0].model.p_up = 0.62
     assert strict.on_candle("BTC", _candles(60)).tier == "medium"
-    with pytest.raises(UserError):
-        SignalEngine([model], threshold=1.5)
+    with pytest.raises(UserError, match="long_threshold"):
+        SignalEngine([_fake(0.5, long=1.5)])
 
 
 def test_rate_limits_count_candle_time_not_wall_clock():

@@ -8,7 +8,7 @@ Each candle of each symbol, in time order:
 3. the guardrails see the new equity: a breach flattens every position and halts trading (for the rest of
    the UTC day, or for good);
 4. the signal engine computes the ensemble's probabilities for the candle just closed (same feature code
-   and saved scaler as the evaluation) and applies threshold, tiers and rate limits;
+   and saved scaler as the evaluation) and applies each model's card policy, tiers and rate limits;
 5. an emitted signal opens or reverses a position sized by ``runtime.position.fraction`` (capped by the
    guardrails) that is held for the models' label horizon; a position whose horizon has passed is closed.
 Everything is written to the run folder's store (SQLite + JSONL) and notified through the sinks.

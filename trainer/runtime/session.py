@@ -138,8 +138,8 @@ def run(cfg: DictConfig, source: Callable[[], dict[str, pd.DataFrame]] | None = 
     run_dir = _run_dir(cfg, mode)
     run_dir.mkdir(parents=True, exist_ok=True)
     sig = rt.signals
-    engine = SignalEngine(models, float(sig.threshold), OmegaConf.to_container(sig.tiers, resolve=True),
-                          sig.get("max_per_hour"), sig.get("max_high_per_hour"))
+    engine = SignalEngine(models, OmegaConf.to_container(sig.tiers, resolve=True), sig.get("max_per_hour"),
+                          sig.get("max_high_per_hour"))   # each model's side: its card's decision policy
     store = RuntimeStore(run_dir)
     notifier = Notifier(build_sinks(rt.notify))
     kill = KillSwitch(Path(str(rt.kill_switch.file)) if rt.kill_switch.get("file") else run_dir / "KILL",

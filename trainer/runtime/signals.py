@@ -1,7 +1,9 @@
 """Signals from exactly what the registry promoted: each slot's model is loaded through its ``promoted``
 link and must be the run the registry promoted; per candle, the covering models' P(long) / P(short)
-(computed as the evaluation computes them) are averaged by weight, then a threshold, confidence tiers and
-rate limits over candle time decide what is emitted."""
+(computed as the evaluation computes them) are averaged by weight for display and tiers, each model's own
+decision policy (``card["policy"]``, chosen on its validation rows; the evaluation traded its test period
+with it) calls its side, the weighted majority of those sides is the signal (one model: exactly its policy),
+and rate limits over candle time decide what is emitted. A model without a policy is refused."""
 import logging
 import math
 from collections import deque
@@ -15,6 +17,7 @@ from data.errors import UserError
 from data.labels import TASKS
 from trainer.evaluation import class_long_short
 from trainer.model_dir import LoadedModel, load_model
+from trainer.policy import DecisionPolicy
 from trainer.registry import DB_NAME, Registry
 
 log = logging.getLogger("candlelab.runtime")
@@ -36,6 +39,7 @@ class PromotedModel:
     weight: float
     horizon: int          # candles the label looks ahead (model.label["horizon"])
     history: int          # trailing candles its features need to reproduce their full-history values
+    policy: DecisionPolicy | None = None   # None = read from the model card (refused when it has none)
 
 
 @dataclass
@@ -45,9 +49,9 @@ class Signal:
     p_long: float                # weighted ensemble of the models that cover the symbol
     p_short: float
     side: int                    # +1 long, -1 short, 0 none
-    confidence: float            # the winning side's probability
+    confidence: float            # the larger of the ensemble's P(long), P(short)
     tier: str | None             # 'high' | 'medium' | None
-    horizon: int                 # candles to hold: the covering models' label horizon (the longest)
+    horizon: int                 # candles to hold: the scoring models' policy horizon (the longest)
     models: dict[str, float]     # ref -> that model's P(long)
     status: str                  # one of STATUSES
 
@@ -74,6 +78,42 @@ def long_short(model: LoadedModel, proba: pd.DataFrame) -> tuple[np.ndarray, np.
         raise UserError(f"target {kind!r} predicts a return, not probabilities: the runtime trades classifiers "
                         f"only", "runtime")
     return sides
+
+
+def served_policy(model: LoadedModel, ref: str, where: str) -> DecisionPolicy:
+    """The decision policy the model card records, checked; a card without one is refused with the fix."""
+    card = model.card
+    if card.get("policy") is None:
+        raise UserError(f"{ref} has no decision policy in its model card (trained before policies were recorded): "
+                        f"retrain it with this version (python train.py ...) and promote the new model", where)
+    policy = DecisionPolicy.from_dict(card["policy"], where=f"{ref} model card policy")
+    horizon = int(model.label["horizon"])
+    if policy.horizon != horizon:
+        raise UserError(f"{ref}: its policy holds {policy.horizon} candles but its label looks {horizon} ahead "
+                        f"(a card edited by hand?)", where)
+    return policy
+
+
+def _economics_at_start(row: dict, ref: str, policy: DecisionPolicy) -> None:
+    """Warn when the served model did not pass its economic checks; log the net edge per trade it expects."""
+    econ = row.get("economics") or {}
+    economic, trading = econ.get("economic") or {}, econ.get("trading") or {}
+    if economic.get("passed") is not True:
+        failed = [name for name, c in (economic.get("checks") or {}).items()
+                  if isinstance(c, dict) and c.get("passed") is False]
+        label = (econ.get("verdict") or {}).get("label")
+        log.warning("%s did not pass its economic checks (%s): promoted by force, it is not expected to make "
+                    "money after costs", ref, "failed " + ", ".join(failed) if failed
+                    else label or "no economic verdict recorded")
+    if not policy.trades:
+        log.warning("%s: its policy is never trade (no threshold cleared costs on validation): it emits no signals",
+                    ref)
+    expectancy = policy.validation.get("expectancy_bps")
+    test_mean = trading.get("avg_trade_return")
+    log.info("%s: expected net edge per trade %s on validation (%s trades), %s in the test period (%s trades); "
+             "policy %s", ref, "n/a" if expectancy is None else f"{float(expectancy):+.1f} bps",
+             policy.validation.get("n_trades", "n/a"), "n/a" if test_mean is None else f"{test_mean * 1e4:+.1f} bps",
+             trading.get("n_trades", "n/a"), policy.describe())
 
 
 def load_promoted(registry_root: Path | str, slots: list[str], weights: dict[str, float] | None = None,
@@ -109,9 +149,12 @@ def load_promoted(registry_root: Path | str, slots: list[str], weights: dict[str
             raise UserError(f"{row['model_id']}:{row['version']} predicts {kind!r} (a return, not class "
                             "probabilities): the runtime trades classifiers only", slot)
         ref = f"{row['model_id']}:{row['version']}"
+        policy = served_policy(model, ref, slot)
+        _economics_at_start(row, ref, policy)
         loaded.append(PromotedModel(ref=ref, slot=slot, model=model, weight=raw[slot] / sum(raw.values()),
-                                    horizon=int(model.label["horizon"]),
-                                    history=int(history) if history is not None else required_history(model)))
+                                    horizon=policy.horizon,
+                                    history=int(history) if history is not None else required_history(model),
+                                    policy=policy))
         log.info("runtime: %s serves %s (run %s, symbols %s)", slot, ref, row["run_id"],
                  ", ".join(model.card["symbols"]))
     return loaded
@@ -158,14 +201,15 @@ def _load_verified(registry: Registry, slot: str, row: dict) -> LoadedModel:
 
 
 class SignalEngine:
-    """Per candle: the ensemble's probabilities, the side and tier, the threshold and the rate limits."""
+    """Per candle: the ensemble's probabilities, each model's policy, the side and tier, the rate limits."""
 
-    def __init__(self, models: list[PromotedModel], threshold: float = 0.55, tiers: dict | None = None,
+    def __init__(self, models: list[PromotedModel], tiers: dict | None = None,
                  max_per_hour: int | None = 10, max_high_per_hour: int | None = 3):
         if not models:
             raise UserError("the signal engine needs at least one promoted model", "runtime")
-        if not 0.0 < float(threshold) < 1.0:
-            raise UserError(f"threshold must be in (0, 1), got {threshold}", "runtime.threshold")
+        for m in models:
+            if m.policy is None:
+                m.policy = served_policy(m.model, m.ref, m.slot)
         tiers = dict(DEFAULT_TIERS if tiers is None else tiers)
         for name, floor in tiers.items():
             if not 0.0 < float(floor) <= 1.0:
@@ -174,7 +218,6 @@ class SignalEngine:
             if limit is not None and int(limit) < 0:
                 raise UserError(f"{name} must be >= 0 or null, got {limit}", f"runtime.{name}")
         self.models = list(models)
-        self.threshold = float(threshold)
         self.tiers = sorted(((str(k), float(v)) for k, v in tiers.items()), key=lambda kv: kv[1], reverse=True)
         self.max_per_hour = None if max_per_hour is None else int(max_per_hour)
         self.max_high_per_hour = None if max_high_per_hour is None else int(max_high_per_hour)
@@ -198,33 +241,39 @@ class SignalEngine:
         if history.empty or missing:
             raise UserError("no candles given" if history.empty else f"candles lack {', '.join(missing)}",
                             f"runtime[{symbol}]")
+        p_long, p_short, per_model, _ = self._scores(symbol, history)
+        return p_long, p_short, per_model
+
+    def _scores(self, symbol: str, history: pd.DataFrame):
+        """``probabilities`` plus, per scoring model, (model, P(long), P(short))."""
         per_model: dict[str, float] = {}
-        weighted = []
+        scored = []
         for m in self.covering(symbol):
             candles = history.iloc[-m.history:][_CANDLE_COLUMNS].assign(symbol=symbol)
             proba = m.model.predict_proba(candles, last=1).iloc[[-1]]   # features on the history, score one row
             p_long, p_short = (float(x[0]) for x in long_short(m.model, proba))
             per_model[m.ref] = p_long
             if math.isfinite(p_long) and math.isfinite(p_short):
-                weighted.append((m.weight, p_long, p_short))
-        total = sum(w for w, _, _ in weighted)
-        if not weighted or total <= 0:
-            return math.nan, math.nan, per_model
-        return (sum(w * pl for w, pl, _ in weighted) / total, sum(w * ps for w, _, ps in weighted) / total,
-                per_model)
+                scored.append((m, p_long, p_short))
+        total = sum(m.weight for m, _, _ in scored)
+        if not scored or total <= 0:
+            return math.nan, math.nan, per_model, []
+        return (sum(m.weight * pl for m, pl, _ in scored) / total, sum(m.weight * ps for m, _, ps in scored) / total,
+                per_model, scored)
 
     def on_candle(self, symbol: str, history: pd.DataFrame) -> Signal:
         """The signal at the last candle of ``history``; ``status`` says whether it was emitted. Rate limits
         count emitted signals (all symbols) over the trailing 60 minutes of candle time."""
         at = pd.Timestamp(history["timestamp"].iloc[-1])
-        p_long, p_short, per_model = self.probabilities(symbol, history)
-        scored = [m for m in self.covering(symbol) if math.isfinite(per_model.get(m.ref, math.nan))]
+        p_long, p_short, per_model, scored = self._scores(symbol, history)
         if not scored or not math.isfinite(p_long):
             return Signal(symbol, at, math.nan, math.nan, 0, math.nan, None, 0, per_model, "no_models")
-        horizon = max(m.horizon for m in scored)
-        side = 1 if p_long > p_short else -1 if p_short > p_long else 0
+        horizon = max(m.policy.horizon for m, _, _ in scored)
+        # each model's own policy calls its side, exactly as its evaluation traded; the weights vote
+        vote = sum(m.weight * int(m.policy.sides(pl, ps)) for m, pl, ps in scored)
+        side = 1 if vote > 1e-12 else -1 if vote < -1e-12 else 0   # a tie stays flat
         confidence = max(p_long, p_short)
-        if side == 0 or confidence < self.threshold:
+        if side == 0:
             return Signal(symbol, at, p_long, p_short, 0, confidence, None, horizon, per_model, "below_threshold")
         tier = next((name for name, floor in self.tiers if confidence >= floor), None)
         status = self._rate_status(at, tier)

@@ -6,7 +6,8 @@ from real candles, and returns ``Backtest(metrics, trades, equity)``.
 Rules
 - Signal: at candle open time t (features used candles <= t, so the signal is known at the close of t) go
   long when ``p_long >= threshold`` and ``p_long > p_short``; short when ``p_short >= threshold`` and
-  ``p_short > p_long`` and ``allow_short``; otherwise stay flat. NaN probabilities never trade.
+  ``p_short > p_long`` and ``allow_short``; otherwise stay flat. NaN probabilities never trade. Signals that
+  carry a ``side`` column (-1/0/+1, from a ``trainer.policy.DecisionPolicy``) are traded as given instead.
 - Prices: entry at the open of candle t + step, exit at the open of candle t + (horizon + 1) * step, both
   looked up by timestamp in that symbol's candles. If either candle is missing (a gap, or past the end of the
   data) the trade is skipped and counted in ``skipped_gap``. No price is ever derived from another price.
@@ -63,6 +64,7 @@ DEFAULTS: dict[str, object] = {
 }
 _SECONDS_PER_YEAR = 365 * 24 * 3600
 _SIGNAL_COLUMNS = ("symbol", "timestamp", "p_long", "p_short")
+_SIDE_COLUMNS = ("symbol", "timestamp", "side")
 _CANDLE_COLUMNS = ("timestamp", "open")
 _TRADE_COLUMNS = ["symbol", "side", "signal_time", "entry_time", "entry_price", "exit_time", "exit_price",
                   "gross_return", "cost", "net_return"]
@@ -167,7 +169,10 @@ def _symbol_trades(sym: str, sig: pd.DataFrame, frame: pd.DataFrame, step_ns: in
     sig_ns = sig_ns[order]
     if len(sig_ns) > 1 and not np.all(np.diff(sig_ns) > 0):
         raise UserError(f"duplicate signal timestamps for {sym}", f"{where}: signals")
-    side = _sides(sig["p_long"].to_numpy(np.float64)[order], sig["p_short"].to_numpy(np.float64)[order], s)
+    if "side" in sig.columns:
+        side = sig["side"].to_numpy(np.int8)[order]
+    else:
+        side = _sides(sig["p_long"].to_numpy(np.float64)[order], sig["p_short"].to_numpy(np.float64)[order], s)
     entry_idx = _lookup(ts, sig_ns + step_ns)
     exit_ns = sig_ns + (horizon + 1) * step_ns
     exit_idx = _lookup(ts, exit_ns)
@@ -283,12 +288,17 @@ def backtest(signals: pd.DataFrame, candles: dict[str, pd.DataFrame], step: pd.T
     if isinstance(horizon, bool) or int(horizon) != horizon or horizon < 1:
         raise UserError(f"horizon must be a whole number of candles >= 1, got {horizon!r}", f"{where}: horizon")
     horizon = int(horizon)
-    missing = [c for c in _SIGNAL_COLUMNS if c not in signals.columns]
+    given_sides = "side" in signals.columns
+    missing = [c for c in (_SIDE_COLUMNS if given_sides else _SIGNAL_COLUMNS) if c not in signals.columns]
     if missing:
         raise UserError(f"signals lack columns {missing}", f"{where}: signals")
-    probs = signals[["p_long", "p_short"]].to_numpy(np.float64)
-    if np.any((probs < 0) | (probs > 1)):
-        raise UserError("p_long/p_short must lie in [0, 1]", f"{where}: signals")
+    if given_sides:
+        if not signals["side"].isin([-1, 0, 1]).all():
+            raise UserError("side must be -1, 0 or +1", f"{where}: signals")
+    else:
+        probs = signals[["p_long", "p_short"]].to_numpy(np.float64)
+        if np.any((probs < 0) | (probs > 1)):
+            raise UserError("p_long/p_short must lie in [0, 1]", f"{where}: signals")
     ppy = s.periods_per_year if s.periods_per_year is not None else _SECONDS_PER_YEAR / (step_ns / 1e9)
 
     if signals.empty:
@@ -355,9 +365,11 @@ def backtest(signals: pd.DataFrame, candles: dict[str, pd.DataFrame], step: pd.T
     bar_ret = bar_sum[1:] / len(symbols)
     equity = np.concatenate([[1.0], np.cumprod(1.0 + bar_ret)])
     metrics = _metrics(trades, equity, bar_ret, slots_in_position, len(symbols), ppy, s, skipped, ignored)
+    if given_sides:   # the sides came from a policy, not from the threshold
+        metrics["threshold"] = None
     curve = pd.DataFrame({"timestamp": pd.to_datetime(grid, utc=True), "equity": equity,
                           "drawdown": 1.0 - equity / np.maximum.accumulate(equity)})
-    log.info("backtest: %d trades on %d symbols, win rate %s, total return %.4f, %d skipped (gap), "
+    log.debug("backtest: %d trades on %d symbols, win rate %s, total return %.4f, %d skipped (gap), "
              "%d ignored (in position)", metrics["n_trades"], len(symbols), metrics["win_rate"],
              metrics["total_return"], skipped, ignored)
     return Backtest(metrics=metrics, trades=trades[_TRADE_COLUMNS], equity=curve)

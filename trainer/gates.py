@@ -88,6 +88,100 @@ def evaluate_gates(gates, evaluation: dict, alpha: float, symbols: list[str] | N
 
 
 def may_auto_promote(gates) -> bool:
-    """Only gates that test for skill against the baselines and for leaks may move the promoted model
-    without a person: a comparison preset (``legacy``) records its verdict but never promotes."""
-    return bool(gates.get("beat_baselines")) and bool(gates.get("leakage_checks"))
+    """Only gates that test for skill against the baselines, for leaks and for money after costs may move the
+    promoted model without a person: a comparison preset (``legacy``) records its verdict but never promotes."""
+    return bool(gates.get("beat_baselines")) and bool(gates.get("leakage_checks")) \
+        and gates.get("economic") is not None
+
+
+# What the verdict's tradeable half asks when the gates preset has no ``economic`` block (legacy): the same
+# numbers as conf/eval/gates/honest.yaml, reported but not gating.
+ECONOMIC_DEFAULTS = {"min_trades": 30, "alpha": 0.05, "min_profit_factor": 1.0, "min_dsr": 0.95}
+LABELS = {(True, True): "tradeable after costs", (True, False): "predictive, not tradeable after costs"}
+
+
+def _economic_checks(econ: dict, row: dict, n_trials: int) -> dict:
+    n, mean, p, pf = row["n_trades"], row["mean_net_bps"], row["p_value"], row["profit_factor"]
+    alpha, min_pf, min_dsr = float(econ["alpha"]), float(econ["min_profit_factor"]), float(econ["min_dsr"])
+    return {
+        "min_trades": _check(n, int(econ["min_trades"]), n >= int(econ["min_trades"])),
+        "mean_net_return": {"value_bps": mean, "p_value": p, "alpha": alpha,
+                            "passed": mean is not None and mean > 0 and p is not None and p < alpha},
+        "profit_factor": {"value": pf, "limit": min_pf, "no_losing_trades": row["no_losing_trades"],
+                          "passed": (pf is not None and pf > min_pf) or bool(row["no_losing_trades"])},
+        "deflated_sharpe": {"value": row["dsr"], "limit": min_dsr, "n_trials": n_trials,
+                            "passed": row["dsr"] is not None and row["dsr"] >= min_dsr},
+    }
+
+
+def _shortfalls(where: str, checks: dict) -> list[str]:
+    """Each failed economic check as one line saying by how much."""
+    out = []
+    c = checks["min_trades"]
+    if not c["passed"]:
+        out.append(f"{where}: {c['value']} test trades, {c['limit']} required")
+    c = checks["mean_net_return"]
+    if not c["passed"] and c["value_bps"] is not None:
+        p = "n/a" if c["p_value"] is None else f"{c['p_value']:.3g}"
+        out.append(f"{where}: mean net trade return {c['value_bps']:+.1f} bps (p = {p}), needs > 0 with "
+                   f"p < {c['alpha']:g}")
+    c = checks["profit_factor"]
+    if not c["passed"] and c["value"] is not None:
+        out.append(f"{where}: profit factor {c['value']:.2f}, needs > {c['limit']:g}")
+    c = checks["deflated_sharpe"]
+    if not c["passed"] and c["value"] is not None:
+        out.append(f"{where}: deflated Sharpe {c['value']:.3f} at N = {c['n_trials']} trial(s), "
+                   f"needs >= {c['limit']:g}")
+    return out
+
+
+def economic_verdict(gates, stats: dict | None, policy: dict | None, symbols: list[str]) -> dict:
+    """The economic checks on the test trades of the validation-chosen policy, per symbol ("k of n" as
+    ``min_symbols``) and overall. ``stats`` from trainer.evaluation.economic_statistics; None when the
+    trading evaluation is disabled (nothing can be judged: not passed)."""
+    configured = gates.get("economic")
+    econ = {**ECONOMIC_DEFAULTS, **(dict(configured) if configured is not None else {})}
+    out = {"gating": configured is not None, "settings": econ, "passed": False,
+           "n_trials": stats["n_trials"] if stats else None, "dsr": None, "checks": {}, "symbols": {},
+           "reasons": []}
+    if stats is None:
+        out["reasons"].append("the trading evaluation is disabled (eval.trading.enabled=false): nothing to judge")
+        return out
+    n_trials = stats["n_trials"]
+    out["dsr"] = stats["overall"]["dsr"]
+    out["checks"] = _economic_checks(econ, stats["overall"], n_trials)
+    out["statistics"] = stats
+    reasons = []
+    if policy is not None and policy.get("long_threshold") is None and policy.get("short_threshold") is None:
+        reasons.append("the policy chosen on validation never trades (" +
+                       str((policy.get("validation") or {}).get("reason", "no edge after costs")) + ")")
+    reasons += _shortfalls("overall", out["checks"])
+    passing = 0
+    for sym in symbols:
+        checks = _economic_checks(econ, stats["symbols"][sym], n_trials)
+        ok = all(c["passed"] for c in checks.values())
+        out["symbols"][sym] = {"passed": ok, "checks": checks}
+        passing += ok
+    k = required_symbols(gates, len(symbols))
+    if passing < k and len(symbols) > 1:
+        reasons.append(f"{passing} of {len(symbols)} symbols pass the economic checks, {k} required")
+        for sym, v in out["symbols"].items():
+            if not v["passed"]:
+                reasons += _shortfalls(sym, v["checks"])
+    out["passed"] = all(c["passed"] for c in out["checks"].values()) and passing >= min(k, len(symbols))
+    out["reasons"] = reasons if not out["passed"] else []
+    return out
+
+
+def final_verdict(skill: dict, economic: dict) -> dict:
+    """Predictive (the skill and leakage gates) and tradeable (predictive, and the economic checks) apart;
+    with economic gating the gates' ``passed`` needs both."""
+    predictive = bool(skill["passed"])
+    tradeable = predictive and bool(economic["passed"])
+    failed = [] if tradeable else list(economic["reasons"] if predictive else skill["reasons"])
+    if economic["gating"]:
+        skill["reasons"] = skill["reasons"] + [f"not tradeable after costs: {r}" for r in economic["reasons"]]
+        skill["passed"] = tradeable
+    return {"predictive": predictive, "tradeable": tradeable,
+            "label": LABELS.get((predictive, tradeable), "not predictive"),
+            "failed": failed}

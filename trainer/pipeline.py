@@ -30,9 +30,10 @@ from trainer.checks import check_config
 from trainer.devices import is_worker, resolve_device, stop_workers
 from trainer.importance import permutation_importance
 from trainer.loggers import build_logger, close_logger
-from trainer.evaluation import (leakage_summary, ranked_trades, signal_score, significance_table,
-                                trading_evaluation)
-from trainer.gates import evaluate_gates, may_auto_promote
+from trainer.evaluation import (choose_policy, economic_statistics, leakage_summary, ranked_trades, signal_score,
+                                significance_table, trade_signals, round_trip_cost, trading_evaluation)
+from trainer.gates import economic_verdict, evaluate_gates, final_verdict, may_auto_promote
+from trainer.selection import n_trials as selection_trials
 from trainer.leakage import control_verdict, verify_split
 from trainer.loggers import log_run
 from trainer.metrics import (baseline_hits, baselines, calls, evaluate, headline, hits, no_skill_rate,
@@ -270,6 +271,7 @@ def _run(cfg, run_dir: Path, run: dict, reporter: ProgressReporter, token: Cance
         raise UserError("resume continues a holdout run; a multi-fold split retrains its folds", "resume")
 
     outs, test_rows, fold_of_row, fold_reports, fold_baselines, fold_hits = [], [], [], [], [], []
+    policies = []
     for i, fold in enumerate(folds):   # the scaler and the model are refit on each fold's training rows
         scaler = Standardizer.fit(raw[fold.rows["train"]], table.feature_names)
         X = scaler.transform(raw)
@@ -293,10 +295,15 @@ def _run(cfg, run_dir: Path, run: dict, reporter: ProgressReporter, token: Cance
             return _cancelled_fit(run_dir, run, token, report, model, card, config_yaml, scaler, feature_cfg,
                                   label, model_info)
         out = model.predict_proba(split["test"])
+        if cfg.eval.trading.enabled:   # each fold's policy from its own validation rows, never its test rows
+            policies.append(choose_policy(cfg, task, model.predict_proba(split["val"]), frame, split["val"].rows,
+                                          candles, fold.cutoffs["test_start"]))
+            log.info("policy %s: %s", fold.name, policies[-1].describe())
         outs.append(out)
         test_rows.append(split["test"].rows)
         fold_of_row.append(np.full(len(out), i))
-        fold_reports.append({**fold.summary(), "training_metrics": dict(report.metrics),
+        fold_reports.append({**fold.summary(), "policy": policies[-1].to_dict() if policies else None,
+                             "training_metrics": dict(report.metrics),
                              "test_metrics": evaluate(task, out, split["test"].y, int(cfg.eval.ece_bins))})
         # each fold's naive calls use that fold's own training rows (pooled below like the predictions)
         persistence = frame["persistence"].to_numpy()[split["test"].rows]
@@ -330,7 +337,14 @@ def _run(cfg, run_dir: Path, run: dict, reporter: ProgressReporter, token: Cance
     horizon = int(cfg.target.horizon)
     evaluation = significance_table(task, proba, test.y, test_symbols, base_hits, per_symbol, test_metrics,
                                     horizon, cfg)
-    backtest = trading_evaluation(cfg, task, proba, frame, test.rows, candles) if cfg.eval.trading.enabled else None
+    backtest = None
+    if cfg.eval.trading.enabled:   # the test period traded once, each fold's rows with that fold's policy
+        p_long, p_short = trade_signals(task, cfg.target, proba, round_trip_cost(cfg.eval.trading))
+        sides = np.zeros(len(proba), dtype=np.int8)
+        for i, policy in enumerate(policies):
+            mine = fold_ids == i
+            sides[mine] = policy.sides(p_long[mine], p_short[mine])
+        backtest = trading_evaluation(cfg, task, proba, frame, test.rows, candles, sides)
     if backtest is not None:
         evaluation["overall"]["trades"] = backtest.metrics["n_trades"]
         counts = backtest.trades["symbol"].value_counts() if len(backtest.trades) else {}
@@ -344,13 +358,21 @@ def _run(cfg, run_dir: Path, run: dict, reporter: ProgressReporter, token: Cance
                                             backtest.metrics if backtest else None, candles.timeframe, oracle, cfg)
     evaluation["forward_looking"] = cfg.split.type != "purged_kfold"
     verdict = evaluate_gates(cfg.eval.gates, evaluation, float(cfg.eval.significance.alpha), symbols)
+    trials = selection_trials(cfg.eval.get("selection"))
+    policy = policies[-1].to_dict() if policies else None
+    econ_stats = economic_statistics(backtest.trades, symbols, trials["n_trials"], cfg.eval.get("selection"),
+                                     cfg.eval.gates.get("economic") or {}, cfg.seed) if backtest else None
+    economic = economic_verdict(cfg.eval.gates, econ_stats, policy, symbols)
+    economic["n_trials_source"] = trials["source"]
+    run_verdict = final_verdict(verdict, economic)
 
     reporter.emit("save")
     model_info["n_parameters"] = model.n_parameters()
     # the card describes the saved model: the last fold's, with that fold's own test metrics
     card.update(status="completed", created_at=utc_now(), n_parameters=model_info["n_parameters"],
                 test_metrics=fold_reports[-1]["test_metrics"], test_rows=fold_reports[-1]["rows"]["test"],
-                gates={"name": verdict["name"], "passed": verdict["passed"]})
+                gates={"name": verdict["name"], "passed": verdict["passed"]}, policy=policy,
+                verdict=run_verdict["label"])
     model_dir = save_model_dir(run_dir / "model", model, card, config_yaml, scaler, feature_cfg, label)
     predictions = frame.iloc[test.rows][["symbol", "timestamp", "t1", "label"]].assign(
         fold=fold_ids, **dict(zip(output_columns(cfg.target), proba.T)))
@@ -411,6 +433,9 @@ def _run(cfg, run_dir: Path, run: dict, reporter: ProgressReporter, token: Cance
         "trading": backtest.metrics if backtest is not None else None,
         "leakage": evaluation["leakage"],
         "gates": verdict,
+        "policy": policy,
+        "economic": economic,
+        "verdict": run_verdict,
         "registry": None,
         "run": {**run, "finished_at": utc_now()},
     }

@@ -21,7 +21,11 @@ Rules
   prices; ``gross_pnl = side * quantity * (exit_open - entry_open)``, ``costs`` = both fills' costs,
   ``net_pnl = gross_pnl - costs`` (exactly the trade's change in cash).
 - ``equity`` = cash + each position's quantity x its symbol's last close; ``exposure()`` = gross marked
-  notional / equity.
+  notional / equity; ``balance`` = equity without the open positions' floating P&L (the start, closed trades'
+  net P&L and the entry costs of open positions); ``adverse_equity(symbols)`` = equity with the positions of
+  ``symbols`` at their last candle's adverse extreme (low for a long, high for a short): the lowest equity
+  those candles can have reached; ``gross_exposure_after(symbol, side, fraction)`` = gross notional / equity
+  once a ``target`` had replaced the symbol's pending order and every pending order had filled.
 """
 from __future__ import annotations
 
@@ -91,6 +95,12 @@ def utc_timestamp(value, where: str = "runtime") -> pd.Timestamp:
     return ts.tz_convert("UTC")
 
 
+def _extreme(candle: Mapping, key: str, body: float, pick) -> float:
+    """The candle's low/high, never inside its open-close body (a missing or bad one is the body's end)."""
+    value = float(candle[key]) if key in candle else math.nan
+    return pick(value, body) if math.isfinite(value) and value > 0 else body
+
+
 def checked_equity(value: float) -> float:
     """``runtime.broker.start_equity`` as a float; anything but a finite number > 0 is the user's error."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
@@ -116,6 +126,7 @@ class PaperBroker:
         self._cash = self.start_equity
         self._positions: dict[str, _Position] = {}
         self._marks: dict[str, float] = {}
+        self._ranges: dict[str, tuple[float, float]] = {}   # symbol -> (low, high) of its last candle
         self._pending: dict[str, _Order] = {}
         self._fills: list[Fill] = []
         self._closed: list[ClosedTrade] = []
@@ -151,6 +162,8 @@ class PaperBroker:
             del self._pending[symbol]
             fills = self._execute(symbol, order, ts, open_)
         self._marks[symbol] = close
+        self._ranges[symbol] = (_extreme(candle, "low", min(open_, close), min),
+                                _extreme(candle, "high", max(open_, close), max))
         return fills
 
     # state
@@ -161,6 +174,37 @@ class PaperBroker:
     @property
     def cash(self) -> float:
         return self._cash
+
+    @property
+    def balance(self) -> float:
+        """Equity without the open positions' floating P&L."""
+        return self.equity - sum(self._signed(p) * (self._marks[s] - p.entry_price) for s, p in self._positions.items())
+
+    def adverse_equity(self, symbols) -> float:
+        """Equity with each position of ``symbols`` marked at its last candle's low (long) or high (short),
+        the others at their close."""
+        symbols = set(symbols)
+        value = self._cash
+        for s, p in self._positions.items():
+            low, high = self._ranges.get(s, (self._marks[s], self._marks[s]))
+            price = (low if p.side > 0 else high) if s in symbols else self._marks[s]
+            value += self._signed(p) * price
+        return value
+
+    def gross_exposure_after(self, symbol: str | None = None, side: int = 0, fraction: float = 0.0) -> float:
+        """Gross notional / equity (inf when equity <= 0) once ``target(symbol, side, fraction, ...)`` (none
+        when ``symbol`` is None) and every pending order had filled at the last marks; a same-side target
+        keeps the held position."""
+        equity = self.equity
+        gross = 0.0
+        for s in set(self._positions) | set(self._pending) | ({symbol} - {None}):
+            held = self._positions.get(s)
+            order = _Order(int(side), float(fraction) * equity, None, "") if s == symbol else self._pending.get(s)
+            if held is not None and (order is None or order.side == held.side):
+                gross += held.quantity * self._marks[s]
+            elif order is not None and order.side != 0:
+                gross += max(order.notional, 0.0)
+        return gross / equity if equity > 0 else math.inf
 
     @property
     def positions(self) -> dict[str, tuple[int, float, float, pd.Timestamp]]:

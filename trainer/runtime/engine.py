@@ -5,12 +5,15 @@ Each candle of each symbol, in time order:
    the next candle's open and the loop stops — within one candle;
 2. orders queued at the previous candle fill at this candle's open (paper modes), and positions are marked
    to its close;
-3. the guardrails see the new equity: a breach flattens every position and halts trading (for the rest of
-   the UTC day, or for good);
+3. the guardrails see the equity before the candle (a new day starts from it) and, after the fills, the
+   equity at the closes and at the candles' adverse extremes: any breach flattens every position and halts
+   trading (for the rest of the day, or for good); the session's time never goes back (a symbol's late
+   candle counts at the latest time seen);
 4. the signal engine computes the ensemble's probabilities for the candle just closed (same feature code
    and saved scaler as the evaluation) and applies each model's card policy, tiers and rate limits;
 5. an emitted signal opens or reverses a position sized by ``runtime.position.fraction`` (capped by the
-   guardrails) that is held for the models' label horizon; a position whose horizon has passed is closed.
+   guardrails; refused when it would take the gross exposure past ``max_gross_exposure``) that is held for
+   the models' label horizon; a position whose horizon has passed is closed.
 Everything is written to the run folder's store (SQLite + JSONL) and notified through the sinks.
 """
 import logging
@@ -69,15 +72,17 @@ class Runtime:
         if self.stopped:
             return False
         self.candles_seen += 1
-        self.last_at = at
+        self.last_at = at if self.last_at is None else max(self.last_at, at)   # a late candle: time goes on
         if self.paper:
-            # a new UTC day's loss limit starts from the equity before this candle moves it
-            self.guardrails.check(at, self.broker.equity)
+            # a new day's loss limit starts from the equity before this candle moves it; a breach seen
+            # before the candle exits at its open
+            self._guard(at, flatten_after=at - pd.Timedelta(1, "ns"))
             for symbol, history in histories.items():
                 candle = history.iloc[-1]
                 for fill in self.broker.on_candle(symbol, candle):
                     self.store.fill(fill)
             self._write_trades()
+            self._guard(at, self.broker.adverse_equity(histories))
         if self.stopping is not None:   # the kill switch was seen: stop once every flattening order filled
             self._mark(at)
             if not self.broker.positions and not self.broker.pending:
@@ -96,19 +101,23 @@ class Runtime:
             self.stopped = True
             self._mark(at)
             return False
-        if self.paper:
-            breach = self.guardrails.check(at, self.broker.equity)
-            if breach is not None:
-                self.store.event("guardrail", at, {k: str(v) if isinstance(v, pd.Timestamp) else v
-                                                   for k, v in asdict(breach).items()})
-                self.notifier.notify("guardrail", f"{breach.kind}: {breach.detail}; flattening, halted "
-                                                  f"({breach.halt})", level="warning", at=str(at))
-                self.broker.flatten(at, breach.kind)
-                self.hold_until.clear()
         for symbol, history in histories.items():
             self._signal(symbol, at, history)
         self._mark(at)
         return True
+
+    def _guard(self, at: pd.Timestamp, lowest: float | None = None, flatten_after=None) -> None:
+        """Check the guardrails; a breach is stored, notified, flattens every position (at each symbol's first
+        open after ``flatten_after``, default ``at``) and drops the holds."""
+        breach = self.guardrails.check(at, self.broker.equity, lowest, self.broker.balance)
+        if breach is None:
+            return
+        self.store.event("guardrail", breach.at, {k: str(v) if isinstance(v, pd.Timestamp) else v
+                                                  for k, v in asdict(breach).items()})
+        self.notifier.notify("guardrail", f"{breach.kind}: {breach.detail}; flattening, halted "
+                                          f"({breach.halt})", level="warning", at=str(breach.at))
+        self.broker.flatten(at if flatten_after is None else flatten_after, breach.kind)
+        self.hold_until.clear()
 
     def _signal(self, symbol: str, at: pd.Timestamp, history: pd.DataFrame) -> None:
         signal = self.engine.on_candle(symbol, history)
@@ -122,9 +131,16 @@ class Runtime:
                                  level="info" if signal.tier == "high" else "debug", at=str(at))
             if trading:
                 size = self.guardrails.clamp_fraction(self.fraction, at, self.broker.equity)
-                self.broker.target(symbol, signal.side, size, at, f"signal {signal.tier}")
-                self.hold_until[symbol] = at + signal.horizon * self.step
-                return
+                gross = self.broker.gross_exposure_after(symbol, signal.side, size)
+                # an order that adds no exposure (a renewal, an equal reversal) is never refused
+                if gross <= self.broker.gross_exposure_after() or \
+                        self.guardrails.admits_exposure(gross, at, self.broker.equity):
+                    self.broker.target(symbol, signal.side, size, at, f"signal {signal.tier}")
+                    self.hold_until[symbol] = at + signal.horizon * self.step
+                    return
+                self.store.event("order_refused", at, {"symbol": symbol, "side": signal.side, "fraction": size,
+                                                       "gross_exposure": gross,
+                                                       "max_gross_exposure": self.guardrails.max_gross_exposure})
         if self.paper and symbol in self.hold_until and at >= self.hold_until[symbol]:
             self.broker.target(symbol, 0, 0.0, at, "horizon reached")
             del self.hold_until[symbol]
@@ -138,9 +154,9 @@ class Runtime:
         self._trades_written = len(trades)
 
     def _mark(self, at: pd.Timestamp) -> None:
-        if self.paper:
-            self.store.equity(at, self.broker.equity, self.broker.exposure())
-            self.curve.append((at, self.broker.equity))
+        if self.paper:   # at the session's time: the equity curve never goes back for a late candle
+            self.store.equity(self.last_at, self.broker.equity, self.broker.exposure())
+            self.curve.append((self.last_at, self.broker.equity))
 
 
 def _signal_row(signal: Signal) -> dict:

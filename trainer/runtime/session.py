@@ -4,6 +4,7 @@ Modes (``runtime.mode``): ``dry`` replays candles the models never trained on an
 ``paper`` replays them against the paper broker with the guardrails; ``live-paper`` polls the data provider
 (ccxt keeps its cache up to date) for new candles and paper-trades them.
 """
+import inspect
 import json
 import logging
 import time
@@ -80,6 +81,19 @@ def _number(value, where: str, low: float, kind=float, inclusive: bool = False) 
     return number
 
 
+def guardrails_from(rt: DictConfig) -> Guardrails:
+    """The guardrails ``runtime.guardrails`` (conf/runtime/guardrails/) describe, on ``runtime.broker.start_equity``."""
+    if not isinstance(rt.get("guardrails"), DictConfig):
+        raise UserError("guardrails must be a set of limits (runtime/guardrails=default or ftmo)", "runtime.guardrails")
+    g = OmegaConf.to_container(rt.guardrails, resolve=True)
+    known = inspect.signature(Guardrails).parameters
+    for key in g:
+        if key not in known or key == "start_equity":
+            raise UserError(f"unknown key {key!r} (conf/runtime/guardrails/default.yaml lists them)",
+                            f"runtime.guardrails.{key}")
+    return Guardrails(rt.broker.start_equity, **g)
+
+
 def _check(cfg: DictConfig, mode: str, source) -> None:
     """Runtime settings a user can get wrong, refused before anything loads."""
     rt = cfg.runtime
@@ -113,6 +127,8 @@ def _check(cfg: DictConfig, mode: str, source) -> None:
     if mode == "live-paper" and source is None and cfg.data.provider in ("files", "synthetic"):
         raise UserError(f"live-paper polls for new candles; the {cfg.data.provider} provider never has any "
                         f"(use data=ccxt or data=yfinance, or mode=paper to replay)", "data")
+    if mode != "dry":
+        guardrails_from(rt)
     run_dir = rt.get("run_dir")
     if run_dir and Path(str(run_dir)).is_dir() and any(Path(str(run_dir)).iterdir()):
         raise UserError("the run folder is not empty: a session writes a folder of its own", "runtime.run_dir")
@@ -145,11 +161,10 @@ def run(cfg: DictConfig, source: Callable[[], dict[str, pd.DataFrame]] | None = 
     kill = KillSwitch(Path(str(rt.kill_switch.file)) if rt.kill_switch.get("file") else run_dir / "KILL",
                       rt.kill_switch.get("env"))
     paper = mode != "dry"
-    b, g = rt.broker, rt.guardrails
+    b = rt.broker
     broker = PaperBroker(float(b.start_equity), float(b.fee_bps), float(b.spread_bps), float(b.slippage_bps)) \
         if paper else None
-    guardrails = Guardrails(float(b.start_equity), float(g.max_daily_loss), float(g.max_total_loss),
-                            float(g.max_position)) if paper else None
+    guardrails = guardrails_from(rt) if paper else None
     runtime = Runtime(engine, loaded.step, store, notifier, kill, paper, broker, guardrails,
                       float(rt.position.fraction))
     started = utc_now()

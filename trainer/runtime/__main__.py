@@ -14,7 +14,8 @@ EXIT_USER_ERROR, EXIT_CANCELLED = 2, 3
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help") for a in args):
-        print(__doc__.strip() + "\n\nKeys: conf/runtime/default.yaml (runtime.*); README 'Runtime'.")
+        print(__doc__.strip() + "\n\nKeys: conf/runtime/default.yaml (runtime.*), conf/runtime/guardrails/ "
+              "(runtime/guardrails=default|ftmo); README 'Runtime'.")
         return 0
     args = [f"runtime.{a}" if a.startswith(("mode=", "slots=", "weights=")) else a for a in args]
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(levelname)s] %(message)s", datefmt="%H:%M:%S")

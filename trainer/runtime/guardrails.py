@@ -122,8 +122,8 @@ class Guardrails:
     def check(self, at: pd.Timestamp, equity: float, lowest: float | None = None,
               balance: float | None = None) -> Breach | None:
         """See the new equity (marked at the closes), the lowest it can have reached since the last check
-        (``lowest``, default ``equity``) and the balance (for ``day_start: balance``); returns a breach the
-        first time a limit is crossed, else None."""
+        (``lowest``, default ``equity``) and the balance (for ``day_start: balance``; without it the equity);
+        returns a breach the first time a limit is crossed, else None."""
         now = self._clock = self._now(at, "runtime.guardrails: check")
         equity = float(equity)
         lowest = equity if lowest is None else min(float(lowest), equity)

@@ -1,8 +1,8 @@
 """Ensemble of families trained in the same fit (e.g. LightGBM + XGBoost + CatBoost), combined by
 weights on the simplex (``average``) or by a logistic regression on the members' outputs (``stacking``).
 
-Members are built from the small member configs embedded in the ensemble config (their ``_target_``
-through ``hydra.utils.get_class``, so no registry), each fitted on the training rows and early-stopped on
+Members are family names: each is built through the project's family list (``models.registry``) from the
+small member config embedded in the ensemble config, each fitted on the training rows and early-stopped on
 the validation rows through its own native callbacks.
 
 Honesty note: the combination (weights or stacker) is fitted on the same validation rows the members
@@ -15,13 +15,13 @@ Combination, with p_m the member outputs on a row:
             equal weights; never worse than the best single member on val, which is a vertex of the simplex)
   stacking: classification: softmax(b + W [log p_1, ..., log p_M]) - a multinomial logistic regression
             (L2, C = ``stacking_C``) on the members' log-probabilities; regression: least squares on p_m.
-Saved as: members/<name>/ in each member's native format + ensemble.json (weights or stacker coefficients).
+Saved as: members/<name>/ in each member's native format + ensemble.json (weights or stacker coefficients,
+member family names; loading resolves them through the family list, never a class path from the file).
 """
 import json
 from pathlib import Path
 
 import numpy as np
-from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 from scipy.optimize import minimize
 from sklearn.linear_model import LogisticRegression
@@ -29,6 +29,7 @@ from sklearn.linear_model import LogisticRegression
 from data.errors import UserError
 from models.base import CandleModel, FitContext, FitReport, Rows, Task
 from models.composite import log_loss, member_context
+from models.registry import family_class, family_target
 
 _META = "ensemble.json"
 _MEMBERS = "members"
@@ -107,13 +108,15 @@ class EnsembleModel(CandleModel):
             raise UserError(f"an ensemble needs two or more distinct members, got {names}", "model.members")
         model = cls(names, str(cfg.method), task, float(cfg.stacking_C))
         for name in names:
+            member_cls = family_class(name, "model.members")
             member_cfg = cfg.member_configs.get(name)
-            if member_cfg is None or not member_cfg.get("_target_"):
-                raise UserError(f"member {name!r} has no config with a _target_ in model.member_configs",
-                                "model.member_configs")
+            if member_cfg is None:
+                raise UserError(f"member {name!r} has no config in model.member_configs", "model.member_configs")
+            if member_cfg.get("_target_") not in (None, family_target(name)):
+                raise UserError(f"member {name}: _target_ {member_cfg._target_} is not the family's class "
+                                f"{family_target(name)}", f"model.member_configs.{name}._target_")
             member_cfg = OmegaConf.create({**OmegaConf.to_container(member_cfg, resolve=True), "name": name})
-            model.members[name] = get_class(member_cfg._target_).from_config(member_cfg, n_features, seed,
-                                                                             num_threads, task=task)
+            model.members[name] = member_cls.from_config(member_cfg, n_features, seed, num_threads, task=task)
             model.member_totals[name] = int(member_cfg.get("n_estimators") or member_cfg.get("max_epochs") or 0)
         return model
 
@@ -182,22 +185,29 @@ class EnsembleModel(CandleModel):
 
     def save(self, directory: Path) -> None:
         meta = {"names": self.names, "method": self.method, "task": vars(self.task), "stacking_C": self.stacking_c,
-                "targets": {}, "weights": None if self.weights is None else self.weights.tolist(),
+                "families": {}, "weights": None if self.weights is None else self.weights.tolist(),
                 "coef": None if self.coef is None else self.coef.tolist(),
                 "intercept": None if self.intercept is None else self.intercept.tolist()}
         for name, member in self.members.items():
             sub = directory / _MEMBERS / name
             sub.mkdir(parents=True, exist_ok=True)
             member.save(sub)
-            meta["targets"][name] = f"{type(member).__module__}.{type(member).__qualname__}"
+            meta["families"][name] = name   # a member is named by its family
         (directory / _META).write_text(json.dumps(meta, indent=2))
 
     @classmethod
     def load(cls, directory: Path) -> "EnsembleModel":
         meta = json.loads((directory / _META).read_text())
         model = cls(meta["names"], meta["method"], Task(**meta["task"]), meta["stacking_C"])
+        where = str(directory / _META)
         for name in meta["names"]:
-            model.members[name] = get_class(meta["targets"][name]).load(directory / _MEMBERS / name)
+            family = (meta.get("families") or {}).get(name, name)
+            member_cls = family_class(family, where)   # also keeps ``name`` a plain folder name
+            old = (meta.get("targets") or {}).get(name)   # ensembles saved before members were family names
+            if family != name or (old is not None and old != family_target(family, where)):
+                raise UserError(f"member {str(name)[:80]!r} names {str(old or family)[:120]!r}, not the class of "
+                                f"family {name}", where)
+            model.members[name] = member_cls.load(directory / _MEMBERS / name)
         if meta["weights"] is not None:
             model.weights = np.asarray(meta["weights"], dtype=np.float64)
         if meta["coef"] is not None:

@@ -285,7 +285,9 @@ class NetModel(CandleModel):
     @classmethod
     def load(cls, directory: Path) -> "NetModel":
         meta = json.loads((directory / _META).read_text())
-        model = cls(meta["arch"], meta["train_opts"], Task(**meta["task"]))
+        # a loaded net only predicts: the optimiser and scheduler a folder names (``_target_``s) are never built
+        opts = {k: v for k, v in meta["train_opts"].items() if k not in ("optimizer", "scheduler")}
+        model = cls(meta["arch"], opts, Task(**meta["task"]))
         model.net.load_state_dict(load_file(str(directory / _WEIGHTS)))
         model.net.eval()
         return model

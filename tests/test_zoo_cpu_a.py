@@ -18,6 +18,7 @@ from models.ftrl import FTRLModel
 from models.gmm_regime import GMMRegimeModel
 from models.quantile_lightgbm import QuantileLightGBMModel, cdf_at
 from trainer import load_model, train
+from trainer.model_dir import check_model_files
 
 FAMILIES = {"quantile_lightgbm": QuantileLightGBMModel, "ftrl": FTRLModel, "gmm_regime": GMMRegimeModel,
             "change_point": ChangePointModel}
@@ -101,6 +102,7 @@ def test_fit_predict_and_reload_identically(tmp_path, family):
     out.mkdir()
     model.save(out)
     assert not list(out.rglob("*.pkl")) and not list(out.rglob("*.joblib"))
+    check_model_files(out)   # only formats the loader accepts from an untrusted folder
     again = FAMILIES[family].load(out)
     np.testing.assert_array_equal(again.predict_proba(val), p)
     assert again.n_parameters() == model.n_parameters() > 0

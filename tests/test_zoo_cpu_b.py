@@ -13,6 +13,7 @@ from callbacks.progress import ProgressReporter
 from conftest import FAST_DATA, make_cfg
 from data.errors import UserError
 from models.base import FitContext, Rows, Task
+from trainer.model_dir import check_model_files
 
 # overrides that keep each family's fit to a second or two on the tiny data below
 FAST = {
@@ -81,6 +82,7 @@ def reload(model, tmp_path: Path):
     out.mkdir()
     model.save(out)
     assert not list(out.rglob("*.pkl")) and not list(out.rglob("*.joblib"))
+    check_model_files(out)   # only formats the loader accepts from an untrusted folder
     return type(model).load(out)
 
 

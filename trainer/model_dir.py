@@ -1,11 +1,15 @@
 """Self-contained model directories: weights (safe formats), resolved config, feature list, scaler
-statistics, label definition and a model card. ``load_model`` rebuilds the exact prediction path."""
+statistics, label definition and a model card. ``load_model`` rebuilds the exact prediction path.
+
+A model folder is data, not code: its family is looked up in the project's family list (``family_class``),
+every file must be one of the known formats (checked by content, not only by name), and nothing in it is
+imported or unpickled."""
 import json
+import struct
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from hydra.utils import get_class
 from omegaconf import OmegaConf
 
 from data.errors import UserError
@@ -16,6 +20,7 @@ from data.files import infer_step
 from data.labels import output_columns
 from data.timeframes import to_string, to_timedelta
 from models.base import CandleModel, Rows
+from models.registry import family_class, family_target
 from trainer.runinfo import fresh_temp_dir, publish_dir
 
 CARD = "model_card.json"
@@ -23,6 +28,72 @@ SCALER = "scaler.json"
 FEATURES = "features.json"
 LABEL = "label.json"
 CONFIG = "config.yaml"
+_HEAD_BYTES = 64
+
+
+def _is_json(head: bytes) -> bool:
+    return head.lstrip()[:1] in (b"{", b"[")
+
+
+def _is_safetensors(head: bytes, size: int) -> bool:
+    # an 8-byte little-endian header length, then that many bytes of JSON starting with "{"
+    return len(head) > 8 and 0 < struct.unpack("<Q", head[:8])[0] <= size - 8 and head[8:9] == b"{"
+
+
+def _is_text(head: bytes) -> bool:
+    return b"\0" not in head and not head.startswith(b"\x80")
+
+
+# suffix -> (format, check of the file's first bytes): safetensors, JSON, native tree files, the config text
+_FORMATS = {
+    ".json": ("JSON", lambda head, size: _is_json(head)),
+    ".safetensors": ("safetensors", _is_safetensors),
+    ".txt": ("LightGBM text model", lambda head, size: head.startswith(b"tree\n")),
+    ".cbm": ("CatBoost model", lambda head, size: head.startswith(b"CBM1")),
+    ".yaml": ("YAML text", lambda head, size: _is_text(head)),
+}
+
+
+def check_model_files(directory: Path) -> None:
+    """Refuse a model folder holding anything but the known formats: a file with another suffix (code,
+    pickles, shared libraries), a known suffix whose content is something else, a link, a special file."""
+    for path in sorted(directory.rglob("*")):
+        where = str(path)
+        if path.is_symlink():
+            raise UserError("a model folder may not contain links", where)
+        if path.is_dir():
+            continue
+        if not path.is_file():
+            raise UserError("a model folder may hold only regular files", where)
+        fmt = _FORMATS.get(path.suffix.lower())
+        if fmt is None:
+            raise UserError(f"unexpected file in a model folder (known formats: {', '.join(sorted(_FORMATS))}); "
+                            "model folders are read as data, never as code or pickles", where)
+        with path.open("rb") as f:
+            head = f.read(_HEAD_BYTES)
+        if not fmt[1](head, path.stat().st_size):
+            raise UserError(f"not a {fmt[0]} file", where)
+
+
+def read_json(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise UserError(f"unreadable JSON: {str(exc)[:200]}", str(path)) from None
+    if not isinstance(value, dict):
+        raise UserError("expected a JSON object", str(path))
+    return value
+
+
+def card_family(card: dict, where: str) -> type:
+    """The class of the family a card names, from the project's family list. A card's ``target_class``
+    (written by older versions) is accepted only when it is that family's own class."""
+    cls = family_class(card.get("family"), where)
+    stored = card.get("target_class")
+    if stored is not None and stored != family_target(card["family"], where):
+        raise UserError(f"target_class {str(stored)[:120]!r} is not the class of family {card['family']} "
+                        f"({family_target(card['family'], where)})", where)
+    return cls
 
 
 def eligible_rows(table: FeatureTable, window: int) -> np.ndarray:
@@ -51,12 +122,19 @@ class LoadedModel:
 
     def __init__(self, directory: Path):
         self.directory = directory
-        self.card = json.loads((directory / CARD).read_text())
-        self.scaler = Standardizer.from_dict(json.loads((directory / SCALER).read_text()))
-        self.feature_config = OmegaConf.create(json.loads((directory / FEATURES).read_text())["config"])
-        self.label = json.loads((directory / LABEL).read_text())
-        cls = get_class(self.card["target_class"])
-        self.model: CandleModel = cls.load(directory)
+        check_model_files(directory)
+        self.card = read_json(directory / CARD)
+        cls = card_family(self.card, str(directory / CARD))
+        try:
+            self.scaler = Standardizer.from_dict(read_json(directory / SCALER))
+            self.feature_config = OmegaConf.create(read_json(directory / FEATURES)["config"])
+            self.label = read_json(directory / LABEL)
+            self.model: CandleModel = cls.load(directory)
+        except UserError:
+            raise
+        except Exception as exc:   # a folder that passed the format checks but does not hold what it says
+            raise UserError(f"model folder unreadable as a {self.card['family']} model: {type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0][:200] if str(exc) else ''}", str(directory)) from exc
 
     def table(self, candles: pd.DataFrame) -> FeatureTable:
         if "symbol" in candles.columns:

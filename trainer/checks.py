@@ -1,5 +1,4 @@
 """Config values a user can get wrong, checked before any work starts."""
-import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from data.errors import UserError
@@ -141,6 +140,7 @@ def check_config(cfg: DictConfig) -> None:
     if not list(cfg.coin.get("symbols") or []):
         raise UserError("no symbols selected", "coin.symbols")
     if cfg.data.provider == "synthetic":
+        import pandas as pd   # here, not at import: `train.py --help` loads this module and answers in < 1 s
         try:
             pd.Timestamp(str(cfg.data.start))
         except ValueError:

@@ -10,8 +10,7 @@ from omegaconf import DictConfig
 
 from data.errors import UserError
 from hydra_plugins.candlelab_plan_sweeper._errors import PlanIncomplete
-from trainer.pipeline import train
-from trainer.report import fmt
+from trainer.help import list_groups_from_files
 from trainer.runinfo import hydra_mode
 
 log = logging.getLogger("candlelab")
@@ -19,6 +18,12 @@ log = logging.getLogger("candlelab")
 EXIT_USER_ERROR = 2
 EXIT_CANCELLED = 3
 EXIT_PLAN_INCOMPLETE = 4
+
+
+def fmt(value) -> str:
+    """The run report's number format; imported when a run reports (the report module loads matplotlib)."""
+    from trainer.report import fmt as report_fmt
+    return report_fmt(value)
 
 
 class RunCancelled(Exception):
@@ -31,6 +36,7 @@ class RunCancelled(Exception):
 
 def run(cfg: DictConfig) -> float:
     """Train, log where the run folder is and how the model did; return the metric a sweeper optimises."""
+    from trainer.pipeline import train   # torch and Lightning load only when a run starts, not for --help
     result = train(cfg)
     if result["status"] == "worker":   # an extra data-parallel rank: rank 0 reports the run
         return math.nan
@@ -123,6 +129,7 @@ def guarded(main: Callable[[], object], conf_dir: Path) -> int:
     os.environ["HYDRA_FULL_ERROR"] = "1"   # let exceptions reach us instead of Hydra's own exit(1)
     try:
         _check_group_choices(sys.argv[1:], conf_dir)
+        list_groups_from_files(sys.argv[1:], conf_dir)   # --help in < 1 s
         main()
         return 0
     except UserError as exc:

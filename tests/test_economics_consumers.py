@@ -239,3 +239,34 @@ def test_runtime_refuses_a_model_without_a_policy(served, tmp_path):
     assert len([line for line in last if line.startswith("error:")]) == 1 and "Traceback" not in proc.stderr
     assert last[-1].startswith("error: ") and "no decision policy" in last[-1]
     assert "retrain it with this version" in last[-1] and last[-1].endswith(f"({SLOT})")
+
+
+# ---------------------------------------------------------------- plan
+
+def test_plan_ranks_servable_targets_on_net_expectancy_and_marks_the_rest(tmp_path):
+    from conftest import make_cfg
+    from trainer import plan as planner
+    free = ["eval.trading.fee_bps=0", "eval.trading.slippage_bps=0", "eval.trading.spread_bps=0",
+            "eval.trading.spread_from_features=false"]
+    args = ["data.rows=8000", "trainer.num_threads=1", "plan.probe.n_estimators=40", "plan.auto_targets.folds=3",
+            "plan.routing.mode=pooled", "plan.families=[lightgbm]", "plan.auto_targets.min_score=-1.0",
+            "plan.targets=[{type:forward_return,horizon:15},{type:direction,horizon:15}]", *free]
+    plan = planner.build_plan(make_cfg(*args), args)
+    rows = {t["name"]: t for t in plan["rankings"]["targets"]}
+    regression, direction = rows["forward_return_h15"], rows["direction_h15"]
+    # the regression target is scored, but nothing can serve it: marked, never kept (min_score lets any skill in)
+    assert not regression["servable"] and not regression["kept"] and regression["expectancy_bps"] is None
+    assert [t["name"] for t in plan["rankings"]["targets"]] == ["direction_h15", "forward_return_h15"]
+    assert {j["target_name"] for j in plan["jobs"]} == {"direction_h15"}
+    # the classifier is traded per fold with the policy its validation rows chose, after costs (none here)
+    trades = direction["probe_trades"]
+    assert direction["servable"] and direction["kept"] and trades["n_trades"] > 0
+    assert len(trades["folds"]) == 3 and all(f["policy"]["chosen_on"] == "validation" for f in trades["folds"])
+    assert sum(f["trades"] for f in trades["folds"]) == trades["n_trades"]
+    assert direction["expectancy_bps"] == pytest.approx(trades["total_net_return"] / trades["n_trades"] * 1e4)
+    text = planner.summary(plan, tmp_path / "plan.json")
+    assert "forward_return_h15" in text and "not servable" in text and "bps over" in text
+    # a bar on the expectancy keeps nothing when no target clears it
+    with pytest.raises(Exception, match="no candidate target"):
+        planner.build_plan(make_cfg(*args, "plan.auto_targets.min_expectancy_bps=10000"),
+                           [*args, "plan.auto_targets.min_expectancy_bps=10000"])

@@ -75,8 +75,10 @@ def test_plan_file_structure_views_and_metadata(plan):
     assert meta["data"]["provider"] == "synthetic" and meta["data"]["timeframe"] == "1m"
     assert meta["settings"]["families"] == ["lightgbm", "lstm"]
     targets = plan["rankings"]["targets"]
-    scores = [t["score"] for t in targets]
-    assert scores == sorted(scores, reverse=True) and len(targets) == 4
+    # servable targets first, by net expectancy then skill; the regression target last, never kept
+    ranks = [(not t["servable"], -(t["expectancy_bps"] or 0.0), -t["score"]) for t in targets]
+    assert ranks == sorted(ranks) and len(targets) == 4
+    assert [t["servable"] for t in targets] == [True, True, True, False]
     kept = [t["name"] for t in targets if t["kept"]]
     assert len(kept) == 2 and all(len(t["fold_scores"]) == 3 for t in targets)
 

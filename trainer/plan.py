@@ -4,9 +4,15 @@ the jobs (family x symbol route x target) a sweeper runs, CPU stage first, then 
 For every candidate target (``plan.targets``) the feature table is built exactly as the pipeline builds it
 and a fast LightGBM probe is scored under purged k-fold CV with a task-independent skill,
 ``1 - loss_model / loss_prior`` (log loss against the training fold's class frequencies; MSE against its
-mean for regression), averaged over folds. The best ``top_k`` targets above ``min_score`` are kept; each
-keeps its ``top_n`` features by the probe's gain summed over the folds (the job's ``features.select``) and
-gets a route: one pooled model over the plan's symbols, or one model per symbol.
+mean for regression), averaged over folds. On each fold a classifier target is also traded as training will
+trade it: a decision policy is chosen on the fold's validation rows (``trainer.evaluation.choose_policy``,
+same costs, ``eval.policy`` settings) and trades the fold's held-out block once; ``expectancy_bps`` is the
+mean net-of-cost return per trade over all folds' held-out trades (0 when the policies never trade).
+Only targets the runtime can serve (classifiers: it trades class probabilities) are ranked: by expectancy,
+then skill; a regression target is scored but marked ``not servable`` and never kept. The best ``top_k``
+servable targets with skill above ``min_score`` (and expectancy above ``min_expectancy_bps`` when set) are
+kept; each keeps its ``top_n`` features by the probe's gain summed over the folds (the job's
+``features.select``) and gets a route: one pooled model over the plan's symbols, or one model per symbol.
 
 Honesty: choosing targets and features is itself fitting, so it reads only the time the following runs
 may learn from. A row is ranked only when its timestamp and its label end (``purge_end``) lie before
@@ -17,6 +23,7 @@ most restrictive eligibility (every feature defined, the longest window of the p
 a job that selects fewer features or reads no window has more early rows and so a cutoff no earlier.
 The plan records ``ranked_until`` and, per target, the last timestamp and label end the probe read.
 """
+import dataclasses
 import hashlib
 import json
 import logging
@@ -38,6 +45,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from data.errors import UserError
 from data.features import feature_names
+from data.providers import Candles
 from data.labels import TASKS, make_label, n_classes
 from data.providers import load_candles
 from data.scaling import Standardizer
@@ -46,6 +54,9 @@ from data.table import FeatureTable, feature_frames, join_labels
 from models.base import Task
 from models.lightgbm import booster_params
 from models.registry import families as model_families
+from trainer.backtest import backtest
+from trainer.evaluation import causal_spread, choose_policy, trade_signals
+from trainer.policy import DecisionPolicy
 from trainer.checks import check_config, check_number, check_numbers
 from trainer.model_dir import eligible_rows
 from trainer.runinfo import config_hash, data_fingerprint, git_commit, new_run_id, utc_now, write_json_atomic
@@ -62,6 +73,7 @@ _JOB_KEYS = ("model", "coin", "target", "features.select", "stage", "plan", "hyd
 _NUMBERS = {
     "plan.auto_targets.top_k": (int, 1, None, "[]"),
     "plan.auto_targets.min_score": (float, None, None, "[]"),
+    "plan.auto_targets.min_expectancy_bps": (float, None, None, "[]"),
     "plan.auto_targets.folds": (int, 2, None, "[]"),
     "plan.auto_targets.embargo": (int, 0, None, "[]"),
     "plan.auto_features.top_n": (int, 1, None, "[]"),
@@ -110,6 +122,12 @@ class ProbeResult:
     rows: int
     last_timestamp: pd.Timestamp
     last_label_end: pd.Timestamp
+    trades: dict | None = None   # the held-out trades of each fold's validation-chosen policy (classifiers)
+
+
+def servable(task: Task) -> bool:
+    """The runtime trades class probabilities: a regression target trains, but nothing can serve it."""
+    return task.kind in ("binary", "multiclass")
 
 
 def _hydra_value(value) -> str:
@@ -242,8 +260,9 @@ def _skill(task: Task, pred: np.ndarray, y: np.ndarray, y_train: np.ndarray) -> 
 
 
 def fit_probe(params: dict, probe: DictConfig, X: np.ndarray, y: np.ndarray, train: np.ndarray, val: np.ndarray,
-              test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One probe fit on train (early-stopped on val); returns test predictions and the gain per feature."""
+              test: np.ndarray, predict_val: bool = False):
+    """One probe fit on train (early-stopped on val); returns test predictions and the gain per feature (and
+    the validation predictions with ``predict_val``)."""
     dtrain = lgb.Dataset(X[train], label=y[train], free_raw_data=True)
     callbacks, valid = [], []
     if probe.get("early_stopping_rounds") and len(val):
@@ -252,12 +271,44 @@ def fit_probe(params: dict, probe: DictConfig, X: np.ndarray, y: np.ndarray, tra
     booster = lgb.train(params, dtrain, num_boost_round=int(probe.n_estimators), valid_sets=valid,
                         callbacks=callbacks)
     best = booster.best_iteration or booster.current_iteration()
-    return booster.predict(X[test], num_iteration=best), booster.feature_importance("gain", iteration=best)
+    out = booster.predict(X[test], num_iteration=best), booster.feature_importance("gain", iteration=best)
+    return (*out, booster.predict(X[val], num_iteration=best) if len(val) else None) if predict_val else out
+
+
+def _as_proba(task: Task, pred: np.ndarray) -> np.ndarray:
+    return np.column_stack([1.0 - pred, pred]) if task.kind == "binary" else pred
+
+
+def fold_trades(trading: DictConfig, task: Task, frame: pd.DataFrame, candles: Candles, val: np.ndarray,
+                test: np.ndarray, pred_val: np.ndarray | None, pred_test: np.ndarray) -> tuple[np.ndarray, dict]:
+    """Net returns of one CV fold's held-out trades under the policy chosen on that fold's validation rows.
+
+    ``trading`` holds ``eval`` and ``target`` as training composes them; ``candles`` end before the plan's
+    ranking bound. Validation after the held-out block (the first fold) may read its prices, never the reverse."""
+    test_start = frame["timestamp"].iloc[test].min()
+    val_before = len(val) and frame["timestamp"].iloc[val].max() < test_start
+    cut = test_start if val_before else max(c["timestamp"].iloc[-1] for c in candles.by_symbol.values()) + candles.step
+    tcfg, horizon = trading.eval.trading, int(trading.target.horizon)
+    if pred_val is None or not len(val):
+        policy = DecisionPolicy(None, None, horizon, validation={"reason": "no validation rows"})
+    else:
+        policy = choose_policy(trading, task, _as_proba(task, pred_val), frame, val, candles, cut)
+    p_long, p_short = trade_signals(task, trading.target, _as_proba(task, pred_test), 0.0)
+    side = policy.sides(p_long, p_short)
+    if not side.any():
+        return np.zeros(0), policy.to_dict()
+    signals = frame.iloc[test][["symbol", "timestamp"]].reset_index(drop=True).assign(side=side)
+    spread = causal_spread(frame, test, int(tcfg.spread_window)) if tcfg.spread_from_features else None
+    if spread is not None:
+        signals["spread"] = spread
+    net = backtest(signals, candles.by_symbol, candles.step, horizon, tcfg).trades["net_return"].to_numpy()
+    return net, policy.to_dict()
 
 
 def probe_cv(table: FeatureTable, ranking: np.ndarray, task: Task, settings: DictConfig, embargo: pd.Timedelta,
-             seed: int, threads: int) -> ProbeResult:
-    """Purged k-fold CV of the probe over the ranking rows; scaler fit on each fold's training rows."""
+             seed: int, threads: int, trading: DictConfig | None = None, candles: Candles | None = None) -> ProbeResult:
+    """Purged k-fold CV of the probe over the ranking rows; scaler fit on each fold's training rows. With
+    ``trading`` (eval + target config) and ``candles``, each fold's held-out block is also traded (fold_trades)."""
     frame = table.frame.iloc[np.flatnonzero(ranking)].reset_index(drop=True)
     probe = settings.probe
     folds = purged_kfold(frame["timestamp"], frame["purge_end"], np.ones(len(frame), dtype=bool),
@@ -269,7 +320,7 @@ def probe_cv(table: FeatureTable, ranking: np.ndarray, task: Task, settings: Dic
                                               "num_leaves": int(probe.num_leaves),
                                               "min_child_samples": int(probe.min_child_samples)}),
                             task, seed, threads)
-    skills, gain = [], np.zeros(len(table.feature_names))
+    skills, gain, nets, policies = [], np.zeros(len(table.feature_names)), [], []
     for fold in folds:
         train = _evenly(fold.rows["train"], probe.get("max_rows"))
         val, test = fold.rows["val"], fold.rows["test"]
@@ -277,12 +328,37 @@ def probe_cv(table: FeatureTable, ranking: np.ndarray, task: Task, settings: Dic
             raise UserError(f"too little data to rank: {len(train)} training and {len(test)} test rows in "
                             f"{fold.name} before the holdout test cutoff", "data.rows")
         X = Standardizer.fit(raw[train], table.feature_names).transform(raw)
-        pred, fold_gain = fit_probe(params, probe, X, y, train, val, test)
+        if trading is None:
+            pred, fold_gain = fit_probe(params, probe, X, y, train, val, test)
+        else:
+            pred, fold_gain, pred_val = fit_probe(params, probe, X, y, train, val, test, predict_val=True)
+            net, policy = fold_trades(trading, task, frame, candles, val, test, pred_val, pred)
+            nets.append(net)
+            policies.append({"fold": fold.name, "policy": policy, "trades": int(len(net)),
+                             "expectancy_bps": float(net.mean() * 1e4) if len(net) else None})
         skills.append(_skill(task, pred, y[test], y[train]))
         gain += fold_gain
+    trades = None
+    if trading is not None:
+        net = np.concatenate(nets) if nets else np.zeros(0)
+        trades = {"n_trades": int(len(net)), "expectancy_bps": float(net.mean() * 1e4) if len(net) else 0.0,
+                  "total_net_return": float(net.sum()), "folds": policies}
     return ProbeResult(skill=float(np.mean(skills)), fold_skills=[float(s) for s in skills], gain=gain,
                        rows=len(frame), last_timestamp=frame["timestamp"].max(),
-                       last_label_end=frame["purge_end"].max())
+                       last_label_end=frame["purge_end"].max(), trades=trades)
+
+
+def _trading_config(cfg: DictConfig, target: DictConfig) -> DictConfig:
+    """The evaluation settings (costs, policy search) with a candidate's target, as its training run has them."""
+    return OmegaConf.create({"eval": OmegaConf.to_container(cfg.eval, resolve=True),
+                             "target": OmegaConf.to_container(target, resolve=True)})
+
+
+def _rank_key(res: ProbeResult, cand: Candidate) -> tuple:
+    """Servable targets first; among them the higher net expectancy, then the higher skill."""
+    if res.trades is None:
+        return (1, 0.0, -res.skill, cand.index)
+    return (0, -res.trades["expectancy_bps"], -res.skill, cand.index)
 
 
 def _label_correlation(frame: pd.DataFrame, symbols: list[str]) -> tuple[dict, float | None]:
@@ -438,6 +514,9 @@ def build_plan(cfg: DictConfig, overrides: list[str] = ()) -> dict:
              ranked_until.isoformat())
 
     embargo = embargo_candles * step
+    # the probe's trades may read no price from the holdout test period on
+    seen = dataclasses.replace(candles, by_symbol={s: c[c["timestamp"] < ranked_until].reset_index(drop=True)
+                                                   for s, c in candles.by_symbol.items()})
     results, target_rows = {}, []
     for cand in candidates:
         t0 = time.perf_counter()
@@ -446,14 +525,21 @@ def build_plan(cfg: DictConfig, overrides: list[str] = ()) -> dict:
         if ranking.sum() < 100 * int(settings.auto_targets.folds):
             raise UserError(f"too little data to rank {cand.name}: {int(ranking.sum())} labelled rows before "
                             f"{ranked_until.isoformat()}", "data.rows")
-        res = probe_cv(tables[cand.name], ranking, cand.task, settings, embargo, int(cfg.seed), threads)
+        trading = _trading_config(cfg, cand.target) if servable(cand.task) else None
+        res = probe_cv(tables[cand.name], ranking, cand.task, settings, embargo, int(cfg.seed), threads, trading,
+                       seen)
         results[cand.name] = (res, ranking)
-        log.info("target %s: skill %.4f (folds %s) on %d rows, %.1fs", cand.name, res.skill,
-                 " ".join(f"{s:.4f}" for s in res.fold_skills), res.rows, time.perf_counter() - t0)
+        log.info("target %s: skill %.4f (folds %s), %s on %d rows, %.1fs", cand.name, res.skill,
+                 " ".join(f"{s:.4f}" for s in res.fold_skills),
+                 f"net expectancy {res.trades['expectancy_bps']:+.2f} bps over {res.trades['n_trades']} trades"
+                 if res.trades else "not servable", res.rows, time.perf_counter() - t0)
 
-    order = sorted(candidates, key=lambda c: (-results[c.name][0].skill, c.index))
+    order = sorted(candidates, key=lambda c: _rank_key(results[c.name][0], c))
+    min_edge = settings.auto_targets.get("min_expectancy_bps")
     if settings.auto_targets.enabled:
-        kept = [c for c in order if results[c.name][0].skill > float(settings.auto_targets.min_score)]
+        min_score = float(settings.auto_targets.min_score)
+        kept = [c for c in order if servable(c.task) and results[c.name][0].skill > min_score
+                and (min_edge is None or results[c.name][0].trades["expectancy_bps"] > float(min_edge))]
         kept = kept[:int(settings.auto_targets.top_k)]
     else:
         kept = list(candidates)
@@ -464,7 +550,9 @@ def build_plan(cfg: DictConfig, overrides: list[str] = ()) -> dict:
         res = results[cand.name][0]
         target_rows.append({"name": cand.name, "type": cand.spec["type"], "horizon": int(cand.spec["horizon"]),
                             "spec": cand.spec, "task": cand.task.kind, "score": res.skill,
-                            "fold_scores": res.fold_skills, "rows": res.rows, "kept": cand.name in kept_names,
+                            "fold_scores": res.fold_skills, "servable": servable(cand.task),
+                            "expectancy_bps": res.trades["expectancy_bps"] if res.trades else None,
+                            "probe_trades": res.trades, "rows": res.rows, "kept": cand.name in kept_names,
                             "last_timestamp": res.last_timestamp.isoformat(),
                             "last_label_end": res.last_label_end.isoformat()})
 
@@ -538,9 +626,12 @@ def write_plan(plan: dict, cfg: DictConfig) -> Path:
 def summary(plan: dict, path: Path) -> str:
     r = plan["rankings"]
     lines = [f"plan {plan['plan_id']}: ranked on labels ending before {plan['metadata']['ranked_until']}",
-             "targets (skill = 1 - loss / prior loss, purged CV):"]
+             "targets (net = mean net-of-cost return per held-out trade of the policy chosen on each fold's "
+             "validation; skill = 1 - loss / prior loss; purged CV):"]
     for t in r["targets"]:
-        lines.append(f"  {'kept' if t['kept'] else 'drop'}  {t['name']:<24} {t['score']:+.4f}")
+        net = (f"net {t['expectancy_bps']:+7.2f} bps over {t['probe_trades']['n_trades']:>5} trades"
+               if t.get("servable") else "not servable (the runtime trades classifiers only)")
+        lines.append(f"  {'kept' if t['kept'] else 'drop'}  {t['name']:<24} skill {t['score']:+.4f}  {net}")
     for name, chosen in r["selected_features"].items():
         lines.append(f"features {name}: " + ("all of features.sets" if chosen is None
                                              else f"{len(chosen)} [{', '.join(chosen)}]"))

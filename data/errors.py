@@ -1,10 +1,24 @@
 """The one exception type for mistakes a user can fix (bad config value, bad data, missing file)."""
 
+# An error quotes values from the user's files and config; a 150 MB cell must not become a 150 MB line.
+QUOTE_HEAD = 200
+QUOTE_TAIL = 80
+
+
+def shorten(text: str, head: int = QUOTE_HEAD, tail: int = QUOTE_TAIL) -> str:
+    """``text`` on one line, kept whole up to head + tail characters; longer, its middle is cut and the cut is counted
+    (the tail stays because it usually says where: 'at row 12')."""
+    text = " ".join(str(text).splitlines())   # one line, whatever a quoted cell held
+    if len(text) <= head + tail + 40:
+        return text
+    return f"{text[:head]}...[{len(text) - head - tail} characters cut]...{text[-tail:]}"
+
 
 class UserError(Exception):
     """Rendered by the CLI as ``error: <what> (<where>)`` with exit code 2."""
 
     def __init__(self, what: str, where: str):
+        what, where = shorten(what), shorten(where)
         super().__init__(f"{what} ({where})")
         self.what = what
         self.where = where

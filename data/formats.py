@@ -30,12 +30,17 @@ Interpretation rules (the choices a user may need to know):
 """
 from __future__ import annotations
 
+import bz2
 import gzip
 import io
 import json
 import logging
+import lzma
+import os
 import re
+import stat
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +48,7 @@ import pandas as pd
 
 from data.errors import UserError
 from data.schema import CANDLE_COLUMNS, validate_candles
+from data.symbols import name_markets, value_market
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +57,9 @@ FORMATS: tuple[str, ...] = (
     "binance_kline", "binance_json", "lean_zip",
 )
 STAMPS = ("open", "close")
+# The most a reader takes from one source: a file's size, and what a compressed file or zip member expands to.
+# Candles are held in memory whole; a larger file is refused up front, never read until memory runs out.
+DEFAULT_MAX_BYTES = 4_000_000_000
 TS_DTYPE = "datetime64[us, UTC]"
 
 # Column aliases (compared lower-cased and stripped). Time columns in order of preference.
@@ -78,10 +87,78 @@ def _fail(what: str, path: Path) -> UserError:
 
 
 # --------------------------------------------------------------------------------------------- detection
-def _open_text(path: Path):
-    if path.suffix.lower() == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", errors="replace")
-    return open(path, encoding="utf-8-sig", errors="replace")
+class _Capped(io.RawIOBase):
+    """A byte stream that refuses to yield more than ``max_bytes`` (a decompression bomb stops here)."""
+
+    def __init__(self, raw, max_bytes: int, path: Path):
+        self._raw, self._max, self._path, self._taken = raw, max_bytes, path, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        n = self._raw.readinto(buffer)
+        self._taken += n or 0
+        if self._taken > self._max:
+            raise _fail(f"candle file expands to more than data.max_bytes ({_size(self._max)}); raise "
+                        f"data.max_bytes to read it", self._path)
+        return n
+
+    def close(self) -> None:
+        try:
+            self._raw.close()
+        finally:
+            super().close()
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e8 else f"{n:,} bytes"
+
+
+def _open_binary(path: Path, max_bytes: int = DEFAULT_MAX_BYTES):
+    """The file's bytes, decompressed by suffix (.gz .bz2 .xz, a one-member .zip), capped at ``max_bytes``."""
+    suffix = path.suffix.lower()
+    if suffix == ".zip":
+        zf = zipfile.ZipFile(path)
+        members = [i for i in zf.infolist() if not i.is_dir()]
+        if len(members) != 1:
+            zf.close()
+            raise _fail(f"a zipped candle file must hold exactly one file, holds {len(members)}", path)
+        if members[0].file_size > max_bytes:
+            zf.close()
+            raise _fail(f"zip member {members[0].filename!r} is {_size(members[0].file_size)}, over data.max_bytes "
+                        f"({_size(max_bytes)}); raise data.max_bytes to read it", path)
+        raw = zf.open(members[0])
+        zf.close()   # the member keeps the archive open until it is closed itself
+    else:
+        opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(suffix)
+        raw = opener(path, "rb") if opener else open(path, "rb", buffering=0)
+    return io.BufferedReader(_Capped(raw, max_bytes, path))
+
+
+def _open_text(path: Path, max_bytes: int = DEFAULT_MAX_BYTES):
+    return io.TextIOWrapper(_open_binary(path, max_bytes), encoding="utf-8-sig", errors="replace")
+
+
+def _check_source(path: Path, max_bytes: int | None) -> None:
+    """Regular files (or a directory of Lean zips) only: a device like /dev/zero never ends, and opening a FIFO
+    waits for a writer. A file over ``max_bytes`` is refused before it is opened."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise UserError("candle file not found", str(path)) from None
+    except OSError as exc:
+        raise _fail(f"cannot read candle file: {exc.strerror or exc}", path) from None
+    if stat.S_ISDIR(st.st_mode):
+        return
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a FIFO" if stat.S_ISFIFO(st.st_mode) else "a character device" if stat.S_ISCHR(st.st_mode)
+                else "a block device" if stat.S_ISBLK(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode)
+                else "not a regular file")
+        raise UserError(f"candle source is {kind}: candles are read from regular files only", str(path))
+    if max_bytes is not None and st.st_size > max_bytes:
+        raise UserError(f"candle file is {_size(st.st_size)}, over data.max_bytes ({_size(max_bytes)}); raise "
+                        f"data.max_bytes to read it", str(path))
 
 
 def _peek(path: Path, n_bytes: int = 8192) -> str:
@@ -116,6 +193,7 @@ def _looks_like_candle_header(fields: list[str]) -> bool:
 
 
 def _lean_zips_in(directory: Path) -> list[Path]:
+    # is_file() is true for regular files only: a FIFO named like a zip is skipped, never opened
     return sorted(p for p in directory.iterdir() if p.is_file() and _LEAN_ZIP_RE.match(p.name))
 
 
@@ -166,8 +244,7 @@ def _detect(path: Path) -> str | None:
 def detect_format(path: Path) -> str:
     """The name in ``FORMATS`` for ``path``, by suffix, file-name pattern and a peek at the first lines/keys."""
     path = Path(path)
-    if not path.exists():
-        raise UserError("candle file not found", str(path))
+    _check_source(path, None)
     try:
         fmt = _detect(path)
     except OSError as exc:
@@ -313,12 +390,20 @@ def _from_named(df: pd.DataFrame, path: Path) -> pd.DataFrame:
     symbol_hint = str(df[lower["symbol"]].iloc[0]) if from_column else path.stem
     vcol = _pick_volume(lower, symbol_hint, path, symbol_column=from_column)
     volume = _parse_numbers(df[vcol], str(vcol), path)
-    return _frame(ts, prices["open"], prices["high"], prices["low"], prices["close"], volume)
+    out = _frame(ts, prices["open"], prices["high"], prices["low"], prices["close"], volume)
+    if from_column:
+        markets = sorted({m for m in map(value_market, pd.unique(df[lower["symbol"]].dropna())) if m})
+        if len(markets) > 1:
+            raise _fail(f"the symbol column names several markets ({', '.join(markets[:5])}"
+                        f"{', ...' if len(markets) > 5 else ''}): one market per file", path)
+        out.attrs["market"] = (markets[0], "its symbol column") if markets else None
+    return out
 
 
-def _read_csv(path: Path, **kwargs) -> pd.DataFrame:
+def _read_csv(path: Path, max_bytes: int, **kwargs) -> pd.DataFrame:
     try:
-        return pd.read_csv(path, encoding="utf-8-sig", **kwargs)
+        with _open_binary(path, max_bytes) as fh:
+            return pd.read_csv(fh, encoding="utf-8-sig", compression=None, **kwargs)
     except pd.errors.EmptyDataError:
         raise _fail("candle file is empty", path)
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
@@ -326,16 +411,16 @@ def _read_csv(path: Path, **kwargs) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------------------- format readers
-def _read_parquet(path: Path) -> pd.DataFrame:
+def _read_parquet(path: Path, max_bytes: int) -> pd.DataFrame:
     return _from_named(pd.read_parquet(path), path)
 
 
-def _read_generic_csv(path: Path) -> pd.DataFrame:
-    return _from_named(_read_csv(path), path)
+def _read_generic_csv(path: Path, max_bytes: int) -> pd.DataFrame:
+    return _from_named(_read_csv(path, max_bytes), path)
 
 
-def _read_yahoo(path: Path) -> pd.DataFrame:
-    df = _read_csv(path, keep_default_na=False)  # Yahoo writes missing rows as "null": refuse, don't drop
+def _read_yahoo(path: Path, max_bytes: int) -> pd.DataFrame:
+    df = _read_csv(path, max_bytes, keep_default_na=False)  # Yahoo writes missing rows as "null": refuse, don't drop
     have = {str(c).strip().lower() for c in df.columns}
     missing = [c for c in ("Date", "Open", "High", "Low", "Close", "Volume") if c.lower() not in have]
     if missing:
@@ -344,15 +429,15 @@ def _read_yahoo(path: Path) -> pd.DataFrame:
     return _from_named(df.drop(columns=adj), path)
 
 
-def _read_cryptodatadownload(path: Path) -> pd.DataFrame:
+def _read_cryptodatadownload(path: Path, max_bytes: int) -> pd.DataFrame:
     lines = [ln for ln in _peek(path).splitlines() if ln.strip()]
     skip = 0 if lines and _looks_like_candle_header(_header_fields(lines[0])) else 1
-    return _from_named(_read_csv(path, skiprows=skip), path)
+    return _from_named(_read_csv(path, max_bytes, skiprows=skip), path)
 
 
-def _read_freqtrade_json(path: Path) -> pd.DataFrame:
+def _read_freqtrade_json(path: Path, max_bytes: int) -> pd.DataFrame:
     try:
-        with _open_text(path) as fh:
+        with _open_text(path, max_bytes) as fh:
             rows = json.load(fh)
     except json.JSONDecodeError as exc:
         raise _fail(f"invalid JSON: {exc}", path)
@@ -369,7 +454,7 @@ def _read_freqtrade_json(path: Path) -> pd.DataFrame:
     return _frame(ts, *vals)
 
 
-def _read_freqtrade_feather(path: Path) -> pd.DataFrame:
+def _read_freqtrade_feather(path: Path, max_bytes: int) -> pd.DataFrame:
     return _from_named(pd.read_feather(path), path)
 
 
@@ -377,12 +462,12 @@ _KLINE_COLUMNS = ["open_time", "open", "high", "low", "close", "volume", "close_
                   "taker_buy_volume", "taker_buy_quote_volume", "ignore"]
 
 
-def _read_binance_kline(path: Path) -> pd.DataFrame:
+def _read_binance_kline(path: Path, max_bytes: int) -> pd.DataFrame:
     lines = [ln for ln in _peek(path).splitlines() if ln.strip()]
     if not lines:
         raise _fail("candle file is empty", path)
     has_header = not _is_number(lines[0].split(",")[0])
-    df = _read_csv(path, header=0 if has_header else None)
+    df = _read_csv(path, max_bytes, header=0 if has_header else None)
     if df.shape[1] < 6:
         raise _fail(f"Binance kline CSV needs at least 6 columns "
                     f"(open_time, open, high, low, close, volume), found {df.shape[1]}", path)
@@ -396,9 +481,9 @@ _BINANCE_JSON_KEYS = {"endTime": "timestamp", "openPrice": "open", "highPrice": 
                       "closePrice": "close", "volume": "volume"}
 
 
-def _read_binance_json(path: Path, step: pd.Timedelta | None) -> pd.DataFrame:
+def _read_binance_json(path: Path, max_bytes: int, step: pd.Timedelta | None) -> pd.DataFrame:
     try:
-        with _open_text(path) as fh:
+        with _open_text(path, max_bytes) as fh:
             doc = json.load(fh)
     except json.JSONDecodeError as exc:
         raise _fail(f"invalid JSON: {exc}", path)
@@ -428,10 +513,14 @@ def _read_binance_json(path: Path, step: pd.Timedelta | None) -> pd.DataFrame:
     open_us = (end_ms + 1) * 1000 - step // pd.Timedelta(microseconds=1)
     ts = pd.Series(pd.to_datetime(open_us, unit="us", utc=True)).astype(TS_DTYPE)
     vals = [_parse_numbers(df[k], k, path) for k in ("openPrice", "highPrice", "lowPrice", "closePrice", "volume")]
-    return _frame(ts, *vals)
+    out = _frame(ts, *vals)
+    market = value_market(doc["name"]) if isinstance(doc.get("name"), str) else None
+    out.attrs["market"] = (market, "its name field") if market else None
+    return out
 
 
-def _read_lean_one(path: Path) -> pd.DataFrame:
+def _read_lean_one(path: Path, max_bytes: int) -> tuple[pd.DataFrame, int]:
+    """One Lean zip's candles and the bytes its CSV expands to (checked against ``max_bytes`` first)."""
     try:
         with zipfile.ZipFile(path) as zf:
             members = [n for n in zf.namelist() if not n.endswith("/")]
@@ -440,7 +529,11 @@ def _read_lean_one(path: Path) -> pd.DataFrame:
             m = _LEAN_DATE_RE.match(path.name) or _LEAN_DATE_RE.match(Path(members[0]).name)
             if m is None:
                 raise _fail("Lean zip name must start with the date, like 20180404_trade.zip", path)
-            with zf.open(members[0]) as fh:
+            size = zf.getinfo(members[0]).file_size
+            if size > max_bytes:
+                raise _fail(f"Lean zip expands to {_size(size)}, over what data.max_bytes leaves "
+                            f"({_size(max_bytes)}); raise data.max_bytes to read it", path)
+            with io.BufferedReader(_Capped(zf.open(members[0]), max_bytes, path)) as fh:
                 df = pd.read_csv(fh, header=None)
     except zipfile.BadZipFile as exc:
         raise _fail(f"not a readable zip: {exc}", path)
@@ -462,10 +555,10 @@ def _read_lean_one(path: Path) -> pd.DataFrame:
         raise _fail(f"Lean time {ms[i]!r} at row {i} is not whole milliseconds within the day", path)
     ts = pd.Series(day + pd.to_timedelta(ms.astype(np.int64), unit="ms")).astype(TS_DTYPE)
     vals = [_parse_numbers(df[k], ["open", "high", "low", "close", "volume"][k - 1], path) for k in range(1, 6)]
-    return _frame(ts, *vals)
+    return _frame(ts, *vals), size
 
 
-def _read_lean(path: Path) -> pd.DataFrame:
+def _read_lean(path: Path, max_bytes: int) -> pd.DataFrame:
     if any(part.lower() == "equity" for part in path.resolve().parts):
         raise _fail("Lean equity data (prices x10000, exchange-time stamps) is not supported; "
                     "lean_zip reads Lean crypto trade zips", path)
@@ -473,8 +566,13 @@ def _read_lean(path: Path) -> pd.DataFrame:
         zips = _lean_zips_in(path)
         if not zips:
             raise _fail("directory holds no Lean YYYYMMDD_trade.zip files", path)
-        return pd.concat([_read_lean_one(z) for z in zips], ignore_index=True)
-    return _read_lean_one(path)
+        parts, left = [], max_bytes   # the cap holds for the whole directory, not per zip
+        for z in zips:
+            part, size = _read_lean_one(z, left)
+            parts.append(part)
+            left -= size
+        return pd.concat(parts, ignore_index=True)
+    return _read_lean_one(path, max_bytes)[0]
 
 
 # ------------------------------------------------------------------------------------------ read_candles
@@ -499,21 +597,50 @@ def _as_step(step, where: str) -> pd.Timedelta | None:
     return step
 
 
+@dataclass(frozen=True)
+class CandleFile:
+    """Candles read from one file, and the market (base asset) the file says it holds: None when neither its
+    name nor its contents say; ``said_by`` says which did ("its file name", "its symbol column", ...)."""
+    candles: pd.DataFrame
+    market: str | None
+    said_by: str | None
+
+
+def file_market(path: Path, fmt: str, content: tuple[str, str] | None) -> tuple[str | None, str | None]:
+    """The market a file holds by its contents, else by its name (a Lean zip: its folder's name); a name and
+    contents that name different markets are refused. A name pairing several markets says nothing."""
+    named = name_markets(path.name)
+    if not named and fmt == "lean_zip" and path.is_file():
+        named = name_markets(path.parent.name)
+    if content is not None:
+        market, said_by = content
+        if named and market not in named:
+            raise _fail(f"{said_by} says the candles are {market}, the file name says {'/'.join(named)}", path)
+        return market, said_by
+    return (named[0], "its file name") if len(named) == 1 else (None, None)
+
+
 def read_candles(path: Path, fmt: str = "auto", stamped_at: str = "open",
-                 step: pd.Timedelta | None = None) -> pd.DataFrame:
+                 step: pd.Timedelta | None = None, max_bytes: int = DEFAULT_MAX_BYTES) -> pd.DataFrame:
     """Read one candle file (or a directory of Lean zips) in ``fmt`` and return validated canonical candles.
 
     ``stamped_at`` says which edge of the candle the file's timestamps mark ("open" or "close"); "close"
     stamps are moved to open time by subtracting ``step`` (inferred as the most common spacing if None).
+    Only regular files are read, none larger (or expanding to more) than ``max_bytes``.
     """
+    return read_candle_source(path, fmt, stamped_at, step, max_bytes).candles
+
+
+def read_candle_source(path: Path, fmt: str = "auto", stamped_at: str = "open",
+                       step: pd.Timedelta | None = None, max_bytes: int = DEFAULT_MAX_BYTES) -> CandleFile:
+    """:func:`read_candles`, with the market the file's name or contents say it holds."""
     path = Path(path)
     if fmt != "auto" and fmt not in FORMATS:
         raise UserError(f"unknown candle file format {fmt!r}; set data.format to auto or one of "
                         f"{', '.join(FORMATS)}", str(path))
     if stamped_at not in STAMPS:
         raise UserError(f"stamped_at must be 'open' or 'close', got {stamped_at!r}", str(path))
-    if not path.exists():
-        raise UserError("candle file not found", str(path))
+    _check_source(path, max_bytes)
     step = _as_step(step, str(path))
     if fmt == "auto":
         fmt = detect_format(path)
@@ -523,15 +650,16 @@ def read_candles(path: Path, fmt: str = "auto", stamped_at: str = "open",
         "parquet": _read_parquet, "csv": _read_generic_csv, "yahoo": _read_yahoo,
         "cryptodatadownload": _read_cryptodatadownload, "freqtrade_json": _read_freqtrade_json,
         "freqtrade_feather": _read_freqtrade_feather, "binance_kline": _read_binance_kline,
-        "lean_zip": _read_lean, "binance_json": lambda p: _read_binance_json(p, step),
+        "lean_zip": _read_lean, "binance_json": lambda p, cap: _read_binance_json(p, cap, step),
     }
     try:
-        df = readers[fmt](path)
+        df = readers[fmt](path, max_bytes)
     except UserError:
         raise
     except Exception as exc:  # unreadable or corrupt file: name it, keep the cause
         raise _fail(f"cannot read {fmt} candle file: {type(exc).__name__}: {exc}", path)
     log.debug("read %d %s candles from %s", len(df), fmt, path)
+    market, said_by = file_market(path, fmt, df.attrs.pop("market", None))
     t = _us(df["timestamp"])
     if len(t) > 1 and (t[1:] < t[:-1]).all():  # published newest-first
         df = df.iloc[::-1].reset_index(drop=True)
@@ -545,7 +673,7 @@ def read_candles(path: Path, fmt: str = "auto", stamped_at: str = "open",
         if step is None:
             step = _infer_step(df["timestamp"].diff().dropna(), path)
         df["timestamp"] = df["timestamp"] - step
-    return validate_candles(df, str(path))
+    return CandleFile(validate_candles(df, str(path)), market, said_by)
 
 
 # ---------------------------------------------------------------------------------------------- resample

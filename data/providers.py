@@ -1,5 +1,6 @@
 """Provider dispatch: config -> validated candles per symbol, then the quality rules (outliers, gap report)
 and an optional resample. A provider that fails raises; nothing falls back to another source."""
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -8,9 +9,12 @@ from omegaconf import DictConfig
 
 from data import files, synthetic
 from data.errors import UserError
-from data.formats import resample
+from data.formats import DEFAULT_MAX_BYTES, resample
 from data.quality import apply_outlier_rule, gap_report
+from data.symbols import name_markets
 from data.timeframes import to_string, to_timedelta
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -40,15 +44,33 @@ def _synthetic(data: DictConfig, symbols: list[str], seed: int) -> Candles:
 
 
 def _files(data: DictConfig, symbols: list[str]) -> Candles:
+    """One file per symbol. A file whose name or contents say which market it holds keeps that name: with a
+    ``{symbol}`` path it must hold the symbol it was chosen for; a single fixed path names the symbol trained
+    when ``data.symbol_from_file`` (else a different market is refused)."""
     by_symbol, sources, steps = {}, {}, set()
     declared = to_timedelta(data.timeframe) if data.get("timeframe") else None
+    per_symbol = "{symbol}" in str(data.path)
+    if not per_symbol and len(symbols) > 1:
+        raise UserError(f"data.path names one file for {len(symbols)} symbols ({', '.join(symbols)}): put "
+                        f"{{symbol}} in the path to read one file per symbol", "data.path")
     for s in symbols:
         path = Path(str(data.path).format(symbol=s)).expanduser()
-        c = files.read_candle_file(path, fmt=str(data.get("format", "auto")),
-                                   stamped_at=str(data.get("stamped_at", "open")), step=declared)
+        read = files.read_marked_candle_file(path, fmt=str(data.get("format", "auto")),
+                                             stamped_at=str(data.get("stamped_at", "open")), step=declared,
+                                             max_bytes=int(data.get("max_bytes") or DEFAULT_MAX_BYTES))
+        c, name = read.candles, s
+        if read.market is not None and read.market.upper() != s.upper():
+            if per_symbol:
+                raise UserError(f"the file for {s} holds {read.market} candles ({read.said_by} says so)", str(path))
+            if not data.get("symbol_from_file", True):
+                raise UserError(f"the file holds {read.market} candles ({read.said_by} says so), not {s}: set "
+                                f"coin.symbols=[{read.market}] (or data.symbol_from_file=true)", str(path))
+            log.warning("%s holds %s candles (%s says so): training and registering %s, not %s", path,
+                        read.market, read.said_by, read.market, s)
+            name = read.market
         if data.get("rows"):
             c = c.iloc[-int(data.rows):].reset_index(drop=True)
-        by_symbol[s], sources[s] = c, str(path)
+        by_symbol[name], sources[name] = c, str(path)
         steps.add(declared or files.infer_step(c, str(path)))
     if len(steps) > 1:
         raise UserError(f"symbols have different timeframes {sorted(map(str, steps))}", "data.path")
@@ -72,6 +94,19 @@ def _remote(data: DictConfig, symbols: list[str]) -> Candles:
         by_symbol[s] = c
     return Candles(by_symbol=by_symbol, step=to_timedelta(data.timeframe), provider=str(data.provider),
                    sources=sources)
+
+
+def named_symbols(data: DictConfig, symbols: list[str]) -> list[str]:
+    """The symbols a load of ``symbols`` will hold, as far as names tell before reading: a single fixed file
+    whose name pairs one market (ETH_USDT-1m.json) stands for that market when ``data.symbol_from_file``.
+    (A symbol column only tells once read: ``load_candles`` then keys the candles by it.)"""
+    symbols = [str(s) for s in symbols]
+    if data.get("provider") != "files" or "{symbol}" in str(data.path) or len(symbols) != 1:
+        return symbols
+    if not data.get("symbol_from_file", True):
+        return symbols
+    named = name_markets(Path(str(data.path)).name)
+    return [named[0]] if len(named) == 1 and named[0].upper() != symbols[0].upper() else symbols
 
 
 def load_candles(data: DictConfig, symbols: list[str], seed: int) -> Candles:

@@ -2,6 +2,7 @@
 from omegaconf import DictConfig, OmegaConf
 
 from data.errors import UserError
+from data.symbols import check_coin, check_name, check_symbols
 
 # key -> (type, low, high, bounds): bounds "[]" inclusive both ends, "[)" high exclusive, "()" both
 # exclusive, "(]" low exclusive. None = unbounded. A key absent from the config is not checked.
@@ -14,6 +15,7 @@ _NUMBERS = {
     "split.folds": (int, 1, None, "[]"),
     "split.test": (float, 0.0, 1.0, "()"),
     "data.rows": (int, 2, None, "[]"),
+    "data.max_bytes": (int, 1, None, "[]"),
     "data.signal_strength": (float, 0.0, None, "[]"),
     "data.signal_half_life": (float, 0.0, None, "(]"),
     "data.volatility": (float, 0.0, None, "(]"),
@@ -139,6 +141,10 @@ def check_config(cfg: DictConfig) -> None:
         required_symbols(cfg.eval.gates, 1)   # 'all' or a positive number
     if not list(cfg.coin.get("symbols") or []):
         raise UserError("no symbols selected", "coin.symbols")
+    check_coin(cfg.coin)
+    if cfg.data.get("symbol_from_file") is not None and not isinstance(cfg.data.symbol_from_file, bool):
+        raise UserError(f"data.symbol_from_file must be true or false, got {cfg.data.symbol_from_file!r}",
+                        "data.symbol_from_file")
     if cfg.data.provider == "synthetic":
         import pandas as pd   # here, not at import: `train.py --help` loads this module and answers in < 1 s
         try:
@@ -151,3 +157,28 @@ def check_config(cfg: DictConfig) -> None:
             path.format(symbol="X")
         except (KeyError, IndexError, ValueError):
             raise UserError("data.path may hold no placeholder other than {symbol}", "data.path") from None
+
+
+def check_name_overrides(argv: list[str]) -> None:
+    """``coin.name=`` and ``coin.symbols=`` on the command line are names (see data.symbols), refused before
+    Hydra makes a run folder from them."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+    args = [a for a in argv if not a.startswith("-") and a.lstrip("+~").split("=", 1)[0] in ("coin.name",
+                                                                                          "coin.symbols")]
+    try:
+        overrides = OverridesParser.create().parse_overrides(args)
+    except HydraException:
+        return   # Hydra reports its own parse errors
+    for o in overrides:
+        if o.is_delete():
+            continue
+        try:
+            values = list(o.sweep_iterator()) if o.is_sweep_override() else [o.value()]
+        except HydraException:
+            continue   # an interval for a search: not names
+        for value in values:
+            if isinstance(value, list):
+                check_symbols(value, o.key_or_group)
+            else:
+                check_name(value, o.key_or_group)

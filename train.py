@@ -6,6 +6,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+import trainer.runinfo  # noqa: F401  registers ${run_stamp:}, which names run folders in conf/hydra
+
 ROOT = Path(__file__).resolve().parent
 os.environ.setdefault("CANDLELAB_ROOT", str(ROOT))
 

@@ -19,10 +19,12 @@ SLOT = "BTC/1m/direction_h1"
 
 
 def model_dir(tmp_path: Path, name: str) -> Path:
-    """A stand-in for a run's model dir: a card and a weights file whose bytes identify it."""
+    """A stand-in for a run's model dir: a card naming the run ``name`` and a weights file whose bytes
+    identify it."""
     d = tmp_path / "runs" / name / "model"
     d.mkdir(parents=True)
     (d / "card.json").write_text(json.dumps({"name": name, "family": "lightgbm"}))
+    (d / "model_card.json").write_text(json.dumps({"run_id": name, "family": "lightgbm"}))
     (d / "weights.bin").write_bytes(name.encode() * 16)
     return d
 
@@ -137,7 +139,8 @@ def test_prune_keeps_the_newest_candidates_per_slot_and_never_promoted_or_archiv
     promoted = register(reg, tmp_path, "best", value=0.70, fingerprint="fp-best")
     for symbol in ("BTC", "ETH"):
         for i in range(5):
-            row = reg.register(record(value=0.40, passed=False, symbol=symbol, fingerprint=f"fp{i}"),
+            row = reg.register(record(value=0.40, passed=False, symbol=symbol, fingerprint=f"fp{i}",
+                                      run_id=f"{symbol}-{i}"),
                                model_dir(tmp_path, f"{symbol}-{i}"), keep_candidates=None)
             kept[symbol].append(row)
     pruned = reg.prune(keep=2)
@@ -161,7 +164,7 @@ def test_prune_keeps_the_newest_candidates_per_slot_and_never_promoted_or_archiv
 
 # Workers load trainer/registry.py by path: `import trainer` pulls in torch (~6 s per process on 2 cores).
 WORKER = r"""
-import importlib.util, sys
+import importlib.util, json, pathlib, sys
 project, root, source, worker, calls = sys.argv[1:6]
 sys.path.insert(0, project)
 spec = importlib.util.spec_from_file_location("registry_under_test", project + "/trainer/registry.py")
@@ -176,14 +179,19 @@ for i in range(int(calls)):
            "headline": "accuracy", "headline_value": value, "metrics": {"accuracy": value},
            "gates": {"passed": i % 3 != 0}, "run_id": f"w{w}-{i}", "run_dir": "/runs", "git_commit": "abc",
            "config_hash": f"cfg{i % 4}", "data_fingerprint": f"worker{w}" if i % 5 == 4 else "shared"}
-    reg.register(rec, source, auto_promote=w % 2 == 0, keep_candidates=None)
+    model = pathlib.Path(source) / rec["run_id"]
+    model.mkdir()
+    (model / "model_card.json").write_text(json.dumps({"run_id": rec["run_id"]}))
+    (model / "weights.bin").write_bytes(rec["run_id"].encode() * 16)
+    reg.register(rec, model, auto_promote=w % 2 == 0, keep_candidates=None)
 """
 
 
 def test_concurrent_writers_lose_nothing(tmp_path):
     workers, calls = 8, 50
     root = tmp_path / "registry"
-    source = model_dir(tmp_path, "shared")
+    source = tmp_path / "runs"
+    source.mkdir()
     started = time.perf_counter()
     procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(ROOT), str(root), str(source), str(w), str(calls)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for w in range(workers)]
@@ -203,9 +211,9 @@ def test_concurrent_writers_lose_nothing(tmp_path):
     assert len(versions) == 4 + 4 * workers                # 4 shared ids + 4 per worker
     for model_id, found in versions.items():
         assert sorted(found) == list(range(1, len(found) + 1)), model_id
-    card = (source / "card.json").read_bytes()
-    for r in rows:
-        assert (Path(r["model_dir"]) / "card.json").read_bytes() == card
+    for r in rows:   # every row holds the model its own run made
+        assert json.loads((Path(r["model_dir"]) / "model_card.json").read_text())["run_id"] == r["run_id"]
+        assert (Path(r["model_dir"]) / "weights.bin").read_bytes() == r["run_id"].encode() * 16
     leftovers = [p for p in root.rglob(".*") if p.name != ".gitkeep"]
     assert leftovers == []
     doc = json.loads((root / "registry.json").read_text())

@@ -21,6 +21,7 @@ from data.labels import output_columns
 from data.timeframes import to_string, to_timedelta
 from models.base import CandleModel, Rows
 from models.registry import family_class, family_target
+from trainer.registry import resolve_link
 from trainer.runinfo import fresh_temp_dir, publish_dir
 
 CARD = "model_card.json"
@@ -174,7 +175,7 @@ class LoadedModel:
 
 
 def load_model(path: str | Path) -> LoadedModel:
-    directory = Path(path)
+    directory = resolve_link(path)   # a promoted/... link serves only what the registry promoted there
     if (directory / "model").is_dir() and not (directory / CARD).exists():
         directory = directory / "model"  # a run folder was given
     if not (directory / CARD).is_file():

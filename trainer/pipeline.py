@@ -56,6 +56,23 @@ def resolve_run_dir(cfg: DictConfig, run_id: str) -> Path:
     return Path(cfg.paths.output_dir) / "runs" / f"{run_id}_{cfg.model.name}_{cfg.coin.name}"
 
 
+def create_run_dir(cfg: DictConfig) -> tuple[str, Path]:
+    """A fresh run id and its folder. A folder placed by Hydra or ``paths.run_dir`` is used as given; a default
+    one is created exclusively, so two runs never share one (on a collision the run takes a new id)."""
+    while True:
+        run_id = new_run_id()
+        run_dir = resolve_run_dir(cfg, run_id)
+        if HydraConfig.initialized() or cfg.paths.get("run_dir"):
+            run_dir.mkdir(parents=True, exist_ok=True)
+            return run_id, run_dir
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            run_dir.mkdir()
+            return run_id, run_dir
+        except FileExistsError:
+            continue
+
+
 def train(cfg: DictConfig, progress_callback: Callable[[ProgressEvent], None] | None = None,
           cancellation_token: CancellationToken | None = None) -> dict:
     """Run the whole pipeline for one family on the configured symbols; returns what result.json holds.
@@ -63,11 +80,9 @@ def train(cfg: DictConfig, progress_callback: Callable[[ProgressEvent], None] | 
     ``progress_callback`` receives every ProgressEvent. ``cancellation_token`` (optional) stops the run
     cooperatively; SIGINT/SIGTERM and the stop file (``<run_dir>/STOP`` by default) are always honoured.
     """
-    run_id = new_run_id()
-    run_dir = resolve_run_dir(cfg, run_id)
     if is_worker(cfg.device):
-        return _worker(cfg, run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+        return _worker(cfg, resolve_run_dir(cfg, new_run_id()))
+    run_id, run_dir = create_run_dir(cfg)
     token = cancellation_token or CancellationToken()
     if token.stop_file is None:
         token.stop_file = _stop_file(cfg, run_dir)
@@ -440,6 +455,7 @@ def _run(cfg, run_dir: Path, run: dict, reporter: ProgressReporter, token: Cance
         "run": {**run, "finished_at": utc_now()},
     }
     if cfg.registry.enabled:
+        write_json_atomic(run_dir / "result.json", result)   # a kill while registering leaves the run's result
         reporter.emit("register")
         result["registry"] = _register(cfg, result, task, model_dir)
     reporter.emit("done", metrics={headline(task): test_metrics[headline(task)], "gates": verdict["passed"]})

@@ -8,9 +8,13 @@ Layout under the root (``<output_dir>/registry``)::
     promoted/<symbol>/<timeframe>/<target> -> ../../../models/<model_id>/v<version>   (relative symlink)
     registry.json                       human-readable export of all rows, rewritten after every write
 
+Every write, and every read through a link (``promoted_path``, ``resolve_link``), first reconciles the links of
+all slots with the database and removes what a killed writer left (staging folders, temp files).
+
 CLI: ``python -m trainer.registry [--root DIR] list|show|compare|promote|rollback|prune|export``.
 """
 import argparse
+import fcntl
 import hashlib
 import json
 import logging
@@ -31,6 +35,8 @@ from data.errors import UserError
 log = logging.getLogger("candlelab")
 
 DB_NAME = "registry.db"
+MODEL_CARD = "model_card.json"    # trainer.model_dir.CARD: names the run that made the model
+STAGING_PREFIX = ".incoming-"
 EXPORT_NAME = "registry.json"
 BUSY_TIMEOUT_S = 60.0
 STAGES = ("candidate", "promoted", "archived")
@@ -104,17 +110,18 @@ class Registry:
         self.promoted_dir = self.root / "promoted"
         for d in (self.root, self.models_dir, self.promoted_dir):
             d.mkdir(parents=True, exist_ok=True)
-        con = self._connect()
-        try:
-            if con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-                con.execute("PRAGMA journal_mode=WAL")   # persistent in the file: set once
-            con.execute("BEGIN IMMEDIATE")
-            for statement in filter(str.strip, _SCHEMA.split(";")):
-                con.execute(statement)
-            _add_economics_column(con)
-            con.execute("COMMIT")
-        finally:
-            con.close()
+        with _database_errors(self.db_path):
+            con = self._connect()
+            try:
+                if con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                    con.execute("PRAGMA journal_mode=WAL")   # persistent in the file: set once
+                con.execute("BEGIN IMMEDIATE")
+                for statement in filter(str.strip, _SCHEMA.split(";")):
+                    con.execute(statement)
+                _add_economics_column(con)
+                con.execute("COMMIT")
+            finally:
+                con.close()
 
     def register(self, record: dict, model_dir: Path, auto_promote: bool = True,
                  keep_candidates: int | None = 20) -> dict:
@@ -132,10 +139,12 @@ class Registry:
         model_id = model_id_for(rec)
         id_dir = self.models_dir / model_id
         id_dir.mkdir(parents=True, exist_ok=True)
-        # copy outside the lock (the slow part), into a hidden temp dir that no reader ever lists
-        staging = Path(tempfile.mkdtemp(prefix=".incoming-", dir=id_dir))
+        # copy outside the lock (the slow part), into a hidden temp dir that no reader ever lists; it stays
+        # locked while this process lives, so the next write removes it only if this process was killed
+        staging, staging_lock = _claim_staging(id_dir)
         try:
             shutil.copytree(source, staging, dirs_exist_ok=True)
+            _check_made_by(staging, rec["run_id"], source)
             with self._write() as tx:
                 version = _next_version(tx.con, model_id)
                 dest = id_dir / f"v{version}"
@@ -165,6 +174,7 @@ class Registry:
                 row = self._get_in(tx.con, model_id, version)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+            os.close(staging_lock)
         self.export_json()
         if promoted:
             log.info("registry: %s:%d promoted to %s", model_id, version, row["slot"])
@@ -263,7 +273,19 @@ class Registry:
             return self._promoted_in(con, slot)
 
     def promoted_path(self, slot: str) -> Path:
-        """The stable link path the runtime loads for a slot (it exists once a model is promoted there)."""
+        """The stable link path the runtime loads for a slot (it exists once a model is promoted there),
+        after every link was reconciled with the database."""
+        link = self._link_path(slot)
+        self.reconcile()
+        return link
+
+    def reconcile(self) -> None:
+        """Make every slot's link point at the row the database calls promoted (a link of a slot with no
+        promoted row is removed) and remove what killed writers left; every write does this first."""
+        with self._write():
+            pass
+
+    def _link_path(self, slot: str) -> Path:
         return self.promoted_dir.joinpath(*_checked_slot(slot).split("/"))
 
     def _connect(self) -> sqlite3.Connection:
@@ -274,34 +296,37 @@ class Registry:
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
-        con = self._connect()
-        try:
-            yield con
-        finally:
-            con.close()
+        with _database_errors(self.db_path):
+            con = self._connect()
+            try:
+                yield con
+            finally:
+                con.close()
 
     @contextmanager
     def _write(self) -> Iterator[_Txn]:
-        con = self._connect()
-        try:
-            con.execute("BEGIN IMMEDIATE")
-            tx = _Txn(con)
+        with _database_errors(self.db_path):
+            con = self._connect()
             try:
-                self._heal_links(tx)
-                yield tx
-                con.execute("COMMIT")
-            except BaseException:
-                if con.in_transaction:
-                    con.execute("ROLLBACK")
-                for step in reversed(tx.undo):
-                    try:
-                        step()
-                    except OSError:
-                        log.warning("registry: could not undo a filesystem step after a failed write",
-                                    exc_info=True)
-                raise
-        finally:
-            con.close()
+                con.execute("BEGIN IMMEDIATE")
+                tx = _Txn(con)
+                try:
+                    self._heal_links(tx)
+                    self._remove_leftovers()
+                    yield tx
+                    con.execute("COMMIT")
+                except BaseException:
+                    if con.in_transaction:
+                        con.execute("ROLLBACK")
+                    for step in reversed(tx.undo):
+                        try:
+                            step()
+                        except OSError:
+                            log.warning("registry: could not undo a filesystem step after a failed write",
+                                        exc_info=True)
+                    raise
+            finally:
+                con.close()
         for step in tx.after_commit:
             step()
 
@@ -347,19 +372,45 @@ class Registry:
         self._point_link(tx, row)
 
     def _heal_links(self, tx: _Txn) -> None:
-        """Under the write lock: every slot's link points at the row the database calls promoted. A writer
-        killed between re-pointing a link and committing leaves a link ahead of the database; the next
-        write puts it back."""
-        for row in self._select(tx.con, "WHERE stage = 'promoted'"):
-            link = self.promoted_path(row["slot"])
+        """Under the write lock: every slot's link points at the row the database calls promoted, and a link
+        of a slot with no promoted row is removed. A writer killed between re-pointing a link and committing
+        leaves a link ahead of the database (on a slot's first promotion, at a version with no row)."""
+        promoted = {row["slot"]: row for row in self._select(tx.con, "WHERE stage = 'promoted'")}
+        for slot, row in promoted.items():
+            link = self._link_path(slot)
             want = os.path.relpath(row["model_dir"], link.parent)
             if not link.is_symlink() or os.readlink(link) != want:
                 log.warning("registry: link %s did not point at the promoted %s; repaired", link, _ref(row))
-                self._point_link(tx, row)
+                link.parent.mkdir(parents=True, exist_ok=True)
+                _replace_symlink(link, want)   # matches the committed state: kept even if this write rolls back
+        for link in self._links():
+            if link.relative_to(self.promoted_dir).as_posix() not in promoted:
+                log.warning("registry: link %s served %s, which the registry never promoted there; removed",
+                            link, os.readlink(link))
+                link.unlink()
+
+    def _links(self) -> Iterator[Path]:
+        """Every link under promoted/ (temp links of a killed writer are removed instead)."""
+        for folder, dirs, files in os.walk(self.promoted_dir):
+            for name in dirs + files:
+                path = Path(folder) / name
+                if not path.is_symlink():
+                    continue
+                if name.startswith(".") and name.endswith(".tmp"):
+                    path.unlink(missing_ok=True)
+                else:
+                    yield path
+
+    def _remove_leftovers(self) -> None:
+        """Under the write lock: staging folders of killed registrations and temp export files."""
+        for tmp in self.root.glob(f".{EXPORT_NAME}.*.tmp"):
+            tmp.unlink(missing_ok=True)
+        for staging in self.models_dir.glob(f"*/{STAGING_PREFIX}*"):
+            _remove_if_abandoned(staging)
 
     def _point_link(self, tx: _Txn, row: dict) -> None:
         """Atomically point the slot's link at the row's store dir (restored if the transaction rolls back)."""
-        link = self.promoted_path(row["slot"])
+        link = self._link_path(row["slot"])
         link.parent.mkdir(parents=True, exist_ok=True)
         old = os.readlink(link) if link.is_symlink() else None
         _replace_symlink(link, os.path.relpath(row["model_dir"], link.parent))
@@ -548,6 +599,89 @@ def _replace_symlink(link: Path, target: str) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def resolve_link(path: str | Path) -> Path:
+    """Where a model path really leads: for ``<root>/promoted/<symbol>/<timeframe>/<target>`` of a registry,
+    the store dir of the model the database promoted in that slot (links reconciled first), so a link a
+    killed writer left never serves an unregistered model; any other path unchanged."""
+    given = Path(path)
+    where = Path(os.path.abspath(given))
+    if len(where.parts) < 5 or where.parents[2].name != "promoted" or not (where.parents[3] / DB_NAME).is_file():
+        return given
+    slot = "/".join(where.parts[-3:])
+    try:
+        slot = _checked_slot(slot)
+    except UserError:
+        return given
+    registry = Registry(where.parents[3])
+    registry.reconcile()
+    row = registry.promoted(slot)
+    if row is None:
+        raise UserError(f"no model is promoted in slot {slot}", str(given))
+    return Path(row["model_dir"])
+
+
+@contextmanager
+def _database_errors(db_path: Path) -> Iterator[None]:
+    """A registry.db that is not an SQLite database of ours (garbage, damaged, unreadable) is a user's to fix."""
+    try:
+        yield
+    except (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError):
+        raise
+    except sqlite3.DatabaseError as exc:
+        raise UserError(f"the registry database cannot be used: {str(exc)[:200]}; move it aside or restore a "
+                        "copy", str(db_path)) from exc
+
+
+def _claim_staging(id_dir: Path) -> tuple[Path, int]:
+    """A new staging folder and a descriptor holding its lock (released when this process ends, however)."""
+    while True:
+        staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=id_dir))
+        try:
+            fd = os.open(staging, os.O_RDONLY | os.O_DIRECTORY)
+        except FileNotFoundError:
+            continue    # a writer cleaning up took it for a dead one's before it was locked
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            same = os.stat(staging).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return staging, fd
+        os.close(fd)
+
+
+def _remove_if_abandoned(staging: Path) -> None:
+    """Remove a staging folder unless a live registration holds its lock."""
+    try:
+        fd = os.open(staging, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return
+        log.warning("registry: removing %s, left by a registration that was killed", staging)
+        shutil.rmtree(staging, ignore_errors=True)
+    finally:
+        os.close(fd)
+
+
+def _check_made_by(model_dir: Path, run_id: str | None, source: Path) -> None:
+    """Refuse a model dir whose card names another run: two runs wrote into one folder."""
+    try:
+        card = json.loads((model_dir / MODEL_CARD).read_text())
+    except (OSError, ValueError):
+        card = None
+    made_by = card.get("run_id") if isinstance(card, dict) else None
+    if made_by is None:
+        raise UserError(f"the model dir has no readable {MODEL_CARD} naming the run that made it: refused, it "
+                        "cannot be told apart from another run's model", str(source))
+    if run_id is None or str(made_by) != run_id:
+        raise UserError(f"the model dir was made by run {made_by}, not by run {run_id} that registers it: "
+                        "refused (did two runs share a run folder?)", str(source))
 
 
 def default_root() -> Path:

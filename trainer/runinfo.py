@@ -30,7 +30,19 @@ def hydra_mode() -> str | None:
 
 
 def new_run_id() -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
+    """UTC time to the millisecond plus 32 random bits: unique per process even when many start together."""
+    now = datetime.now(timezone.utc)
+    return f"{now:%Y%m%dT%H%M%S}.{now.microsecond // 1000:03d}-{secrets.token_hex(4)}"
+
+
+def register_resolvers() -> None:
+    """``${run_stamp:}`` in conf/hydra names a run or sweep folder with a fresh run id; cached per config, so
+    every read of ``hydra.run.dir`` (and every job of a sweep, which inherits the cache) sees the same one."""
+    if not OmegaConf.has_resolver("run_stamp"):
+        OmegaConf.register_new_resolver("run_stamp", new_run_id, use_cache=True)
+
+
+register_resolvers()
 
 
 def git_commit(root: Path) -> str | None:

@@ -45,8 +45,8 @@ def write_summary(path: Path, payload: dict) -> None:
     write_json_atomic(path, payload)
 
 
-def print_table(title: str, rows: list[dict]) -> None:
-    """The plan's outcome as a table on stderr (logging stays for events; this is the report)."""
+def print_table(title: str, rows: list[dict], footer: list[str] = ()) -> None:
+    """The plan's outcome as a table on stderr (logging stays for events; this is the report), then ``footer``."""
     from rich.console import Console
     from rich.table import Table
 
@@ -65,6 +65,8 @@ def print_table(title: str, rows: list[dict]) -> None:
     count = totals(rows)
     console.print(table)
     console.print(" | ".join(f"{status} {n}" for status, n in count.items() if n), highlight=False)
+    for line in footer:
+        console.print(line, highlight=False)
 
 
 def _seconds(started: str | None, finished: str | None) -> float | None:

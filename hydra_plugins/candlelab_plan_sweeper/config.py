@@ -12,6 +12,7 @@ class PlanSweeperConf:
     stages: List[str] = field(default_factory=lambda: ["cpu", "gpu"])   # which stages run, in this order
     cores: Optional[int] = None         # cores the jobs of a stage share; null = os.cpu_count()
     runs_dir: Optional[str] = None      # base of the job folders; null = <paths.output_dir>/plans/<plan_id>/runs
+    pbo_partitions: int = 16            # CSCV partitions (even) for each slot's Probability of Backtest Overfitting
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="plan", node=PlanSweeperConf, provider="candlelab")

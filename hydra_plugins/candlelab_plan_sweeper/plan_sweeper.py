@@ -35,6 +35,13 @@ pipeline does); a job that does not compose fails alone. A job whose folder hold
 `completed` and that config hash is skipped; a cancelled, failed, missing or differently configured one runs
 again (the pipeline removes a stale `<run_dir>/STOP`).
 
+Selection: the jobs of one slot (same coin route and target) compete for one promoted model, so each job gets
+`eval.selection.n_trials=<jobs in its slot, whole plan>` (the Deflated Sharpe Ratio's trial count; a command-line
+`eval.selection.n_trials` wins; `eval` is outside the config hash, so resume is unaffected). When the plan ends,
+`plan_summary.json` holds `selection`: per slot its trial count and the Probability of Backtest Overfitting
+(CSCV over the completed jobs' per-period test returns, `hydra.sweeper.pbo_partitions` [16] partitions; see
+`_selection.py`), also printed below the table.
+
 Outcome: one failed job never stops the plan. Each job ends `completed`, `skipped`, `failed`, `cancelled` (its
 `train()` returned status cancelled: a stop file, a signal) or `not_run`. A job cancelled by SIGINT/SIGTERM
 stops the plan after its launch: with the basic launcher (jobs launched one at a time) Ctrl-C leaves every later
@@ -64,9 +71,10 @@ _SIGNAL_REASON = re.compile(r"^(second )?SIG[A-Z]+")   # a cancellation by SIGIN
 
 class PlanSweeper(Sweeper):
     def __init__(self, path: Optional[str] = None, stages: Optional[List[str]] = None, cores: Optional[int] = None,
-                 runs_dir: Optional[str] = None) -> None:
+                 runs_dir: Optional[str] = None, pbo_partitions: int = 16) -> None:
         super().__init__()
         self.path = path
+        self.pbo_partitions = pbo_partitions
         self.stages = list(stages) if stages is not None else ["cpu", "gpu"]
         self.cores = cores
         self.runs_dir = runs_dir
@@ -119,6 +127,7 @@ class _PlanRun:
         from trainer.runinfo import utc_now
 
         from ._plan import find_plan, load_plan
+        from ._selection import selection_lines, slot_trials
         from ._summary import DONE, SUMMARY_FILE, job_row, print_table
 
         self.started_at = utc_now()
@@ -126,6 +135,7 @@ class _PlanRun:
         plan_path = (Path(self.sweeper.path).expanduser().absolute() if self.sweeper.path
                      else find_plan(output_dir))
         self.plan = load_plan(plan_path)
+        self.trials = slot_trials(self.plan.jobs)
         self.home = output_dir / "plans" / self.plan.plan_id
         self.runs_base = (Path(self.sweeper.runs_dir).expanduser().absolute() if self.sweeper.runs_dir
                           else self.home / "runs")
@@ -157,9 +167,9 @@ class _PlanRun:
             log.warning("plan interrupted: jobs not finished are reported as not run")
             self.interrupted = True
         self._settle()
-        self._write(finished=True)
+        selection = self._write(finished=True)
         rows = list(self.rows.values())
-        print_table(f"plan {self.plan.plan_id}", rows)
+        print_table(f"plan {self.plan.plan_id}", rows, selection_lines(selection))
         incomplete = [r for r in rows if r["status"] not in DONE]
         if incomplete:
             from ._errors import PlanIncomplete
@@ -368,24 +378,28 @@ class _PlanRun:
                 self.rows[job.id] = job_row(job, self._run_dir(job), "not_run",
                                             reason="the plan was interrupted before this job finished")
 
-    def _write(self, finished: bool) -> None:
+    def _write(self, finished: bool) -> dict | None:
         from trainer.runinfo import utc_now
 
+        from ._selection import slot_selection
         from ._summary import totals, write_summary
 
         rows = list(self.rows.values())
+        selection = slot_selection(self.plan.jobs, self.rows, int(self.sweeper.pbo_partitions)) if finished else None
         write_summary(self.summary_path, {
             "plan_id": self.plan.plan_id, "plan_path": str(self.plan.path), "plan_created_at": self.plan.created_at,
             "state": ("interrupted" if self.interrupted else "finished") if finished else "running",
             "started_at": self.started_at, "finished_at": utc_now() if finished else None,
             "stages": self.stages, "left_out": self.left_out, "runs_dir": str(self.runs_base),
             "launcher": self.launcher_cfg.get("_target_"), "cores": self.cores, "threads_per_job": self.budget,
-            "command_line": self.cli_lines, "totals": totals(rows), "jobs": rows})
+            "command_line": self.cli_lines, "totals": totals(rows), "selection": selection, "jobs": rows})
+        return selection
 
     def _overrides(self, job, extra: list[str], cli: list[str] | None = None) -> list[str]:
         from ._overrides import merged, quoted
 
-        placement = [f"hydra.sweep.dir={quoted(str(self.runs_base))}", f"hydra.sweep.subdir={quoted(job.id)}"]
+        placement = [f"hydra.sweep.dir={quoted(str(self.runs_base))}", f"hydra.sweep.subdir={quoted(job.id)}",
+                     f"eval.selection.n_trials={self.trials[job.id]}"]   # the jobs competing for its slot
         return merged(self.parser, list(job.overrides), placement, extra,
                       self.job_cli.get(job.id, []) if cli is None else cli)
 

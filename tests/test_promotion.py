@@ -18,10 +18,13 @@ from trainer.registry import Registry
 # horizon 5 keeps the effective sample (rows / horizon) large enough for a 60k-candle test run
 COMMON = ["model=lightgbm", "data.rows=60000", "target.horizon=5", "trainer.num_threads=2", "logger=none"]
 SLOT = "synthetic-BTC/1m/direction_h5"   # synthetic candles never share a slot with a real market
+# a planted signal that beats costs (conf/experiment/tradeable.yaml): only such a model is promoted
+TRADEABLE = ["model=lightgbm", "experiment=tradeable", "trainer.num_threads=2", "logger=none"]
+TRADEABLE_SLOT = "synthetic-BTC/1h/direction_h12"
 
 
-def _run(tmp_path: Path, name: str, *extra: str) -> dict:
-    cfg = make_cfg(*COMMON, *extra, f"paths.output_dir={tmp_path}", run_dir=tmp_path / "runs" / name)
+def _run(tmp_path: Path, name: str, *extra: str, common: list[str] = COMMON) -> dict:
+    cfg = make_cfg(*common, *extra, f"paths.output_dir={tmp_path}", run_dir=tmp_path / "runs" / name)
     return train(cfg)
 
 
@@ -38,24 +41,25 @@ def test_random_walk_is_not_promoted_by_the_default_gates(tmp_path):
 
 
 def test_planted_signal_is_promoted_and_the_link_serves_exactly_that_model(tmp_path):
-    result = _run(tmp_path, "signal")
+    result = _run(tmp_path, "signal", common=TRADEABLE)
     assert result["gates"]["passed"], result["gates"]["reasons"]
     ev = result["evaluation"]["overall"]
     assert ev["significance"]["p_value"] < 0.01 and ev["hit_rate"] > ev["best_baseline"]["value"]
+    assert result["verdict"]["label"] == "tradeable after costs"
     assert result["registry"]["stage"] == "promoted"
 
     registry = Registry(tmp_path / "registry")
-    row = registry.promoted(SLOT)
+    row = registry.promoted(TRADEABLE_SLOT)
     assert (row["model_id"], row["version"]) == (result["registry"]["model_id"], result["registry"]["version"])
-    link = registry.promoted_path(SLOT)
-    assert link == tmp_path / "registry" / "promoted" / "synthetic-BTC" / "1m" / "direction_h5"
+    link = registry.promoted_path(TRADEABLE_SLOT)
+    assert link == tmp_path / "registry" / "promoted" / "synthetic-BTC" / "1h" / "direction_h12"
     assert link.resolve() == Path(row["model_dir"]).resolve()
     # what the link serves is the run's model: same card, and it reproduces the run's test predictions
     served = load_model(link)
     assert served.card["run_id"] == result["run"]["run_id"] == row["run_id"]
     run_card = json.loads((Path(result["model_path"]) / "model_card.json").read_text())
     assert served.card == run_card
-    cfg = make_cfg(*COMMON)
+    cfg = make_cfg(*TRADEABLE)
     candles = load_candles(cfg.data, ["BTC"], cfg.seed).by_symbol["BTC"]
     evaluated = pd.read_parquet(Path(result["run"]["run_dir"]) / "predictions_test.parquet")
     proba = served.predict_proba(candles)
@@ -63,9 +67,9 @@ def test_planted_signal_is_promoted_and_the_link_serves_exactly_that_model(tmp_p
     np.testing.assert_allclose(got, evaluated["p_up"].to_numpy(), rtol=1e-6, atol=1e-7)
 
     # a later, worse run of the slot leaves the link alone; rollback has nothing earlier to restore
-    worse = _run(tmp_path, "worse", "model.n_estimators=3", "model.early_stopping_rounds=3")
+    worse = _run(tmp_path, "worse", "model.n_estimators=3", "model.early_stopping_rounds=3", common=TRADEABLE)
     assert worse["registry"]["stage"] == "candidate"
-    assert registry.promoted(SLOT)["run_id"] == result["run"]["run_id"]
+    assert registry.promoted(TRADEABLE_SLOT)["run_id"] == result["run"]["run_id"]
 
 
 def test_shuffled_label_control_scores_at_chance_on_a_learnable_series(tmp_path):
@@ -122,7 +126,8 @@ def test_k_of_n_across_symbols_through_the_pipeline(tmp_path):
 
 
 def test_report_plots_and_trades_in_the_run_folder(tmp_path):
-    result = _run(tmp_path, "report", "eval.leakage.shuffled_control=false")
+    # a fixed threshold: the policy learned in this cost-bound 1m world is "never trade", and this test reads trades
+    result = _run(tmp_path, "report", "eval.leakage.shuffled_control=false", "eval.policy.mode=fixed")
     run_dir = Path(result["run"]["run_dir"])
     plots = result["artifacts"]["plot_files"]
     assert set(plots) == {"reliability", "confusion_matrix", "equity_curve", "feature_importance", "learning_curves"}
@@ -140,8 +145,10 @@ def test_report_plots_and_trades_in_the_run_folder(tmp_path):
 
 def test_real_btc_hourly_reports_honest_numbers(shared_data, tmp_path):
     path = shared_data / "ohlcv" / "BTC-USD_1h_coinbase.parquet"
+    # a fixed threshold trades often enough to check the pricing (the learned policy may rightly never trade)
     cfg = make_cfg("model=lightgbm", "data=files", f"data.path='{path}'", "target.horizon=4", "split.embargo=24",
-                   "logger=none", "trainer.num_threads=2", f"paths.output_dir={tmp_path}", run_dir=tmp_path / "run")
+                   "logger=none", "trainer.num_threads=2", "eval.policy.mode=fixed", f"paths.output_dir={tmp_path}",
+                   run_dir=tmp_path / "run")
     result = train(cfg)
     assert result["leakage"]["split"]["passed"] and result["leakage"]["shuffled_control"]["passed"]
     assert result["leakage"]["too_good"]["passed"]

@@ -18,9 +18,10 @@ from callbacks.cancel import CancellationToken, Cancelled, ImmediateStop
 from callbacks.progress import PhaseAlias, ProgressEvent, ProgressReporter
 from callbacks.sinks import build_sinks
 from data.errors import UserError
-from data.providers import Candles, load_candles
+from data.providers import Candles, load_candles, named_symbols
 from data.scaling import Standardizer
 from data.splits import Fold, make_folds
+from data.symbols import check_name, selection_name
 from data.table import FeatureTable, feature_frames, join_labels
 from data.labels import TASKS, n_classes, output_columns
 from models.base import FitContext, Rows, Task
@@ -53,7 +54,14 @@ def resolve_run_dir(cfg: DictConfig, run_id: str) -> Path:
         return Path(HydraConfig.get().runtime.output_dir)
     if cfg.paths.get("run_dir"):
         return Path(cfg.paths.run_dir)
-    return Path(cfg.paths.output_dir) / "runs" / f"{run_id}_{cfg.model.name}_{cfg.coin.name}"
+    return Path(cfg.paths.output_dir) / "runs" / f"{run_id}_{cfg.model.name}_{run_name(cfg)}"
+
+
+def run_name(cfg: DictConfig, symbols: list[str] | None = None) -> str:
+    """What the symbols trained are called in folder and slot names (one symbol: itself; several: their coin
+    group's name or BTC+ETH); refused unless every name is safe as a folder name."""
+    check_name(cfg.coin.get("name"), "coin.name")
+    return selection_name(cfg.coin.get("name"), symbols or named_symbols(cfg.data, list(cfg.coin.symbols)))
 
 
 def create_run_dir(cfg: DictConfig) -> tuple[str, Path]:
@@ -246,6 +254,7 @@ def _run(cfg, run_dir: Path, run: dict, reporter: ProgressReporter, token: Cance
 
     reporter.emit("load", metrics={"provider": cfg.data.provider, "symbols": ",".join(symbols)})
     candles = load_candles(cfg.data, symbols, cfg.seed)
+    symbols = list(candles.by_symbol)   # a file may say it holds another market than configured
     token.raise_if_cancelled()
 
     reporter.emit("features", metrics={"candles": sum(map(len, candles.by_symbol.values()))})
@@ -470,16 +479,19 @@ def _run(cfg, run_dir: Path, run: dict, reporter: ProgressReporter, token: Cance
     return result
 
 
-def registry_symbol(cfg: DictConfig) -> str:
-    """The symbol part of a registry slot: the coin selection, marked when the candles are synthetic so a
-    model of generated data can never take the slot a real market's model is served from."""
-    return f"synthetic-{cfg.coin.name}" if cfg.data.provider == "synthetic" else str(cfg.coin.name)
+def registry_symbol(cfg: DictConfig, symbols: list[str] | None = None) -> str:
+    """The symbol part of a registry slot: the symbols trained (``symbols``, else those the config selects),
+    marked when the candles are synthetic so a model of generated data can never take the slot a real
+    market's model is served from."""
+    name = run_name(cfg, symbols)
+    return f"synthetic-{name}" if cfg.data.provider == "synthetic" else name
 
 
 def _register(cfg: DictConfig, result: dict, task: Task, model_dir: Path) -> dict:
     """One registry row for this model; the gates' verdict decides whether it is promoted."""
     run, data = result["run"], result["data_summary"]
-    record = {"family": cfg.model.name, "symbol": registry_symbol(cfg), "timeframe": data["timeframe"],
+    record = {"family": cfg.model.name, "symbol": registry_symbol(cfg, data["symbols"]),
+              "timeframe": data["timeframe"], "data_sources": data["sources"],
               "target": result["target"], "headline": headline(task),
               "headline_value": result["test_metrics"][headline(task)], "metrics": result["test_metrics"],
               "gates": result["gates"], "run_id": run["run_id"], "run_dir": run["run_dir"],

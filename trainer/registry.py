@@ -70,6 +70,7 @@ CREATE TABLE IF NOT EXISTS models (
     data_fingerprint TEXT,
     model_dir TEXT NOT NULL,
     economics_json TEXT NOT NULL DEFAULT '{}',
+    data_sources_json TEXT NOT NULL DEFAULT '{}',
     PRIMARY KEY (model_id, version)
 );
 CREATE INDEX IF NOT EXISTS models_slot_stage ON models (slot, stage);
@@ -119,6 +120,7 @@ class Registry:
                 for statement in filter(str.strip, _SCHEMA.split(";")):
                     con.execute(statement)
                 _add_economics_column(con)
+                _add_data_sources_column(con)
                 con.execute("COMMIT")
             finally:
                 con.close()
@@ -159,12 +161,14 @@ class Registry:
                 tx.con.execute(
                     "INSERT INTO models (model_id, version, slot, family, symbol, timeframe, target, stage,"
                     " registered_at, promoted_at, headline, headline_value, metrics_json, gates_json, run_id,"
-                    " run_dir, git_commit, config_hash, data_fingerprint, model_dir, economics_json)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, 'candidate', ?, NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " run_dir, git_commit, config_hash, data_fingerprint, model_dir, economics_json,"
+                    " data_sources_json)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, 'candidate', ?, NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (model_id, version, rec["slot"], rec["family"], rec["symbol"], rec["timeframe"],
                      rec["target"], now, rec["headline"], rec["headline_value"], _dumps(rec["metrics"]),
                      _dumps(rec["gates"]), rec["run_id"], rec["run_dir"], rec["git_commit"], rec["config_hash"],
-                     rec["data_fingerprint"], f"models/{model_id}/v{version}", _dumps(rec["economics"])))
+                     rec["data_fingerprint"], f"models/{model_id}/v{version}", _dumps(rec["economics"]),
+                     _dumps(rec["data_sources"])))
                 row = self._get_in(tx.con, model_id, version)
                 promoted = auto_promote and _beats(row, self._promoted_in(tx.con, row["slot"]))
                 if promoted:
@@ -339,6 +343,7 @@ class Registry:
         row["metrics"] = json.loads(row.pop("metrics_json"))
         row["gates"] = json.loads(row.pop("gates_json"))
         row["economics"] = json.loads(row.pop("economics_json") or "{}")
+        row["data_sources"] = json.loads(row.pop("data_sources_json") or "{}")
         row["model_dir"] = str(self.root / row["model_dir"])
         return row
 
@@ -472,6 +477,10 @@ def _checked_record(record: dict) -> dict:
     if economics is not None and not isinstance(economics, dict):
         raise UserError("economics must be a dict", "register")
     rec["economics"] = {k: _plain(economics.get(k)) for k in ECONOMICS_KEYS} if economics is not None else {}
+    sources = record.get("data_sources") or {}   # optional: symbol -> the file or feed its candles came from
+    if not isinstance(sources, dict):
+        raise UserError("data_sources must map symbols to sources", "register")
+    rec["data_sources"] = {str(k): str(v) for k, v in sources.items()}
     if not isinstance(rec["gates"], dict) or not isinstance(rec["metrics"], dict):
         raise UserError("metrics and gates must be dicts", "register")
     value = _plain(rec["headline_value"])
@@ -520,6 +529,12 @@ def _add_economics_column(con: sqlite3.Connection) -> None:
     """A registry created before economics were recorded gains the column (its rows read as {})."""
     if "economics_json" not in {r[1] for r in con.execute("PRAGMA table_info(models)")}:
         con.execute("ALTER TABLE models ADD COLUMN economics_json TEXT NOT NULL DEFAULT '{}'")
+
+
+def _add_data_sources_column(con: sqlite3.Connection) -> None:
+    """A registry created before data sources were recorded gains the column (its rows read as {})."""
+    if "data_sources_json" not in {r[1] for r in con.execute("PRAGMA table_info(models)")}:
+        con.execute("ALTER TABLE models ADD COLUMN data_sources_json TEXT NOT NULL DEFAULT '{}'")
 
 
 def _next_version(con: sqlite3.Connection, model_id: str) -> int:
@@ -806,6 +821,7 @@ def _show(reg: Registry, row: dict) -> str:
               "data_fingerprint", "model_dir"]
     lines = [f"{k:<17} {_num(row[k]) if k == 'headline_value' else ('-' if row[k] is None else row[k])}"
              for k in fields]
+    lines += [f"{'data ' + sym:<17} {src}" for sym, src in (row.get("data_sources") or {}).items()]
     if row["stage"] == "promoted":
         lines.append(f"{'link':<17} {reg.promoted_path(row['slot'])}")
     lines.append(f"{'gates':<17} {'pass' if _gates_passed(row) else 'fail'}")

@@ -28,6 +28,12 @@ class WindowBatches:
         # a callable giving the device the fit runs on (known only inside it): a CUDA device while the matrix
         # stays in host memory makes each batch gathered into pinned memory and copied asynchronously
         self.device_source = None
+        # a callable giving how many batches of the current epoch the fit has trained on: the loop fetches a
+        # batch ahead, so the count of batches handed out overstates it (None: that count is taken)
+        self.progress_source = None
+        self._served = 0             # batches handed out in the current epoch
+        self._serving_epoch = 0      # the epoch whose order is being served
+        self._resume_at: tuple[int, int] | None = None   # (epoch, batches done) from a mid-epoch checkpoint
 
     def to(self, device: str | torch.device, features: torch.Tensor | None = None) -> "WindowBatches":
         """Keep the matrix, the window ends and the labels on ``device`` so every batch is gathered there
@@ -46,19 +52,35 @@ class WindowBatches:
         rank, world = self._rank()
         return (len(self.ends) // world + self.batch_size - 1) // self.batch_size
 
+    def state_dict(self) -> dict:
+        """Where the training loop is in this epoch's batch order (Lightning's resumable-loader protocol):
+        saved in every checkpoint, so a fit resumed mid-epoch skips the batches already trained on."""
+        done = self.progress_source() if self.progress_source is not None else self._served
+        return {"epoch": int(self._serving_epoch), "batches_done": int(done)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._resume_at = (int(state["epoch"]), int(state["batches_done"]))
+
     def __iter__(self):
+        epoch = self.epoch_source() if self.epoch_source is not None else self.epoch
         order = torch.arange(len(self.ends))
         if self.shuffle_seed is not None:  # minibatch order within the training segment only
-            epoch = self.epoch_source() if self.epoch_source is not None else self.epoch
             g = torch.Generator().manual_seed(self.shuffle_seed + epoch)
             order = torch.randperm(len(self.ends), generator=g)   # the same order on every rank
             self.epoch += 1
         rank, world = self._rank()
         if world > 1:   # drops at most world - 1 windows an epoch (others next epoch, in a new order)
             order = order[rank::world][:len(self.ends) // world]
+        skip = 0
+        if self._resume_at is not None:   # only the epoch the checkpoint stopped in is continued part-way
+            if self._resume_at[0] == epoch:
+                skip = max(0, self._resume_at[1])
+            self._resume_at = None
+        self._serving_epoch, self._served = epoch, skip
         target = self.device_source() if self.device_source is not None else None
         pinned = target is not None and torch.device(target).type == "cuda" and self.features.device.type == "cpu"
-        for start in range(0, len(order), self.batch_size):
+        for start in range(skip * self.batch_size, len(order), self.batch_size):
+            self._served += 1
             pick = order[start:start + self.batch_size].to(self.ends.device)
             x = gather(self.features, self.ends[pick, None] + self.offsets, pinned)
             y = None if self.labels is None else self.labels[pick]

@@ -88,12 +88,20 @@ class NetModule(pl.LightningModule):
         optimizer = instantiate(self.optimizer_cfg)(params=self.parameters())
         if not self.scheduler_cfg:
             return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": instantiate(self.scheduler_cfg)(optimizer=optimizer)}
+        # stepped once an epoch; a scheduler that reads a metric (ReduceLROnPlateau) reads val/loss
+        scheduler = instantiate(self.scheduler_cfg)(optimizer=optimizer)
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "epoch", "monitor": "val/loss"}}
+
+    def on_train_epoch_start(self):
+        # the learning rate this epoch trains with (schedulers step after the epoch), as train/lr
+        self.log("train/lr", float(self.trainer.optimizers[0].param_groups[0]["lr"]), on_step=False, on_epoch=True)
 
 
 class _EpochHistory(pl.Callback):
     def __init__(self):
-        self.history: dict[str, list[float]] = {"train/loss": [], "val/loss": [], "val/acc": [], "val/mae": []}
+        self.history: dict[str, list[float]] = {"train/loss": [], "train/lr": [], "val/loss": [], "val/acc": [],
+                                                "val/mae": []}
 
     def _record(self, trainer, keys):
         for key in keys:
@@ -105,13 +113,13 @@ class _EpochHistory(pl.Callback):
             self._record(trainer, ("val/loss", "val/acc", "val/mae"))
 
     def on_train_epoch_end(self, trainer, pl_module):
-        self._record(trainer, ("train/loss",))
+        self._record(trainer, ("train/loss", "train/lr"))
 
     def state_dict(self):   # saved in checkpoints, so a resumed fit keeps the earlier epochs' curves
         return {k: list(v) for k, v in self.history.items()}
 
     def load_state_dict(self, state):
-        self.history = {k: list(v) for k, v in state.items()}
+        self.history.update({k: list(v) for k, v in state.items()})
 
 
 def _at(values: list[float], epoch: int | None) -> float | None:
@@ -215,7 +223,7 @@ class NetModel(CandleModel):
             shutil.rmtree(ckpt_dir)
         resume_from = None
         if ctx.resume_from:   # rank 0 copies it in before it starts the other ranks; they read that same copy
-            resume_from = adopt_checkpoint(Path(ctx.resume_from), ckpt_dir, write=main_rank)
+            resume_from = adopt_checkpoint(Path(ctx.resume_from), ckpt_dir, write=main_rank, module=self.net)
         train_batches = self._batches(train, shuffle_seed=ctx.seed)
         val_batches = self._batches(val)
         data_device = data_placement(dev, train.features)
@@ -224,6 +232,8 @@ class NetModel(CandleModel):
             train_batches.to(data_device, shared)
             val_batches.to(data_device, shared if val.features is train.features else None)
         train_batches.epoch_source = lambda: trainer.current_epoch
+        # batches the loop has trained on this epoch (what a mid-epoch checkpoint records; the loop fetches ahead)
+        train_batches.progress_source = lambda: trainer.fit_loop.epoch_loop.batch_progress.current.processed
         train_batches.rank_source = lambda: (trainer.global_rank, trainer.world_size)
         for batches in (train_batches, val_batches):
             batches.device_source = lambda: trainer.strategy.root_device
@@ -231,7 +241,7 @@ class NetModel(CandleModel):
         self.predict_device = gpu or "cpu"
         try:
             trainer.fit(self.net, train_dataloaders=train_batches, val_dataloaders=val_batches,
-                        ckpt_path=resume_from)
+                        ckpt_path=resume_from, weights_only=True)   # a checkpoint is never unpickled
         except (Cancelled, SIGTERMException):   # the latter: Lightning acted on a SIGTERM first (state kept)
             saved = cancel is not None and cancel.stopped_at is not None
             latest_path = ckpt_dir / "latest.ckpt"

@@ -34,6 +34,11 @@ class RunCancelled(Exception):
         self.result = result
 
 
+# A cancelled single run returns normally to Hydra (an exception would make Hydra print "Error executing
+# job"): ``guarded`` reads it here once the job is over.
+_cancelled: list[dict] = []
+
+
 def run(cfg: DictConfig) -> float:
     """Train, log where the run folder is and how the model did; return the metric a sweeper optimises."""
     from trainer.pipeline import train   # torch and Lightning load only when a run starts, not for --help
@@ -44,7 +49,7 @@ def run(cfg: DictConfig) -> float:
     if result["status"] == "cancelled":
         log.warning("run cancelled: %s (%s)", result.get("reason"), run_dir)
         if hydra_mode() != "MULTIRUN":
-            raise RunCancelled(result)
+            _cancelled.append(result)
         return math.nan
     m, b, d = result["test_metrics"], result["baselines"], result["data_summary"]
     oracle = d["oracle_accuracy"]
@@ -131,6 +136,8 @@ def guarded(main: Callable[[], object], conf_dir: Path) -> int:
         _check_group_choices(sys.argv[1:], conf_dir)
         list_groups_from_files(sys.argv[1:], conf_dir)   # --help in < 1 s
         main()
+        if _cancelled:
+            raise RunCancelled(_cancelled.pop())
         return 0
     except UserError as exc:
         if show_traceback:

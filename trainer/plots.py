@@ -26,10 +26,17 @@ def curves_plot(history: dict, path: Path, title: str) -> Path | None:
     if not series:
         return None
     fig, ax = plt.subplots(figsize=(6, 4))
+    rates = {k: series.pop(k) for k in [k for k in series if k.endswith("/lr")]}
     for name, values in series.items():
         ax.plot(range(1, len(values) + 1), values, label=name)
     ax.set(xlabel="epoch / boosting round", title=title)
     ax.legend()
+    if rates:   # learning rates are orders of magnitude below losses: their own axis
+        lr_ax = ax.twinx()
+        for name, values in rates.items():
+            lr_ax.plot(range(1, len(values) + 1), values, label=name, color="grey", linestyle=":")
+        lr_ax.set(ylabel="learning rate")
+        lr_ax.legend(loc="upper center")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

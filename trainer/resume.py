@@ -1,16 +1,26 @@
 """Which checkpoint `resume=...` continues from: an explicit path, or the newest unfinished run of the
-same configuration under the output folder."""
+same configuration under the output folder. A run keeps ``latest.ckpt`` (each completed epoch) and, when it
+was cancelled, ``cancelled.ckpt`` (the batch it stopped at, first epoch included): the newer one continues.
+The chosen file is checked with a safe load (no code runs) before any work starts."""
 import json
 import logging
 from pathlib import Path
 
 from omegaconf import DictConfig
 
+from callbacks.checkpoints import read_checkpoint
 from data.errors import UserError
 
 log = logging.getLogger(__name__)
 
 LATEST = Path("checkpoints") / "latest.ckpt"
+CANCELLED = Path("checkpoints") / "cancelled.ckpt"
+
+
+def newest_checkpoint(run_dir: Path) -> Path | None:
+    """The run's most recent resumable state: its cancel-time checkpoint or its last epoch's, the newer."""
+    kept = [run_dir / p for p in (CANCELLED, LATEST) if (run_dir / p).is_file()]
+    return max(kept, key=lambda p: p.stat().st_mtime_ns) if kept else None
 
 
 def _unfinished_with_checkpoint(run_dir: Path, config_hash: str) -> bool:
@@ -18,11 +28,12 @@ def _unfinished_with_checkpoint(run_dir: Path, config_hash: str) -> bool:
         identity = json.loads((run_dir / "run.json").read_text())
     except (OSError, ValueError):
         return False
-    if identity.get("config_hash") != config_hash or not (run_dir / LATEST).is_file():
+    if not isinstance(identity, dict) or identity.get("config_hash") != config_hash \
+            or newest_checkpoint(run_dir) is None:
         return False
     try:
         status = json.loads((run_dir / "result.json").read_text()).get("status")
-    except (OSError, ValueError):
+    except (OSError, ValueError, AttributeError):
         status = None  # killed before it could write one: a crash
     return status != "completed"
 
@@ -36,16 +47,19 @@ def resume_checkpoint(cfg: DictConfig, run_dir: Path, config_hash: str) -> str |
         return None
     if value is not True and str(value).lower() != "true":
         path = Path(str(value))
-        path = path / LATEST if path.is_dir() else path
+        if path.is_dir():   # a run folder
+            path = newest_checkpoint(path) or path / LATEST
         if not path.is_file():
             raise UserError("checkpoint to resume from not found", f"resume={value}")
+        read_checkpoint(path, f"resume={value}")
         return str(path)
     out = Path(cfg.paths.output_dir)
     candidates = [run_dir, *out.glob("runs/*"), *out.glob("multiruns/*/*")]
     found = [d for d in candidates if d.is_dir() and _unfinished_with_checkpoint(d, config_hash)]
     if not found:
         raise UserError(f"nothing to resume: no cancelled or crashed run of this configuration "
-                        f"(config hash {config_hash}) left {LATEST} under {out}", "resume=true")
-    newest = max(found, key=lambda d: (d / LATEST).stat().st_mtime)
-    log.info("resuming from %s", newest / LATEST)
-    return str(newest / LATEST)
+                        f"(config hash {config_hash}) left {CANCELLED} or {LATEST} under {out}", "resume=true")
+    newest = max((newest_checkpoint(d) for d in found), key=lambda p: p.stat().st_mtime_ns)
+    read_checkpoint(newest, "resume=true")
+    log.info("resuming from %s", newest)
+    return str(newest)

@@ -154,7 +154,8 @@ def test_the_kill_switch_stops_within_one_candle(tmp_path):
     rt, store, broker, _ = _runtime(tmp_path, engine)
     steps = replay(rt, {"BTC": _candles([100.0 + i for i in range(40)])},
                    pd.Timestamp("2024-03-01", tz="UTC"), None, history=50)
-    assert steps == 12 and engine.calls == 10           # seen at candle 11, flattened at candle 12's open
+    # seen at candle 11, flattened at candle 12's open; those candles' signals are still stored (none traded)
+    assert steps == 12 and engine.calls == 12
     assert rt.stopped and broker.positions == {}
     store.close()
     assert "kill_switch" in (tmp_path / "events.jsonl").read_text()
@@ -219,7 +220,7 @@ def test_live_polling_processes_each_symbols_late_candles_once(tmp_path):
 @pytest.mark.parametrize("override,where", [("runtime.replay.end=notadate", "runtime.replay.end"),
                                             ("runtime.metrics_window=abc", "runtime.metrics_window"),
                                             ("runtime.position.fraction=-1", "runtime.position.fraction"),
-                                            ("runtime.mode=live", "runtime.mode")])
+                                            ("runtime.mode=backtest", "runtime.mode")])
 def test_runtime_settings_are_refused_with_one_line(override, where):
     from data.errors import UserError
     with pytest.raises(UserError) as err:

@@ -147,6 +147,16 @@ class PaperBroker:
         for symbol in sorted(set(self._positions) | set(self._pending)):
             self.target(symbol, 0, 0.0, at, reason)
 
+    def close_at_marks(self, at, reason: str) -> list[Fill]:
+        """Close every position at its symbol's last close, with the usual costs, when no later candle will
+        come to fill at (a stop at the end of the data or between polls); pending orders are dropped."""
+        at = utc_timestamp(at, "runtime.broker: close_at_marks")
+        self._pending.clear()
+        fills: list[Fill] = []
+        for symbol in sorted(self._positions):
+            fills += self._execute(symbol, _Order(0, 0.0, at, str(reason)), at, self._marks[symbol])
+        return fills
+
     # market data
     def on_candle(self, symbol: str, candle: Mapping) -> list[Fill]:
         """Fill this symbol's pending order at the candle's open, then mark its position to the close."""

@@ -14,7 +14,15 @@ Each candle of each symbol, in time order:
 5. an emitted signal opens or reverses a position sized by ``runtime.position.fraction`` (capped by the
    guardrails; refused when it would take the gross exposure past ``max_gross_exposure``) that is held for
    the models' label horizon; a position whose horizon has passed is closed.
-Everything is written to the run folder's store (SQLite + JSONL) and notified through the sinks.
+Everything is written to the run folder's store (SQLite + JSONL) and notified through the sinks; each
+candle's rows, the runtime's checkpoint and the last candle processed per symbol commit as one transaction
+(a killed process loses at most the candle in flight; ``checkpoint.restore`` resumes from it).
+
+Stops: the kill switch, ``request_stop`` (a signal, a fatal provider error) all stop the same way: a ``stop``
+event, trading ends, every position is flattened at the next candle's open (``flatten_on_stop``; without it
+positions stay open for a resume to continue) and, when no next candle comes, at its last close
+(``stop_at_last_close``, said in a ``flattened_at_last_close`` event). The stop candles' signals are still
+computed and stored, so a resumed session's signals skip none.
 """
 import logging
 import os
@@ -65,12 +73,83 @@ class Runtime:
         self.emitted = 0
         self.curve: list[tuple[pd.Timestamp, float]] = []   # equity after each paper step
         self._trades_written = 0
+        self.last_candle: dict[str, pd.Timestamp] = {}   # the last candle processed per symbol (resume marker)
+        self.stop_request: tuple[str, str] | None = None   # (kind, why): signal | provider_error
+        self.stop_kind: str | None = None   # kill_switch | signal | provider_error once stopping
+        self.flatten_on_stop = True
+        self.after_commit: list[Callable[[pd.Timestamp], None]] = []   # called after each committed candle
+
+    def request_stop(self, kind: str, why: str) -> None:
+        """Stop at the next candle (or between polls), as the kill switch does; the first request wins."""
+        if self.stop_request is None and self.stopping is None:
+            self.stop_request = (str(kind), str(why))
 
     def process(self, at: pd.Timestamp, histories: dict[str, pd.DataFrame]) -> bool:
         """One time step: ``histories`` maps each symbol with a candle at ``at`` to its candles up to and
-        including it. Returns False once the session has stopped."""
+        including it. Returns False once the session has stopped. The step's writes, the checkpoint and
+        the last-candle markers commit together."""
         if self.stopped:
             return False
+        from trainer.runtime.checkpoint import snapshot
+        with self.store.candle():
+            going = self._process(at, histories)
+            for symbol, history in histories.items():
+                self.last_candle[symbol] = pd.Timestamp(history["timestamp"].iloc[-1])
+            self.store.put_state("checkpoint", snapshot(self))
+        for hook in self.after_commit:
+            hook(at)
+        return going
+
+    def prime(self, last: dict[str, pd.Timestamp]) -> None:
+        """A live session's first poll: its candles are history, the next ones are processed (committed with
+        a ``live_start`` event, so a resumed session skips none)."""
+        from trainer.runtime.checkpoint import snapshot
+        with self.store.candle():
+            self.last_candle = dict(last)
+            self.store.event("live_start", max(last.values()), {"symbols": sorted(last)})
+            self.store.put_state("checkpoint", snapshot(self))
+
+    def stop_at_last_close(self) -> None:
+        """A stop with no later candle to flatten at: every position closes at its last close (a mark, said
+        so in a ``flattened_at_last_close`` event), and the session is stopped."""
+        if self.stopped:
+            return
+        from trainer.runtime.checkpoint import snapshot
+        at = self.last_at if self.last_at is not None else pd.Timestamp.now("UTC")
+        with self.store.candle():
+            if self.stopping is None:
+                self._begin_stop(at)
+            if self.paper and self.flatten_on_stop and (self.broker.positions or self.broker.pending):
+                fills = self.broker.close_at_marks(at, f"stop: {self.stopping} (last close)")
+                for fill in fills:
+                    self.store.fill(fill)
+                self._write_trades()
+                self.store.event("flattened_at_last_close", at, {
+                    "reason": self.stopping, "fills": len(fills),
+                    "note": "no later candle to fill at: positions closed at their last close"})
+                self.notifier.notify("stop", f"no later candle: positions closed at their last close "
+                                             f"({len(fills)} fill(s))", level="warning", at=str(at))
+                self._mark(at)
+            self.stopped = True
+            self.store.put_state("checkpoint", snapshot(self))
+
+    def _begin_stop(self, at: pd.Timestamp) -> None:
+        """Record why the session stops and, in paper modes, queue the flattening orders."""
+        if self.stop_request is not None:
+            self.stop_kind, self.stopping = self.stop_request
+        else:
+            self.stop_kind, self.stopping = "kill_switch", self.kill.why()
+            self.store.event("kill_switch", at, {"source": self.stopping})
+        flatten = self.paper and self.flatten_on_stop
+        self.store.event("stop", at, {"kind": self.stop_kind, "reason": self.stopping, "flatten": flatten,
+                                      "open_positions": sorted(self.broker.positions) if self.paper else []})
+        self.notifier.notify("stop", f"stop ({self.stopping}): " + ("flattening and stopping" if flatten
+                                                                     else "stopping"), level="warning", at=str(at))
+        if flatten:
+            self.broker.flatten(at, f"stop: {self.stopping}")
+            self.hold_until.clear()
+
+    def _process(self, at: pd.Timestamp, histories: dict[str, pd.DataFrame]) -> bool:
         self.candles_seen += 1
         self.last_at = at if self.last_at is None else max(self.last_at, at)   # a late candle: time goes on
         if self.paper:
@@ -83,27 +162,15 @@ class Runtime:
                     self.store.fill(fill)
             self._write_trades()
             self._guard(at, self.broker.adverse_equity(histories))
-        if self.stopping is not None:   # the kill switch was seen: stop once every flattening order filled
-            self._mark(at)
-            if not self.broker.positions and not self.broker.pending:
-                self.stopped = True
-                return False
-            return True
-        if self.kill.is_set():
-            self.stopping = self.kill.why()
-            self.store.event("kill_switch", at, {"source": self.stopping})
-            self.notifier.notify("kill_switch", f"kill switch ({self.stopping}): flattening and stopping",
-                                 level="warning", at=str(at))
-            if self.paper and self.broker.positions:
-                self.broker.flatten(at, "kill switch")
-                self._mark(at)
-                return True   # one more candle fills the flattening orders, then the loop stops
-            self.stopped = True
-            self._mark(at)
-            return False
-        for symbol, history in histories.items():
+        if self.stopping is None and (self.stop_request is not None or self.kill.is_set()):
+            self._begin_stop(at)
+        for symbol, history in histories.items():   # stopping: signals still stored, nothing traded
             self._signal(symbol, at, history)
         self._mark(at)
+        if self.stopping is not None and (not self.paper or not self.flatten_on_stop
+                                          or (not self.broker.positions and not self.broker.pending)):
+            self.stopped = True   # every flattening order filled (or nothing to flatten)
+            return False
         return True
 
     def _guard(self, at: pd.Timestamp, lowest: float | None = None, flatten_after=None) -> None:
@@ -122,7 +189,8 @@ class Runtime:
     def _signal(self, symbol: str, at: pd.Timestamp, history: pd.DataFrame) -> None:
         signal = self.engine.on_candle(symbol, history)
         self.store.signal(_signal_row(signal))
-        trading = self.paper and self.guardrails.allows_trading(at)
+        trading = self.paper and (self.stopping is None or not self.flatten_on_stop) \
+            and self.guardrails.allows_trading(at)
         if signal.status == "emitted":
             self.emitted += 1
             # high-tier signals reach the log at INFO; the others at DEBUG (every signal is in the store)
@@ -196,29 +264,50 @@ def replay(runtime: Runtime, candles: dict[str, pd.DataFrame], start: pd.Timesta
 
 
 def live(runtime: Runtime, source: Callable[[], dict[str, pd.DataFrame]], history: int, poll_seconds: float,
-         max_polls: int | None, wait: Callable[[float], None]) -> int:
-    """Poll ``source`` for candles; process every candle newer than the last one seen of its symbol (the
-    first poll only primes the history). ``wait`` sleeps between polls (a poller, not a training loop)."""
-    seen: dict[str, pd.Timestamp] = {}
-    polls = steps = 0
+         max_polls: int | None, wait: Callable[[float], None], max_provider_errors: int = 3) -> int:
+    """Poll ``source`` for candles; process every candle newer than the last one processed of its symbol (a
+    new session's first poll only primes the history; a resumed one goes on from its markers). ``wait``
+    sleeps between polls (a poller, not a training loop). A poll that raises is stored as a
+    ``provider_error`` event and retried at the next poll (its candles come then); ``max_provider_errors``
+    failures in a row stop the session. A stop requested between polls (a signal, the kill switch) polls
+    once more at once: a new candle flattens at its open, else positions close at their last close."""
+    polls = steps = errors = 0
+    looked_again = False
     while max_polls is None or polls < max_polls:
-        candles = {s: c for s, c in source().items() if len(c)}
         polls += 1
-        if not seen:
-            seen = {s: pd.Timestamp(c["timestamp"].iloc[-1]) for s, c in candles.items()}
-            if seen:
-                runtime.store.event("live_start", max(seen.values()), {"symbols": sorted(seen)})
+        try:
+            candles = {s: c for s, c in source().items() if len(c)}
+            errors = 0
+        except Exception as exc:   # any provider failure: a network error now is data at the next poll
+            errors += 1
+            candles = {}
+            at = runtime.last_at or pd.Timestamp.now("UTC")
+            runtime.store.event("provider_error", at, {"error": f"{type(exc).__name__}: {exc}"[:500],
+                                                       "in_a_row": errors, "max_in_a_row": max_provider_errors})
+            runtime.notifier.notify("provider_error", f"poll {polls} failed ({errors} in a row): {exc}",
+                                    level="warning", at=str(at))
+            if errors >= max_provider_errors:
+                runtime.request_stop("provider_error", f"provider error ({errors} polls in a row failed): "
+                                                       f"{type(exc).__name__}: {exc}"[:300])
+        if not runtime.last_candle:
+            if candles:
+                runtime.prime({s: pd.Timestamp(c["timestamp"].iloc[-1]) for s, c in candles.items()})
         elif candles:
+            seen = dict(runtime.last_candle)
             steps += replay(runtime, candles, min(seen.values()), None, history, seen=seen)
         if runtime.stopped:
             break
-        if runtime.kill.is_set() and (not runtime.paper or not runtime.broker.positions):
-            runtime.store.event("kill_switch", runtime.last_at or max(seen.values(), default=pd.Timestamp.now("UTC")),
-                                {"source": runtime.kill.why()})
-            runtime.stopping, runtime.stopped = runtime.kill.why(), True
+        if runtime.stop_request is None and runtime.stopping is None and runtime.kill.is_set():
+            runtime.request_stop("kill_switch", runtime.kill.why())
+        if runtime.stop_request is not None or runtime.stopping is not None:
+            if runtime.stopping is None and not looked_again and errors == 0:
+                looked_again = True   # asked after this poll's candles: poll at once for a price to flatten at
+                continue
             break
         if max_polls is None or polls < max_polls:
             wait(poll_seconds)
+    if not runtime.stopped and (runtime.stop_request is not None or runtime.stopping is not None):
+        runtime.stop_at_last_close()
     return steps
 
 

@@ -2,7 +2,9 @@
 
 Layout under the run folder::
 
-    runtime.db       SQLite (WAL): tables signals, fills, trades, equity, events; every call commits
+    runtime.db       SQLite (WAL): tables signals, fills, trades, equity, events, state; inside ``candle()``
+                     a candle's rows and the runtime's checkpoint commit as one transaction, elsewhere
+                     every call commits
     signals.jsonl    one JSON object per signal row, as given (made JSON-safe)
     trades.jsonl     one JSON object per closed trade
     events.jsonl     one JSON object per event: {"kind", "at", "detail"}
@@ -13,6 +15,11 @@ time. ``metrics(window, now)`` covers rows with ``now - window < time <= now``; 
 newest time the store holds (candle time, so a replay of past candles reports its own last day).
 Events of kind ``guardrail`` or ``breach`` (or named after a breach kind) count as breaches, kind
 ``kill_switch`` as kill-switch events.
+
+The JSONL files follow the database: a candle's lines are appended after its transaction commits, and
+``rebuild_jsonl`` rewrites them from the database (a resumed session does, so a kill between the commit and
+the append neither loses nor doubles a line). ``synchronous=NORMAL``: a killed process loses nothing
+committed (only a power cut may lose the last commits).
 """
 from __future__ import annotations
 
@@ -23,6 +30,7 @@ import math
 import os
 import sqlite3
 import uuid
+from contextlib import contextmanager
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
@@ -89,6 +97,10 @@ CREATE TABLE IF NOT EXISTS events (
     detail_json TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_at ON events (at);
+CREATE TABLE IF NOT EXISTS state (
+    key TEXT PRIMARY KEY,
+    value_json TEXT NOT NULL
+);
 """
 
 
@@ -129,18 +141,81 @@ def _dumps(obj) -> str:
 class RuntimeStore:
     """SQLite + JSONL record of one runtime session in ``run_dir``."""
 
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, readonly: bool = False):
         self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         self.db_path = self.run_dir / DB_NAME
+        self.jsonl = {name: self.run_dir / f"{name}.jsonl" for name in ("signals", "trades", "events")}
+        self._pending_lines: list[tuple[str, str]] | None = None   # JSONL lines of the open candle transaction
+        if readonly:   # reading a session's record afterwards must never create or change it
+            self._con = sqlite3.connect(f"{self.db_path.resolve().as_uri()}?mode=ro", uri=True, timeout=30.0,
+                                        isolation_level=None)
+            self._con.row_factory = sqlite3.Row
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         self._con: sqlite3.Connection | None = sqlite3.connect(self.db_path, isolation_level=None, timeout=30.0)
         self._con.row_factory = sqlite3.Row
         if self._con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
             self._con.execute("PRAGMA journal_mode=WAL")
+        self._con.execute("PRAGMA synchronous=NORMAL")
         self._con.executescript(_SCHEMA)
-        self.jsonl = {name: self.run_dir / f"{name}.jsonl" for name in ("signals", "trades", "events")}
         for path in self.jsonl.values():
             path.touch()
+
+    # transactions and state
+    @contextmanager
+    def candle(self):
+        """One candle's writes as one transaction: committed together at the end of the block, rolled back
+        (JSONL lines dropped) when it raises; its JSONL lines are appended after the commit."""
+        con = self._connection()
+        if self._pending_lines is not None:
+            raise RuntimeError("runtime store: a candle transaction is already open")
+        con.execute("BEGIN IMMEDIATE")
+        self._pending_lines = []
+        try:
+            yield self
+        except BaseException:
+            self._pending_lines = None
+            con.execute("ROLLBACK")
+            raise
+        lines, self._pending_lines = self._pending_lines, None
+        con.execute("COMMIT")
+        for name, line in lines:
+            self._write_line(name, line)
+
+    def put_state(self, key: str, value) -> None:
+        """Store a JSON value under ``key`` (replacing it), inside the open transaction if there is one."""
+        self._connection().execute("INSERT OR REPLACE INTO state (key, value_json) VALUES (?, ?)",
+                                   (str(key), json.dumps(json_safe(value), sort_keys=True, allow_nan=False)))
+
+    def get_state(self, key: str, default=None):
+        try:
+            row = self._connection().execute("SELECT value_json FROM state WHERE key = ?", (str(key),)).fetchone()
+        except sqlite3.OperationalError:   # a database from before the state table
+            return default
+        return default if row is None else json.loads(row[0])
+
+    def equity_curve(self) -> list[tuple[str, float]]:
+        """Every stored (time, equity) point in order."""
+        return [(r[0], r[1]) for r in self._connection().execute("SELECT at, equity FROM equity ORDER BY id")]
+
+    def rebuild_jsonl(self) -> None:
+        """Rewrite signals/trades/events.jsonl from the database (temp file + rename each)."""
+        con = self._connection()
+        rows = {
+            "signals": [r[0] for r in con.execute("SELECT row_json FROM signals ORDER BY id")],
+            "trades": [_dumps({k: r[k] for k in r.keys() if k != "id"})
+                       for r in con.execute("SELECT * FROM trades ORDER BY id")],
+            "events": [_dumps({"kind": r["kind"], "at": r["at"], "detail": json.loads(r["detail_json"])})
+                       for r in con.execute("SELECT kind, at, detail_json FROM events ORDER BY id")],
+        }
+        for name, lines in rows.items():
+            path = self.jsonl[name]
+            tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+            try:
+                tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
 
     # writes
     def signal(self, row: dict) -> None:
@@ -289,8 +364,14 @@ class RuntimeStore:
         self._connection().execute(sql, args)
 
     def _append(self, name: str, row: dict) -> None:
+        if self._pending_lines is not None:   # written once the candle's transaction commits
+            self._pending_lines.append((name, _dumps(row)))
+        else:
+            self._write_line(name, _dumps(row))
+
+    def _write_line(self, name: str, line: str) -> None:
         with self.jsonl[name].open("a", encoding="utf-8") as f:
-            f.write(_dumps(row) + "\n")
+            f.write(line + "\n")
 
     def _newest(self) -> str | None:
         con = self._connection()

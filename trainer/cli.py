@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 
 from data.errors import UserError
 from hydra_plugins.candlelab_plan_sweeper._errors import PlanIncomplete
+from trainer.checks import check_name_overrides
 from trainer.help import list_groups_from_files
 from trainer.runinfo import hydra_mode
 
@@ -135,6 +136,7 @@ def guarded(main: Callable[[], object], conf_dir: Path) -> int:
     try:
         _check_group_choices(sys.argv[1:], conf_dir)
         list_groups_from_files(sys.argv[1:], conf_dir)   # --help in < 1 s
+        check_name_overrides(sys.argv[1:])   # Hydra names the run folder after coin.name
         main()
         if _cancelled:
             raise RunCancelled(_cancelled.pop())

@@ -18,6 +18,8 @@ from callbacks.cancel import CancellationToken, Cancelled, ImmediateStop
 from callbacks.progress import PhaseAlias, ProgressEvent, ProgressReporter
 from callbacks.sinks import build_sinks
 from data.errors import UserError
+from data.features import all_feature_names, feature_names
+from data.memory import budget_from, check_fits, release_freed, train_share
 from data.providers import Candles, load_candles, named_symbols
 from data.scaling import Standardizer
 from data.splits import Fold, make_folds
@@ -255,6 +257,9 @@ def _run(cfg, run_dir: Path, run: dict, reporter: ProgressReporter, token: Cance
     reporter.emit("load", metrics={"provider": cfg.data.provider, "symbols": ",".join(symbols)})
     candles = load_candles(cfg.data, symbols, cfg.seed)
     symbols = list(candles.by_symbol)   # a file may say it holds another market than configured
+    check_fits(sum(map(len, candles.by_symbol.values())), len(symbols), len(all_feature_names(cfg.features)),
+               len(feature_names(cfg.features)), train_share(cfg.split),
+               budget_from(cfg.trainer.get("memory_budget_gb")))   # refused here, not by the OOM killer later
     token.raise_if_cancelled()
 
     reporter.emit("features", metrics={"candles": sum(map(len, candles.by_symbol.values()))})
@@ -262,6 +267,8 @@ def _run(cfg, run_dir: Path, run: dict, reporter: ProgressReporter, token: Cance
     token.raise_if_cancelled()
     reporter.emit("labels", metrics={"type": cfg.target.type, "horizon": int(cfg.target.horizon)})
     table = join_labels(candles.by_symbol, frames, cfg.features, cfg.target, candles.step)
+    del frames   # the table holds the features now: per-symbol copies would double them
+    release_freed()
     token.raise_if_cancelled()
 
     window = int(cfg.model.window) if cfg.model.input == "sequence" else 1

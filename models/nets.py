@@ -54,6 +54,7 @@ class NetModule(pl.LightningModule):
         self.optimizer_cfg = dict(optimizer or DEFAULT_OPTIMIZER)
         self.scheduler_cfg = dict(scheduler) if scheduler else None
         self.register_buffer("class_weights", torch.ones(n_outputs, dtype=torch.float32))
+        self._epoch_sums: dict = {}   # metric -> (sum of batch value x batch size, rows, epoch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(x))
@@ -69,20 +70,48 @@ class NetModule(pl.LightningModule):
             return F.mse_loss(out[:, 0], y)
         return F.cross_entropy(out, y, weight=self.class_weights)
 
+    def _last_batch(self, validation: bool) -> bool | None:
+        """Whether this step is its epoch's last, as Lightning's loop decides (None: unknown)."""
+        try:
+            if self.trainer.state.fn != "fit":
+                return None
+            loop = self.trainer.fit_loop.epoch_loop
+            return bool(loop.val_loop.batch_progress.is_last_batch if validation
+                        else loop._num_ready_batches_reached())
+        except (AttributeError, RuntimeError):
+            return None
+
+    def _epoch_mean(self, name: str, value: torch.Tensor, n: int, last: bool | None) -> None:
+        """Adds a batch to the epoch's batch-size-weighted mean of ``name``, logged once with the epoch's last
+        batch: a Lightning log call costs about a millisecond, several % of a small net's step."""
+        if last is None:   # outside a fit loop: Lightning aggregates every batch itself
+            self.log(name, value, on_step=False, on_epoch=True, batch_size=n)
+            return
+        epoch = self.trainer.current_epoch
+        total, rows, seen = self._epoch_sums.get(name, (0.0, 0, epoch))
+        if seen != epoch:   # what an interrupted epoch left behind
+            total, rows = 0.0, 0
+        total, rows = value.detach() * n + total, rows + n
+        self._epoch_sums[name] = (total, rows, epoch)
+        if last:
+            del self._epoch_sums[name]
+            self.log(name, total / rows, on_step=False, on_epoch=True, batch_size=rows)
+
     def training_step(self, batch, batch_idx):
         x, y = batch
         loss = self.loss(self(x), y)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
+        self._epoch_mean("train/loss", loss, len(y), self._last_batch(validation=False))
         return loss
 
     def validation_step(self, batch, batch_idx):
         x, y = batch
         out = self(x)
-        self.log("val/loss", self.loss(out, y), on_epoch=True, batch_size=len(y))
+        last = self._last_batch(validation=True)
+        self._epoch_mean("val/loss", self.loss(out, y), len(y), last)
         if self.regression:
-            self.log("val/mae", (out[:, 0] - y).abs().mean(), on_epoch=True, batch_size=len(y))
+            self._epoch_mean("val/mae", (out[:, 0] - y).abs().mean(), len(y), last)
         else:
-            self.log("val/acc", (out.argmax(1) == y).float().mean(), on_epoch=True, batch_size=len(y))
+            self._epoch_mean("val/acc", (out.argmax(1) == y).float().mean(), len(y), last)
 
     def configure_optimizers(self):
         optimizer = instantiate(self.optimizer_cfg)(params=self.parameters())

@@ -99,6 +99,11 @@ def _log_verdict(result: dict) -> None:
         log.info("trading: %d trades | win rate %s | profit factor %s | return %s | sharpe %s | max drawdown %s",
                  t["n_trades"], fmt(t["win_rate"]), fmt(t["profit_factor"]), fmt(t["total_return"]),
                  fmt(t["sharpe"]), fmt(t["max_drawdown"]))
+    if result.get("verdict"):
+        from trainer.report import economic_lines, policy_line
+        log.info("policy: %s", policy_line(result.get("policy")))
+        for line in economic_lines(result)[:-1]:
+            log.info("%s", line)
     leak = result["leakage"]
     log.info("leakage checks: %s", " | ".join(
         f"{k} {'not run' if leak[k] is None else ('pass' if leak[k]['passed'] else 'FAIL')}"
@@ -110,6 +115,8 @@ def _log_verdict(result: dict) -> None:
     if reg:
         log.info("registry: %s v%s %s", reg["model_id"], reg["version"], reg["stage"])
     log.info("report: %s", result["artifacts"].get("report"))
+    if result.get("verdict"):   # the last line: predictive or not, tradeable or not, and what failed by how much
+        log.info("%s", economic_lines(result)[-1])
 
 
 def _check_group_choices(argv: list[str], conf_dir: Path) -> None:

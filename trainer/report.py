@@ -37,6 +37,40 @@ def fmt(value, digits: int = 4) -> str:
     return str(value)
 
 
+def policy_line(policy: dict | None) -> str:
+    """The decision policy in words, with what it scored on validation."""
+    if not policy:
+        return "no decision policy (trading evaluation disabled)"
+    sides = []
+    if policy.get("long_threshold") is not None:
+        sides.append(f"long when P(long) >= {policy['long_threshold']:.4g}")
+    if policy.get("short_threshold") is not None:
+        sides.append(f"short when P(short) >= {policy['short_threshold']:.4g}")
+    what = ", ".join(sides) + f", hold {policy['horizon']} candles" if sides else "never trade"
+    val = policy.get("validation") or {}
+    scored = "" if policy.get("chosen_on") != "validation" else (
+        f"; validation: {val.get('n_trades', 0)} trades, expectancy {fmt(val.get('expectancy_bps'), 1)} bps"
+        if sides else f"; validation: {val.get('reason', 'no edge after costs')}")
+    return f"{what} (chosen on {policy.get('chosen_on')}{scored})"
+
+
+def economic_lines(result: dict) -> list[str]:
+    """The tradeable half of the verdict: the test trades' economics at the trial count, then the verdict
+    with every failed check and by how much."""
+    econ, verdict = result.get("economic") or {}, result.get("verdict") or {}
+    lines = []
+    checks = econ.get("checks") or {}
+    if checks:
+        mean = checks["mean_net_return"]
+        lines.append(f"economics at N = {econ['n_trials']} trial(s): {checks['min_trades']['value']} test trades | "
+                     f"mean net {fmt(mean['value_bps'], 1)} bps (p = {fmt(mean['p_value'], 3)}) | profit factor "
+                     f"{fmt(checks['profit_factor']['value'], 2)} | deflated Sharpe {fmt(econ.get('dsr'), 3)}")
+    if verdict:
+        lines.append(f"verdict: {verdict['label']}" + (f" ({'; '.join(verdict['failed'])})" if verdict["failed"]
+                                                        else ""))
+    return lines
+
+
 def write_report(run_dir: Path, result: dict) -> Path:
     """``report.md``: verdict, headline numbers against baselines, trading, leakage, links to the plots."""
     ev, gates, trading = result.get("evaluation", {}), result.get("gates", {}), result.get("trading") or {}
@@ -47,7 +81,8 @@ def write_report(run_dir: Path, result: dict) -> Path:
              f"{data['task']['kind']} `{result.get('target', '')}`)", "",
              f"Run `{result['run']['run_id']}` · commit `{result['run']['git_commit']}` · "
              f"config `{result['run']['config_hash']}` · split `{data['split']}`", "",
-             f"**Gates `{gates.get('name')}`: {'PASSED' if gates.get('passed') else 'FAILED'}**"]
+             f"**Verdict: {(result.get('verdict') or {}).get('label', 'n/a')}** · "
+             f"gates `{gates.get('name')}`: {'PASSED' if gates.get('passed') else 'FAILED'}"]
     lines += [f"- {r}" for r in gates.get("reasons", [])]
     reg = result.get("registry")
     if reg:
@@ -78,6 +113,28 @@ def write_report(run_dir: Path, result: dict) -> Path:
                   "| " + " | ".join(fmt(trading.get(k)) for k in ("n_trades", "win_rate", "profit_factor",
                                                                    "total_return", "sharpe", "sortino",
                                                                    "max_drawdown", "turnover", "exposure")) + " |"]
+    econ = result.get("economic") or {}
+    if result.get("verdict"):
+        lines += ["", "## After costs: policy and economic checks", "",
+                  f"Policy: {policy_line(result.get('policy'))}.", ""]
+        lines += [f"- {line}" for line in economic_lines(result)[:1]]
+        if econ.get("checks"):
+            lines += ["", "| check | value | needs | result |", "|---|---|---|---|"]
+            c = econ["checks"]
+            rows = [("test trades", fmt(c["min_trades"]["value"]), f">= {c['min_trades']['limit']}",
+                     c["min_trades"]["passed"]),
+                    ("mean net trade return (bps)", f"{fmt(c['mean_net_return']['value_bps'], 1)} "
+                     f"(p = {fmt(c['mean_net_return']['p_value'], 4)})",
+                     f"> 0, p < {c['mean_net_return']['alpha']:g}", c["mean_net_return"]["passed"]),
+                    ("profit factor", fmt(c["profit_factor"]["value"], 3), f"> {c['profit_factor']['limit']:g}",
+                     c["profit_factor"]["passed"]),
+                    (f"deflated Sharpe (N = {econ['n_trials']})", fmt(c["deflated_sharpe"]["value"], 4),
+                     f">= {c['deflated_sharpe']['limit']:g}", c["deflated_sharpe"]["passed"])]
+            lines += [f"| {a} | {b} | {n} | {'pass' if ok else 'FAIL'} |" for a, b, n, ok in rows]
+        if not econ.get("gating"):
+            lines += ["", "These gates do not include the economic checks: reported, not gating."]
+        if result["verdict"]["failed"]:
+            lines += ["", "Failed:"] + [f"- {r}" for r in result["verdict"]["failed"]]
     leak = result.get("leakage") or {}
     if leak:
         lines += ["", "## Leakage checks", ""]

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from data.errors import UserError
 from data.providers import load_candles
+from data.symbols import check_name, selection_name
 from trainer import plots
 from trainer.report import fmt
 from trainer.runinfo import new_run_id, utc_now, write_json_atomic
@@ -30,16 +31,18 @@ log = logging.getLogger("candlelab.runtime")
 MODES = ("dry", "paper", "live-paper")
 
 
-def default_slot(cfg: DictConfig, timeframe: str) -> str:
-    """The slot `train.py` with the same coin, data and target registers into."""
+def default_slot(cfg: DictConfig, timeframe: str, symbols: list[str] | None = None) -> str:
+    """The slot `train.py` with the same coin, data and target registers into (``symbols``: those the candles
+    turned out to hold, when a file names its market)."""
     from trainer.pipeline import registry_symbol
-    return f"{registry_symbol(cfg)}/{timeframe}/{cfg.target.type}_h{int(cfg.target.horizon)}"
+    return f"{registry_symbol(cfg, symbols)}/{timeframe}/{cfg.target.type}_h{int(cfg.target.horizon)}"
 
 
 def _run_dir(cfg: DictConfig, mode: str) -> Path:
     if cfg.runtime.get("run_dir"):
         return Path(cfg.runtime.run_dir)
-    return Path(cfg.paths.output_dir) / "runtime" / f"{new_run_id()}_{mode}_{cfg.coin.name}"
+    name = selection_name(check_name(cfg.coin.get("name"), "coin.name"), [str(s) for s in cfg.coin.symbols])
+    return Path(cfg.paths.output_dir) / "runtime" / f"{new_run_id()}_{mode}_{name}"
 
 
 def _replay_start(cfg: DictConfig, models) -> pd.Timestamp:
@@ -142,7 +145,8 @@ def run(cfg: DictConfig, source: Callable[[], dict[str, pd.DataFrame]] | None = 
     _check(cfg, mode, source)
     symbols = [str(s) for s in cfg.coin.symbols]
     loaded = load_candles(cfg.data, symbols, cfg.seed)
-    slots = [str(s) for s in rt.slots] if rt.get("slots") else [default_slot(cfg, loaded.timeframe)]
+    slots = [str(s) for s in rt.slots] if rt.get("slots") else \
+        [default_slot(cfg, loaded.timeframe, list(loaded.by_symbol))]
     weights = OmegaConf.to_container(rt.weights, resolve=True) if rt.get("weights") else None
     models = load_promoted(Path(str(rt.registry_root)), slots, weights,
                            history=int(rt.history) if rt.get("history") else None)

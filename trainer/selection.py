@@ -147,7 +147,9 @@ def n_trials(selection_cfg) -> dict:
         from hydra.types import RunMode
         if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
             hc = HydraConfig.get()
-            size = sweep_size(Path(hc.sweep.dir))
+            # a search (Optuna) knows its trial budget in the job's own config
+            searched = (hc.get("sweeper") or {}).get("n_trials")
+            size = int(searched) if searched is not None else sweep_size(Path(hc.sweep.dir))
             if size is None:   # at least every job numbered so far competed
                 size = int(hc.job.num) + 1
                 log.warning("eval.selection.n_trials=auto: sweep size unknown, counting %d trials (set it)", size)

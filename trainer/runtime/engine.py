@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from trainer.runtime.broker import PaperBroker
+from trainer.runtime.drift import DriftAlert, DriftMonitor
 from trainer.runtime.guardrails import Guardrails
 from trainer.runtime.notify import Notifier
 from trainer.runtime.signals import Signal, SignalEngine
@@ -73,6 +74,7 @@ class Runtime:
         self.emitted = 0
         self.curve: list[tuple[pd.Timestamp, float]] = []   # equity after each paper step
         self._trades_written = 0
+        self.drift: DriftMonitor | None = None   # live-vs-test-period figures, checked per signal and trade
         self.last_candle: dict[str, pd.Timestamp] = {}   # the last candle processed per symbol (resume marker)
         self.stop_request: tuple[str, str] | None = None   # (kind, why): signal | provider_error
         self.stop_kind: str | None = None   # kill_switch | signal | provider_error once stopping
@@ -189,6 +191,10 @@ class Runtime:
     def _signal(self, symbol: str, at: pd.Timestamp, history: pd.DataFrame) -> None:
         signal = self.engine.on_candle(symbol, history)
         self.store.signal(_signal_row(signal))
+        if self.drift is not None and signal.status != "no_models":
+            self._on_drift(self.drift.on_signal(signal.side != 0), at)
+        if self.stopping is not None:   # a drift halt: no new orders
+            return
         trading = self.paper and (self.stopping is None or not self.flatten_on_stop) \
             and self.guardrails.allows_trading(at)
         if signal.status == "emitted":
@@ -196,7 +202,7 @@ class Runtime:
             # high-tier signals reach the log at INFO; the others at DEBUG (every signal is in the store)
             self.notifier.notify("signal", f"{symbol} {'long' if signal.side > 0 else 'short'} "
                                            f"p={signal.confidence:.3f} tier={signal.tier}",
-                                 level="info" if signal.tier == "high" else "debug", at=str(at))
+                                 level="info" if signal.tier == "high" else "debug", at=str(at), tier=signal.tier)
             if trading:
                 size = self.guardrails.clamp_fraction(self.fraction, at, self.broker.equity)
                 gross = self.broker.gross_exposure_after(symbol, signal.side, size)
@@ -219,7 +225,24 @@ class Runtime:
             self.store.trade(trade)
             self.notifier.notify("trade", f"{trade.symbol} closed {trade.reason}: net {trade.net_pnl:+.2f}",
                                  at=str(trade.exit_time))
+            if self.drift is not None:   # net return on the entry notional, as the backtest measures a trade
+                self._on_drift(self.drift.on_trade(trade.net_pnl / (trade.entry_price * trade.quantity)),
+                               trade.exit_time)
         self._trades_written = len(trades)
+
+    def _on_drift(self, alerts: list[DriftAlert], at: pd.Timestamp) -> None:
+        """Store and notify each drift alert; with ``drift.halt``, flatten and stop as the kill switch does."""
+        for alert in alerts:
+            self.store.event("drift", at, {**asdict(alert), "halt": self.drift.halt})
+            self.notifier.notify("drift", f"live {alert.describe()}" + ("; halting" if self.drift.halt else ""),
+                                 level="warning", at=str(at))
+        if alerts and self.drift.halt and self.stopping is None:
+            self.stopping = f"drift ({', '.join(a.metric for a in alerts)})"
+            if self.paper and (self.broker.positions or self.broker.pending):
+                self.broker.flatten(at, "drift halt")   # the next candle fills it, then the loop stops
+                self.hold_until.clear()
+            else:
+                self.stopped = True
 
     def _mark(self, at: pd.Timestamp) -> None:
         if self.paper:   # at the session's time: the equity curve never goes back for a late candle

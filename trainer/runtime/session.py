@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
@@ -21,6 +22,7 @@ from trainer import plots
 from trainer.report import fmt
 from trainer.runinfo import new_run_id, utc_now, write_json_atomic
 from trainer.runtime.broker import PaperBroker
+from trainer.runtime.drift import drift_monitor
 from trainer.runtime.engine import KillSwitch, Runtime, equity_frame, live, replay
 from trainer.runtime.guardrails import Guardrails
 from trainer.runtime.notify import Notifier, build_sinks
@@ -171,6 +173,7 @@ def run(cfg: DictConfig, source: Callable[[], dict[str, pd.DataFrame]] | None = 
     guardrails = guardrails_from(rt) if paper else None
     runtime = Runtime(engine, loaded.step, store, notifier, kill, paper, broker, guardrails,
                       float(rt.position.fraction))
+    runtime.drift = drift_monitor(rt.get("drift"), models)
     started = utc_now()
     notifier.notify("session", f"{mode} session on {', '.join(symbols)} with {', '.join(m.ref for m in models)}")
     try:
@@ -185,10 +188,25 @@ def run(cfg: DictConfig, source: Callable[[], dict[str, pd.DataFrame]] | None = 
             if start > last or (end is not None and end < start):
                 raise UserError(f"nothing to replay: from {start} to {end or last} (the data ends {last})",
                                 "runtime.replay")
+            if rt.replay.get("precompute", True):   # features once over the stored candles, not per candle
+                engine.precompute(_replayed(loaded.by_symbol, start, end, rt.replay.get("max_candles")), start, end)
             steps = replay(runtime, loaded.by_symbol, start, end, engine.history, rt.replay.get("max_candles"))
         return _report(cfg, run_dir, mode, models, runtime, store, steps, start, started)
     finally:
         store.close()
+
+
+def _replayed(candles: dict[str, pd.DataFrame], start: pd.Timestamp, end, max_candles) -> dict[str, pd.DataFrame]:
+    """Each symbol's candles up to the last one ``replay`` will reach (``max_candles`` time steps from
+    ``start``, over every symbol), so probabilities are computed ahead for no more than is replayed."""
+    if max_candles is None:
+        return candles
+    stamps = np.unique(np.concatenate([pd.DatetimeIndex(c["timestamp"]).asi8 for c in candles.values()]))
+    stamps = stamps[(stamps >= start.value) & (stamps <= (end.value if end is not None else stamps.max()))]
+    if not len(stamps):
+        return candles
+    last = pd.Timestamp(stamps[:int(max_candles)][-1], tz="UTC")
+    return {s: c[c["timestamp"] <= last] for s, c in candles.items()}
 
 
 def _report(cfg, run_dir: Path, mode: str, models, runtime: Runtime, store: RuntimeStore, steps: int,

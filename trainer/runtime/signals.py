@@ -27,6 +27,7 @@ log = logging.getLogger("candlelab.runtime")
 DEFAULT_HISTORY = 3000
 DEFAULT_TIERS = {"high": 0.65, "medium": 0.55}
 RATE_WINDOW = pd.Timedelta(minutes=60)
+PRECOMPUTE_CHUNK = 50_000   # candles scored per pass when probabilities are computed ahead (bounds memory)
 STATUSES = ("emitted", "below_threshold", "rate_limited", "rate_limited_high", "no_models")
 _CANDLE_COLUMNS = ["timestamp", "open", "high", "low", "close", "volume"]
 
@@ -40,6 +41,8 @@ class PromotedModel:
     horizon: int          # candles the label looks ahead (model.label["horizon"])
     history: int          # trailing candles its features need to reproduce their full-history values
     policy: DecisionPolicy | None = None   # None = read from the model card (refused when it has none)
+    trading: dict | None = None            # its test period's trading metrics (the registry's record)
+    family: str | None = None
 
 
 @dataclass
@@ -154,7 +157,8 @@ def load_promoted(registry_root: Path | str, slots: list[str], weights: dict[str
         loaded.append(PromotedModel(ref=ref, slot=slot, model=model, weight=raw[slot] / sum(raw.values()),
                                     horizon=policy.horizon,
                                     history=int(history) if history is not None else required_history(model),
-                                    policy=policy))
+                                    policy=policy, trading=(row.get("economics") or {}).get("trading"),
+                                    family=row.get("family")))
         log.info("runtime: %s serves %s (run %s, symbols %s)", slot, ref, row["run_id"],
                  ", ".join(model.card["symbols"]))
     return loaded
@@ -222,6 +226,8 @@ class SignalEngine:
         self.max_per_hour = None if max_per_hour is None else int(max_per_hour)
         self.max_high_per_hour = None if max_high_per_hour is None else int(max_high_per_hour)
         self._emitted: deque[tuple[pd.Timestamp, str | None]] = deque()   # (candle time, tier), oldest first
+        # (ref, symbol) -> {candle time ns: (P(long), P(short))}, filled by ``precompute`` for stored candles
+        self._precomputed: dict[tuple[str, str], dict[int, tuple[float, float]]] = {}
 
     def covering(self, symbol: str) -> list[PromotedModel]:
         """The models trained on ``symbol`` (each model predicts the symbols on its card)."""
@@ -244,14 +250,54 @@ class SignalEngine:
         p_long, p_short, per_model, _ = self._scores(symbol, history)
         return p_long, p_short, per_model
 
+    def precompute(self, candles: dict[str, pd.DataFrame], start: pd.Timestamp,
+                   end: pd.Timestamp | None = None, chunk: int = PRECOMPUTE_CHUNK) -> int:
+        """Score every candle of ``candles`` (per symbol, sorted) from ``start`` to ``end`` in one pass per
+        covering model and chunk, instead of once per candle: each chunk's features are computed on the
+        model's trailing ``history`` before it and on the chunk, so the first candle sees exactly the
+        per-candle path's input and later ones a longer causal history (same values, DEFAULT_HISTORY).
+        ``on_candle`` / ``probabilities`` then read a stored candle's probabilities by its time; other
+        candles take the per-candle path. Returns the number of (model, candle) probabilities stored."""
+        if int(chunk) < 1:
+            raise UserError(f"chunk must be >= 1 candle, got {chunk}", "runtime.replay.chunk")
+        stored = 0
+        for symbol, frame in candles.items():
+            stamps = pd.DatetimeIndex(frame["timestamp"])
+            first = int(stamps.searchsorted(start, side="left"))
+            stop = len(stamps) if end is None else int(stamps.searchsorted(end, side="right"))
+            for m in self.covering(symbol):
+                table = self._precomputed.setdefault((m.ref, symbol), {})
+                for a in range(first, stop, int(chunk)):
+                    b = min(stop, a + int(chunk))
+                    window = frame.iloc[max(0, a + 1 - m.history): b][_CANDLE_COLUMNS].assign(symbol=symbol)
+                    proba = m.model.predict_proba(window, last=b - a).iloc[-(b - a):]
+                    p_long, p_short = long_short(m.model, proba)
+                    times = stamps[a:b].asi8.tolist()
+                    table.update(zip(times, zip(p_long.tolist(), p_short.tolist())))
+                    stored += b - a
+        log.info("runtime: probabilities of %d candle(s) computed ahead (%d model-candle pairs)",
+                 sum(len(c) for c in candles.values()), stored)
+        return stored
+
+    def _model_scores(self, m: PromotedModel, symbol: str, history: pd.DataFrame) -> tuple[float, float]:
+        """One model's P(long), P(short) at the last candle of ``history``: stored by ``precompute``, or
+        features on the model's trailing history with one row scored."""
+        table = self._precomputed.get((m.ref, symbol))
+        if table is not None:
+            hit = table.get(pd.Timestamp(history["timestamp"].iloc[-1]).value)
+            if hit is not None:
+                return hit
+        candles = history.iloc[-m.history:][_CANDLE_COLUMNS].assign(symbol=symbol)
+        proba = m.model.predict_proba(candles, last=1).iloc[[-1]]   # features on the history, score one row
+        p_long, p_short = (float(x[0]) for x in long_short(m.model, proba))
+        return p_long, p_short
+
     def _scores(self, symbol: str, history: pd.DataFrame):
         """``probabilities`` plus, per scoring model, (model, P(long), P(short))."""
         per_model: dict[str, float] = {}
         scored = []
         for m in self.covering(symbol):
-            candles = history.iloc[-m.history:][_CANDLE_COLUMNS].assign(symbol=symbol)
-            proba = m.model.predict_proba(candles, last=1).iloc[[-1]]   # features on the history, score one row
-            p_long, p_short = (float(x[0]) for x in long_short(m.model, proba))
+            p_long, p_short = self._model_scores(m, symbol, history)
             per_model[m.ref] = p_long
             if math.isfinite(p_long) and math.isfinite(p_short):
                 scored.append((m, p_long, p_short))

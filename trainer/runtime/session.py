@@ -2,7 +2,13 @@
 
 Modes (``runtime.mode``): ``dry`` replays candles the models never trained on and emits signals only;
 ``paper`` replays them against the paper broker with the guardrails; ``live-paper`` polls the data provider
-(ccxt keeps its cache up to date) for new candles and paper-trades them.
+(ccxt keeps its cache up to date) for new candles and paper-trades them; ``live`` polls the same way and
+emits signals and notifications only.
+
+Every session records its settings and, per candle, its state in ``runtime.db``: ``runtime.resume`` continues
+a stopped or killed one (trainer.runtime.resume). SIGINT/SIGTERM stop it as the kill switch does; a second
+signal stops at once (trainer.runtime.stops). ``session.json`` says how it ended: ``status`` completed |
+stopped (``stop_kind`` kill_switch | signal | provider_error).
 """
 import inspect
 import json
@@ -22,15 +28,20 @@ from trainer import plots
 from trainer.report import fmt
 from trainer.runinfo import new_run_id, utc_now, write_json_atomic
 from trainer.runtime.broker import PaperBroker
+from trainer.runtime.checkpoint import restore
 from trainer.runtime.drift import drift_monitor
 from trainer.runtime.engine import KillSwitch, Runtime, equity_frame, live, replay
 from trainer.runtime.guardrails import Guardrails
 from trainer.runtime.notify import Notifier, build_sinks
 from trainer.runtime.signals import SignalEngine, load_promoted
+from trainer.runtime.metrics import PeriodicExports, day_file
+from trainer.runtime.resume import SessionLock, settings, settings_hash, to_resume
+from trainer.runtime.stops import SignalStops, StoppedAtOnce
 from trainer.runtime.store import RuntimeStore
 
 log = logging.getLogger("candlelab.runtime")
-MODES = ("dry", "paper", "live-paper")
+MODES = ("dry", "paper", "live-paper", "live")
+POLLING = ("live-paper", "live")
 
 
 def default_slot(cfg: DictConfig, timeframe: str, symbols: list[str] | None = None) -> str:
@@ -99,7 +110,7 @@ def guardrails_from(rt: DictConfig) -> Guardrails:
     return Guardrails(rt.broker.start_equity, **g)
 
 
-def _check(cfg: DictConfig, mode: str, source) -> None:
+def _check(cfg: DictConfig, mode: str, source, resuming: bool = False) -> None:
     """Runtime settings a user can get wrong, refused before anything loads."""
     rt = cfg.runtime
     if mode not in MODES:
@@ -112,6 +123,11 @@ def _check(cfg: DictConfig, mode: str, source) -> None:
     _number(rt.live.poll_seconds, "runtime.live.poll_seconds", 0.0, inclusive=True)
     if rt.live.get("max_polls") is not None:
         _number(rt.live.max_polls, "runtime.live.max_polls", 1, int, inclusive=True)
+    _number(rt.live.get("max_provider_errors", 3), "runtime.live.max_provider_errors", 1, int, inclusive=True)
+    if rt.get("metrics_every") is not None:
+        _number(rt.metrics_every, "runtime.metrics_every", 1, int, inclusive=True)
+    if not isinstance(rt.stop.get("flatten", True), bool):
+        raise UserError(f"must be true or false, got {rt.stop.flatten!r}", "runtime.stop.flatten")
     if rt.replay.get("max_candles") is not None:
         _number(rt.replay.max_candles, "runtime.replay.max_candles", 1, int, inclusive=True)
     for key in ("start", "end"):
@@ -129,13 +145,13 @@ def _check(cfg: DictConfig, mode: str, source) -> None:
             raise UserError("weights must map slots to numbers", "runtime.weights")
         for slot, weight in rt.weights.items():
             _number(weight, f"runtime.weights.{slot}", 0.0, inclusive=True)
-    if mode == "live-paper" and source is None and cfg.data.provider in ("files", "synthetic"):
-        raise UserError(f"live-paper polls for new candles; the {cfg.data.provider} provider never has any "
+    if mode in POLLING and source is None and cfg.data.provider in ("files", "synthetic"):
+        raise UserError(f"{mode} polls for new candles; the {cfg.data.provider} provider never has any "
                         f"(use data=ccxt or data=yfinance, or mode=paper to replay)", "data")
-    if mode != "dry":
+    if mode not in ("dry", "live"):
         guardrails_from(rt)
     run_dir = rt.get("run_dir")
-    if run_dir and Path(str(run_dir)).is_dir() and any(Path(str(run_dir)).iterdir()):
+    if run_dir and not resuming and Path(str(run_dir)).is_dir() and any(Path(str(run_dir)).iterdir()):
         raise UserError("the run folder is not empty: a session writes a folder of its own", "runtime.run_dir")
 
 
@@ -144,7 +160,9 @@ def run(cfg: DictConfig, source: Callable[[], dict[str, pd.DataFrame]] | None = 
     """Run one session; returns the summary that ``session.json`` holds."""
     rt = cfg.runtime
     mode = str(rt.mode)
-    _check(cfg, mode, source)
+    values = settings(cfg)
+    resuming = to_resume(cfg, values)   # (run folder, its session record) or None
+    _check(cfg, mode, source, resuming=resuming is not None)
     symbols = [str(s) for s in cfg.coin.symbols]
     loaded = load_candles(cfg.data, symbols, cfg.seed)
     slots = [str(s) for s in rt.slots] if rt.get("slots") else \
@@ -157,8 +175,19 @@ def run(cfg: DictConfig, source: Callable[[], dict[str, pd.DataFrame]] | None = 
         if trained_on and trained_on != loaded.provider:
             log.warning("%s was trained on %s candles; the runtime reads %s candles", m.ref, trained_on,
                         loaded.provider)
-    run_dir = _run_dir(cfg, mode)
+    if resuming is not None:
+        served = [m.ref for m in models]
+        if served != resuming[1].get("models"):
+            raise UserError(f"session {resuming[0]} served {', '.join(resuming[1].get('models') or [])}; the "
+                            f"registry now promotes {', '.join(served)}: start a new session", "runtime.resume")
+    run_dir = resuming[0] if resuming is not None else _run_dir(cfg, mode)
     run_dir.mkdir(parents=True, exist_ok=True)
+    with SessionLock(run_dir):
+        return _session(cfg, mode, run_dir, resuming, values, loaded, models, symbols, source, wait)
+
+
+def _session(cfg, mode, run_dir, resuming, values, loaded, models, symbols, source, wait) -> dict:
+    rt = cfg.runtime
     sig = rt.signals
     engine = SignalEngine(models, OmegaConf.to_container(sig.tiers, resolve=True), sig.get("max_per_hour"),
                           sig.get("max_high_per_hour"))   # each model's side: its card's decision policy
@@ -166,7 +195,7 @@ def run(cfg: DictConfig, source: Callable[[], dict[str, pd.DataFrame]] | None = 
     notifier = Notifier(build_sinks(rt.notify))
     kill = KillSwitch(Path(str(rt.kill_switch.file)) if rt.kill_switch.get("file") else run_dir / "KILL",
                       rt.kill_switch.get("env"))
-    paper = mode != "dry"
+    paper = mode not in ("dry", "live")
     b = rt.broker
     broker = PaperBroker(float(b.start_equity), float(b.fee_bps), float(b.spread_bps), float(b.slippage_bps)) \
         if paper else None
@@ -174,26 +203,79 @@ def run(cfg: DictConfig, source: Callable[[], dict[str, pd.DataFrame]] | None = 
     runtime = Runtime(engine, loaded.step, store, notifier, kill, paper, broker, guardrails,
                       float(rt.position.fraction))
     runtime.drift = drift_monitor(rt.get("drift"), models)
+    runtime.flatten_on_stop = bool(rt.stop.get("flatten", True))
     started = utc_now()
-    notifier.notify("session", f"{mode} session on {', '.join(symbols)} with {', '.join(m.ref for m in models)}")
+    record = dict(resuming[1]) if resuming is not None else {
+        "settings": values, "settings_hash": settings_hash(values), "mode": mode, "models": [m.ref for m in models],
+        "started_at": started, "runs": 0}
+    if resuming is not None:
+        restore(runtime, store.get_state("checkpoint") or _nothing_committed(runtime))
+        runtime.curve = [(pd.Timestamp(t), e) for t, e in store.equity_curve()]
+        store.rebuild_jsonl()   # the database is the record: lines a kill left unwritten are written now
+        store.event("resume", runtime.last_at or pd.Timestamp.now("UTC"),
+                    {"previous_status": record.get("status"), "candles_before": runtime.candles_seen})
+        log.info("runtime: resuming %s after %d candles (last %s), equity %s", run_dir, runtime.candles_seen,
+                 runtime.last_at, f"{broker.equity:,.2f}" if broker else "n/a")
+    record.update(status="running", runs=int(record.get("runs", 0)) + 1, resumed_at=started if resuming else None)
+    store.put_state("session", record)
+    exports = PeriodicExports(store, run_dir, pd.Timedelta(str(rt.metrics_window)), rt.get("metrics_every"))
+    runtime.after_commit.append(exports)
+    notifier.notify("session", f"{mode} session on {', '.join(symbols)} with {', '.join(m.ref for m in models)}"
+                    + (" (resumed)" if resuming else ""))
+    stops = SignalStops(runtime)
     try:
-        if mode == "live-paper":
-            poll = source or (lambda: load_candles(cfg.data, symbols, cfg.seed).by_symbol)
-            steps = live(runtime, poll, engine.history, float(rt.live.poll_seconds), rt.live.get("max_polls"), wait)
-            start = None
-        else:
-            start = _replay_start(cfg, models)
-            end = _timestamp(rt.replay.end, "runtime.replay.end") if rt.replay.get("end") else None
-            last = max(pd.Timestamp(c["timestamp"].iloc[-1]) for c in loaded.by_symbol.values())
-            if start > last or (end is not None and end < start):
-                raise UserError(f"nothing to replay: from {start} to {end or last} (the data ends {last})",
-                                "runtime.replay")
-            if rt.replay.get("precompute", True):   # features once over the stored candles, not per candle
-                engine.precompute(_replayed(loaded.by_symbol, start, end, rt.replay.get("max_candles")), start, end)
-            steps = replay(runtime, loaded.by_symbol, start, end, engine.history, rt.replay.get("max_candles"))
-        return _report(cfg, run_dir, mode, models, runtime, store, steps, start, started)
+        with stops:
+            steps, start = _loop(cfg, mode, runtime, engine, loaded, models, symbols, source,
+                                 wait if wait is not None else stops.wait)
+        status = "stopped" if runtime.stopping is not None else "completed"
+        store.put_state("session", {**record, "status": status, "stop_kind": runtime.stop_kind,
+                                    "stopped_by": runtime.stopping})
+        if runtime.last_at is not None:
+            exports.export(runtime.last_at)
+        summary = _report(cfg, run_dir, mode, models, runtime, store, steps, start, started)
+        summary.update(status=status, stop_kind=runtime.stop_kind, resumed=resuming is not None,
+                       candles_total=runtime.candles_seen)
+        write_json_atomic(run_dir / "session.json", summary)
+        return summary
+    except StoppedAtOnce as exc:   # the candle in flight rolled back; what is committed stays consistent
+        store.event("stopped_at_once", runtime.last_at or pd.Timestamp.now("UTC"),
+                    {"signal": exc.name, "candles_committed": runtime.candles_seen,
+                     "note": "second signal: no flattening, no report; resume continues from the last committed "
+                             "candle"})
+        store.put_state("session", {**record, "status": "interrupted", "stop_kind": "signal",
+                                    "stopped_by": f"second {exc.name}"})
+        raise
     finally:
         store.close()
+
+
+def _nothing_committed(runtime: Runtime) -> dict:
+    """A session killed before its first candle committed: it resumes from its start."""
+    from trainer.runtime.checkpoint import snapshot
+    return snapshot(runtime)
+
+
+def _loop(cfg, mode, runtime, engine, loaded, models, symbols, source, wait) -> tuple[int, pd.Timestamp | None]:
+    """Poll or replay until the end, a stop or the limits; returns (candles processed, replay start)."""
+    rt = cfg.runtime
+    if mode in POLLING:
+        poll = source or (lambda: load_candles(cfg.data, symbols, cfg.seed).by_symbol)
+        steps = live(runtime, poll, engine.history, float(rt.live.poll_seconds), rt.live.get("max_polls"), wait,
+                     int(rt.live.get("max_provider_errors") or 3))
+        return steps, None
+    start = _replay_start(cfg, models)
+    end = _timestamp(rt.replay.end, "runtime.replay.end") if rt.replay.get("end") else None
+    last = max(pd.Timestamp(c["timestamp"].iloc[-1]) for c in loaded.by_symbol.values())
+    if start > last or (end is not None and end < start):
+        raise UserError(f"nothing to replay: from {start} to {end or last} (the data ends {last})",
+                        "runtime.replay")
+    if rt.replay.get("precompute", True):   # features once over the stored candles, not per candle
+        engine.precompute(_replayed(loaded.by_symbol, start, end, rt.replay.get("max_candles")), start, end)
+    steps = replay(runtime, loaded.by_symbol, start, end, engine.history, rt.replay.get("max_candles"),
+                   seen=dict(runtime.last_candle))   # a resumed session skips what it processed
+    if not runtime.stopped and (runtime.stop_request is not None or runtime.stopping is not None):
+        runtime.stop_at_last_close()   # the data ended before a candle could fill the flattening
+    return steps, start
 
 
 def _replayed(candles: dict[str, pd.DataFrame], start: pd.Timestamp, end, max_candles) -> dict[str, pd.DataFrame]:
@@ -201,7 +283,8 @@ def _replayed(candles: dict[str, pd.DataFrame], start: pd.Timestamp, end, max_ca
     ``start``, over every symbol), so probabilities are computed ahead for no more than is replayed."""
     if max_candles is None:
         return candles
-    stamps = np.unique(np.concatenate([pd.DatetimeIndex(c["timestamp"]).asi8 for c in candles.values()]))
+    stamps = np.unique(np.concatenate([pd.DatetimeIndex(c["timestamp"]).as_unit("ns").asi8
+                                       for c in candles.values()]))
     stamps = stamps[(stamps >= start.value) & (stamps <= (end.value if end is not None else stamps.max()))]
     if not len(stamps):
         return candles

@@ -215,7 +215,7 @@ def choose_policy(cfg: DictConfig, task: Task, proba_val: np.ndarray, frame: pd.
               "min_val_trades": min_trades}
     if best is None:
         why = "no threshold pair traded" if best_seen is None else (
-            f"best pair ({best_seen[0].describe()}) made {best_seen[1]['total_net_return']:+.4f} over "
+            f"best pair ({best_seen[0].describe(source=False)}) made {best_seen[1]['total_net_return']:+.4f} over "
             f"{best_seen[1]['n_trades']} trades, expectancy {best_seen[1]['expectancy_bps']:+.1f} bps")
         search["best_rejected"] = why
         return DecisionPolicy(None, None, horizon, min_edge, "validation",

@@ -98,13 +98,13 @@ class DecisionPolicy:
                    horizon=int(horizon), min_edge_bps=float(edge), chosen_on=chosen_on,
                    validation=dict(validation))
 
-    def describe(self) -> str:
-        """One line for logs and reports."""
+    def describe(self, source: bool = True) -> str:
+        """One line for logs and reports; ``source`` adds where it was chosen."""
         if not self.trades:
-            return f"never trade ({self.chosen_on})"
+            return f"never trade ({self.chosen_on})" if source else "never trade"
         parts = []
         if self.long_threshold is not None:
             parts.append(f"long p>={self.long_threshold:.2f}")
         if self.short_threshold is not None:
             parts.append(f"short p>={self.short_threshold:.2f}")
-        return f"{', '.join(parts)}, hold {self.horizon} candles ({self.chosen_on})"
+        return f"{', '.join(parts)}, hold {self.horizon} candles" + (f" ({self.chosen_on})" if source else "")

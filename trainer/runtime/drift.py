@@ -98,6 +98,20 @@ class DriftMonitor:
         self.sides.append(bool(called_side))
         return self._check()
 
+    def state(self) -> dict:
+        """The rolling windows and the alerts in force, compact (the signal window as a string of 0/1): a
+        session checkpoints it after every candle."""
+        return {"returns": list(self.returns), "sides": "".join("1" if x else "0" for x in self.sides),
+                "alerting": sorted(self.alerting)}
+
+    def restore(self, state: dict) -> None:
+        """Put back what ``state`` returned."""
+        self.returns.clear()
+        self.returns.extend(float(r) for r in state["returns"])
+        self.sides.clear()
+        self.sides.extend(x in ("1", 1, True) for x in state["sides"])
+        self.alerting = set(state["alerting"])
+
     def live(self) -> dict[str, float | None]:
         n = len(self.returns)
         enough = n >= int(self.min_trades)

@@ -266,6 +266,11 @@ def test_plan_ranks_servable_targets_on_net_expectancy_and_marks_the_rest(tmp_pa
     assert direction["expectancy_bps"] == pytest.approx(trades["total_net_return"] / trades["n_trades"] * 1e4)
     text = planner.summary(plan, tmp_path / "plan.json")
     assert "forward_return_h15" in text and "not servable" in text and "bps over" in text
+    # without probe trades servable targets still come first, ranked on skill
+    quick = planner.build_plan(make_cfg(*args, "plan.probe.trading=false"), [*args, "plan.probe.trading=false"])
+    first, last = quick["rankings"]["targets"]
+    assert (first["name"], first["expectancy_bps"], first["kept"]) == ("direction_h15", None, True)
+    assert not last["servable"] and "not traded" in planner.summary(quick, tmp_path / "quick.json")
     # a bar on the expectancy keeps nothing when no target clears it
     with pytest.raises(Exception, match="no candidate target"):
         planner.build_plan(make_cfg(*args, "plan.auto_targets.min_expectancy_bps=10000"),

@@ -7,7 +7,8 @@ and a fast LightGBM probe is scored under purged k-fold CV with a task-independe
 mean for regression), averaged over folds. On each fold a classifier target is also traded as training will
 trade it: a decision policy is chosen on the fold's validation rows (``trainer.evaluation.choose_policy``,
 same costs, ``eval.policy`` settings) and trades the fold's held-out block once; ``expectancy_bps`` is the
-mean net-of-cost return per trade over all folds' held-out trades (0 when the policies never trade).
+mean net-of-cost return per trade over all folds' held-out trades (0 when the policies never trade; the
+search tries ``plan.probe.policy_quantiles``; ``plan.probe.trading=false`` skips it and ranks on skill).
 Only targets the runtime can serve (classifiers: it trades class probabilities) are ranked: by expectancy,
 then skill; a regression target is scored but marked ``not servable`` and never kept. The best ``top_k``
 servable targets with skill above ``min_score`` (and expectancy above ``min_expectancy_bps`` when set) are
@@ -160,7 +161,12 @@ def check_settings(cfg: DictConfig) -> None:
     """Plan settings a user can get wrong, refused before any data is loaded."""
     p = cfg.plan
     check_numbers(cfg, _NUMBERS)
-    for key in ("auto_targets.enabled", "auto_features.enabled"):
+    quantiles = p.probe.get("policy_quantiles")
+    if quantiles is not None and (not isinstance(quantiles, ListConfig) or not quantiles or not all(
+            isinstance(q, float) and 0.0 < q < 1.0 for q in quantiles)):
+        raise UserError(f"must be a list of quantiles in (0, 1) or null, got {quantiles!r}",
+                        "plan.probe.policy_quantiles")
+    for key in ("auto_targets.enabled", "auto_features.enabled", "probe.trading"):
         if not isinstance(OmegaConf.select(p, key), bool):
             raise UserError(f"must be true or false, got {OmegaConf.select(p, key)!r}", f"plan.{key}")
     if p.routing.mode not in ("auto", *ROUTES):
@@ -349,16 +355,19 @@ def probe_cv(table: FeatureTable, ranking: np.ndarray, task: Task, settings: Dic
 
 
 def _trading_config(cfg: DictConfig, target: DictConfig) -> DictConfig:
-    """The evaluation settings (costs, policy search) with a candidate's target, as its training run has them."""
-    return OmegaConf.create({"eval": OmegaConf.to_container(cfg.eval, resolve=True),
-                             "target": OmegaConf.to_container(target, resolve=True)})
+    """The evaluation settings (costs, policy search) with a candidate's target, as its training run has them;
+    the policy search tries ``plan.probe.policy_quantiles`` (each pair is one backtest per fold)."""
+    settings = OmegaConf.to_container(cfg.eval, resolve=True)
+    quantiles = cfg.plan.probe.get("policy_quantiles")
+    if quantiles is not None:
+        settings["policy"]["quantiles"] = list(quantiles)
+    return OmegaConf.create({"eval": settings, "target": OmegaConf.to_container(target, resolve=True)})
 
 
 def _rank_key(res: ProbeResult, cand: Candidate) -> tuple:
-    """Servable targets first; among them the higher net expectancy, then the higher skill."""
-    if res.trades is None:
-        return (1, 0.0, -res.skill, cand.index)
-    return (0, -res.trades["expectancy_bps"], -res.skill, cand.index)
+    """Servable targets first; among them the higher net expectancy (when traded), then the higher skill."""
+    return (0 if servable(cand.task) else 1, -(res.trades["expectancy_bps"] if res.trades else 0.0), -res.skill,
+            cand.index)
 
 
 def _label_correlation(frame: pd.DataFrame, symbols: list[str]) -> tuple[dict, float | None]:
@@ -525,21 +534,23 @@ def build_plan(cfg: DictConfig, overrides: list[str] = ()) -> dict:
         if ranking.sum() < 100 * int(settings.auto_targets.folds):
             raise UserError(f"too little data to rank {cand.name}: {int(ranking.sum())} labelled rows before "
                             f"{ranked_until.isoformat()}", "data.rows")
-        trading = _trading_config(cfg, cand.target) if servable(cand.task) else None
+        trading = _trading_config(cfg, cand.target) if servable(cand.task) and settings.probe.trading else None
         res = probe_cv(tables[cand.name], ranking, cand.task, settings, embargo, int(cfg.seed), threads, trading,
                        seen)
         results[cand.name] = (res, ranking)
         log.info("target %s: skill %.4f (folds %s), %s on %d rows, %.1fs", cand.name, res.skill,
                  " ".join(f"{s:.4f}" for s in res.fold_skills),
                  f"net expectancy {res.trades['expectancy_bps']:+.2f} bps over {res.trades['n_trades']} trades"
-                 if res.trades else "not servable", res.rows, time.perf_counter() - t0)
+                 if res.trades else "not traded" if servable(cand.task) else "not servable", res.rows,
+                 time.perf_counter() - t0)
 
     order = sorted(candidates, key=lambda c: _rank_key(results[c.name][0], c))
     min_edge = settings.auto_targets.get("min_expectancy_bps")
     if settings.auto_targets.enabled:
         min_score = float(settings.auto_targets.min_score)
         kept = [c for c in order if servable(c.task) and results[c.name][0].skill > min_score
-                and (min_edge is None or results[c.name][0].trades["expectancy_bps"] > float(min_edge))]
+                and (min_edge is None or (results[c.name][0].trades or {}).get("expectancy_bps", 0.0)
+                     > float(min_edge))]
         kept = kept[:int(settings.auto_targets.top_k)]
     else:
         kept = list(candidates)
@@ -629,8 +640,9 @@ def summary(plan: dict, path: Path) -> str:
              "targets (net = mean net-of-cost return per held-out trade of the policy chosen on each fold's "
              "validation; skill = 1 - loss / prior loss; purged CV):"]
     for t in r["targets"]:
-        net = (f"net {t['expectancy_bps']:+7.2f} bps over {t['probe_trades']['n_trades']:>5} trades"
-               if t.get("servable") else "not servable (the runtime trades classifiers only)")
+        net = ("not servable (the runtime trades classifiers only)" if not t.get("servable")
+               else "not traded (plan.probe.trading=false)" if t.get("expectancy_bps") is None
+               else f"net {t['expectancy_bps']:+7.2f} bps over {t['probe_trades']['n_trades']:>5} trades")
         lines.append(f"  {'kept' if t['kept'] else 'drop'}  {t['name']:<24} skill {t['score']:+.4f}  {net}")
     for name, chosen in r["selected_features"].items():
         lines.append(f"features {name}: " + ("all of features.sets" if chosen is None

@@ -812,6 +812,8 @@ def _policy_text(policy) -> str:
     val = policy.get("validation") or {}
     if isinstance(val, dict) and val.get("expectancy_bps") is not None:
         text += f"; validation {_fixed(val['expectancy_bps'])} bps/trade over {_num(val.get('n_trades'))} trades"
+    elif isinstance(val, dict) and val.get("reason"):
+        text += f"; {val['reason']}"
     return text
 
 

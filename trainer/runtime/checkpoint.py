@@ -2,8 +2,8 @@
 exactly where the stored one stopped.
 
 It holds the paper broker (cash, positions, last marks and ranges, pending orders), the guardrails (clock,
-day and its start, halts, breaches), the signal engine's rate-limit window, the positions' holding times,
-the counters and the last candle processed per symbol. Floats go through JSON unchanged (``repr`` round
+day and its start, halts, breaches), the signal engine's rate-limit window, the drift monitor's windows, the
+positions' holding times, the counters and the last candle processed per symbol. Floats go through JSON unchanged (``repr`` round
 trips), so a resumed session's equity is the stored one to the last bit. The equity curve is not part of it:
 it is read back from the store's ``equity`` table.
 """
@@ -68,6 +68,9 @@ def snapshot(runtime) -> dict:
             "breaches": [{**{k: (_num(v) if isinstance(v, float) else v) for k, v in asdict(b).items()},
                           "at": _ts(b.at)} for b in g.breaches],
         }
+    drift = getattr(runtime, "drift", None)
+    if drift is not None:   # the drift monitor's rolling windows and the alerts it is in
+        state["drift"] = drift.state()
     return state
 
 
@@ -102,3 +105,6 @@ def restore(runtime, state: dict) -> None:
         g._halted_forever = bool(s["halted_forever"])
         g.breaches = [Breach(**{**{k: (math.nan if v is None and k not in ("detail", "halt", "kind") else v)
                                    for k, v in b.items()}, "at": _from_ts(b["at"])}) for b in s["breaches"]]
+    drift = getattr(runtime, "drift", None)
+    if drift is not None and "drift" in state:
+        drift.restore(state["drift"])

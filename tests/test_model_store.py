@@ -281,11 +281,13 @@ def test_cli_lists_shows_compares_promotes_and_rolls_back(tmp_path):
     listing = done["list"]
     assert listing.returncode == 0, listing.stderr
     lines = listing.stdout.splitlines()
-    assert lines[0].split() == ["id", "v", "slot", "stage", "family", "headline", "gates", "registered"]
+    assert lines[0].split() == ["id", "v", "slot", "stage", "family", "headline", "net", "pf", "trades", "dsr",
+                                "econ", "gates", "registered"]
     by_id = {line.split()[0]: line.split() for line in lines[2:]}
     assert by_id[a["model_id"]][1:5] == ["1", SLOT, "archived", "lightgbm"]
-    assert by_id[b["model_id"]][3:7] == ["promoted", "lightgbm", "accuracy=0.6034", "pass"]
-    assert by_id[bad["model_id"]][3] == "candidate" and by_id[bad["model_id"]][6] == "fail"
+    # registered without trading evidence: the economic columns say so with "-"
+    assert by_id[b["model_id"]][3:12] == ["promoted", "lightgbm", "accuracy=0.6034", "-", "-", "-", "-", "-", "pass"]
+    assert by_id[bad["model_id"]][3] == "candidate" and by_id[bad["model_id"]][11] == "fail"
     assert len(by_id) == 4
     assert lines[0].index("slot") == lines[2].index(SLOT)                    # fixed-width columns
 
@@ -299,9 +301,9 @@ def test_cli_lists_shows_compares_promotes_and_rolls_back(tmp_path):
     compare = done["compare"]
     assert compare.returncode == 0, compare.stderr
     header, *rows = compare.stdout.splitlines()
-    assert header.split() == ["metric", ref(a), ref(b)]
+    assert header.split() == ["metric", ref(b), ref(a)]   # no economics recorded: the headline breaks the tie
     table = {row.split()[0]: row.split()[1:] for row in rows[1:]}
-    assert table["accuracy"] == ["0.5512", "0.6034"] and table["n"] == ["1000", "1000"]
+    assert table["accuracy"] == ["0.6034", "0.5512"] and table["n"] == ["1000", "1000"]
     assert table["gates"] == ["pass", "pass"]
 
     assert_one_error_line(done["unknown"], "lightgbm_BTC_1m_deadbeef")

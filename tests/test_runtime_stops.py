@@ -116,6 +116,7 @@ def test_a_provider_failing_poll_after_poll_stops_and_closes_at_the_last_close(w
     (reason, exit_time, exit_price), = db_rows(run_dir, "SELECT reason, exit_time, exit_price FROM trades")[-1:]
     assert "(last close)" in reason and pd.Timestamp(exit_time) == last
     assert exit_price == candles.loc[candles["timestamp"] == last, "close"].item()
+    assert "closed at their last close" in (run_dir / "report.md").read_text()
 
 
 def test_provider_error_exit_code_is_documented_with_the_others():

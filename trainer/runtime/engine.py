@@ -79,6 +79,7 @@ class Runtime:
         self.stop_request: tuple[str, str] | None = None   # (kind, why): signal | provider_error
         self.stop_kind: str | None = None   # kill_switch | signal | provider_error once stopping
         self.flatten_on_stop = True
+        self.closed_at_last_close = 0   # fills of a stop that found no later candle to flatten at
         self.after_commit: list[Callable[[pd.Timestamp], None]] = []   # called after each committed candle
 
     def request_stop(self, kind: str, why: str) -> None:
@@ -131,6 +132,7 @@ class Runtime:
                     "note": "no later candle to fill at: positions closed at their last close"})
                 self.notifier.notify("stop", f"no later candle: positions closed at their last close "
                                              f"({len(fills)} fill(s))", level="warning", at=str(at))
+                self.closed_at_last_close = len(fills)
                 self._mark(at)
             self.stopped = True
             self.store.put_state("checkpoint", snapshot(self))

@@ -314,7 +314,9 @@ def _report(cfg, run_dir: Path, mode: str, models, runtime: Runtime, store: Runt
     lines = [f"# runtime {mode}: {', '.join(summary['symbols'])}", "",
              "Models: " + ", ".join(f"`{m['ref']}` ({m['slot']}, weight {m['weight']:.2f})" for m in summary["models"]),
              "", f"Replayed from {summary['replay_start']}: {steps} candles, {runtime.emitted} signals emitted"
-             + (f"; stopped by {runtime.stopping}" if runtime.stopping else ""), ""]
+             + (f"; stopped by {runtime.stopping}" if runtime.stopping else "")
+             + (f"; no later candle came, so positions were closed at their last close "
+                f"({runtime.closed_at_last_close} fill(s))" if runtime.closed_at_last_close else ""), ""]
     if runtime.broker:
         lines += [f"Paper equity {runtime.broker.equity:,.2f} (start {cfg.runtime.broker.start_equity:,.2f}); "
                   f"guardrail breaches: {', '.join(summary['breaches']) or 'none'}", ""]

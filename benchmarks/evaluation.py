@@ -13,6 +13,7 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -51,8 +52,11 @@ def _writer(root: str, worker: int, writes: int, source: str, out) -> None:
                   "headline": "accuracy", "headline_value": 0.5 + (i % 7) / 100, "metrics": {"accuracy": 0.5},
                   "gates": {"passed": i % 2 == 0}, "run_id": f"w{worker}-{i}", "run_dir": "/tmp",
                   "git_commit": None, "config_hash": f"c{i % 5}", "data_fingerprint": f"d{worker}"}
+        model = Path(source).parent / record["run_id"]   # each run's own model dir: its card names the run
+        shutil.copytree(source, model)
+        (model / "model_card.json").write_text(json.dumps({"family": "lightgbm", "run_id": record["run_id"]}))
         t0 = time.perf_counter()
-        registry.register(record, Path(source), auto_promote=True, keep_candidates=None)
+        registry.register(record, model, auto_promote=True, keep_candidates=None)
         slowest = max(slowest, time.perf_counter() - t0)
     out.put(slowest)
 

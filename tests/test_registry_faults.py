@@ -149,11 +149,10 @@ def test_a_kill_at_every_step_of_a_first_promotion_never_serves_an_unregistered_
 
 def test_the_staging_folder_of_a_live_registration_is_left_alone(tmp_path, template):
     root = template / "registry"
-    id_dir = root / "models" / "lightgbm_BTC_1m_live"
-    id_dir.mkdir()
-    live, lock = registry_module._claim_staging(id_dir)
-    dead = id_dir / ".incoming-dead"
+    live, lock = registry_module._claim_staging(root / "models")
+    dead = root / "models" / ".incoming-dead"
     dead.mkdir()
+    (dead / "model_card.json").write_text("{}")
     try:
         Registry(root).reconcile()
         assert live.is_dir() and not dead.exists()

@@ -87,10 +87,11 @@ def test_nothing_promoted_says_what_to_promote(tmp_path):
     assert empty.value.where == "registry"
     assert "no promoted model for slot BTC/1h/direction_h4" in empty.value.what
     assert "python -m trainer.registry promote" in empty.value.what and "train one" in empty.value.what
-    store = tmp_path / "dir"
-    store.mkdir()
     refs = []
     for i in range(4):
+        store = tmp_path / f"dir-r{i}"
+        store.mkdir()
+        (store / "model_card.json").write_text(json.dumps({"run_id": f"r{i}"}))
         row = reg.register({"family": "lightgbm", "symbol": "BTC", "timeframe": "1h", "target": "direction_h4",
                             "headline": "accuracy", "headline_value": 0.5, "metrics": {}, "gates": {"passed": False},
                             "run_id": f"r{i}", "run_dir": None, "git_commit": None, "config_hash": f"c{i}",

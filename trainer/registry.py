@@ -143,7 +143,7 @@ class Registry:
         id_dir.mkdir(parents=True, exist_ok=True)
         # copy outside the lock (the slow part), into a hidden temp dir that no reader ever lists; it stays
         # locked while this process lives, so the next write removes it only if this process was killed
-        staging, staging_lock = _claim_staging(id_dir)
+        staging, staging_lock = _claim_staging(self.models_dir)
         try:
             shutil.copytree(source, staging, dirs_exist_ok=True)
             _check_made_by(staging, rec["run_id"], source)
@@ -380,10 +380,11 @@ class Registry:
         """Under the write lock: every slot's link points at the row the database calls promoted, and a link
         of a slot with no promoted row is removed. A writer killed between re-pointing a link and committing
         leaves a link ahead of the database (on a slot's first promotion, at a version with no row)."""
-        promoted = {row["slot"]: row for row in self._select(tx.con, "WHERE stage = 'promoted'")}
+        promoted = {row["slot"]: dict(row) for row in tx.con.execute(
+            "SELECT model_id, version, slot, model_dir FROM models WHERE stage = 'promoted'")}
         for slot, row in promoted.items():
             link = self._link_path(slot)
-            want = os.path.relpath(row["model_dir"], link.parent)
+            want = os.path.relpath(self.root / row["model_dir"], link.parent)
             if not link.is_symlink() or os.readlink(link) != want:
                 log.warning("registry: link %s did not point at the promoted %s; repaired", link, _ref(row))
                 link.parent.mkdir(parents=True, exist_ok=True)
@@ -410,8 +411,7 @@ class Registry:
         """Under the write lock: staging folders of killed registrations and temp export files."""
         for tmp in self.root.glob(f".{EXPORT_NAME}.*.tmp"):
             tmp.unlink(missing_ok=True)
-        for staging in self.models_dir.glob(f"*/{STAGING_PREFIX}*"):
-            _remove_if_abandoned(staging)
+        _remove_abandoned_staging(self.models_dir)
 
     def _point_link(self, tx: _Txn, row: dict) -> None:
         """Atomically point the slot's link at the row's store dir (restored if the transaction rolls back)."""
@@ -649,39 +649,57 @@ def _database_errors(db_path: Path) -> Iterator[None]:
                         "copy", str(db_path)) from exc
 
 
-def _claim_staging(id_dir: Path) -> tuple[Path, int]:
-    """A new staging folder and a descriptor holding its lock (released when this process ends, however)."""
-    while True:
-        staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=id_dir))
-        try:
-            fd = os.open(staging, os.O_RDONLY | os.O_DIRECTORY)
-        except FileNotFoundError:
-            continue    # a writer cleaning up took it for a dead one's before it was locked
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            same = os.stat(staging).st_ino == os.fstat(fd).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:
-            return staging, fd
-        os.close(fd)
-
-
-def _remove_if_abandoned(staging: Path) -> None:
-    """Remove a staging folder unless a live registration holds its lock."""
+@contextmanager
+def _flocked(folder: Path, mode: int) -> Iterator[int]:
+    """An flock on a folder itself (no lock file to leave behind); the kernel drops it when its process dies."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        fd = os.open(staging, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return
-        log.warning("registry: removing %s, left by a registration that was killed", staging)
-        shutil.rmtree(staging, ignore_errors=True)
+        fcntl.flock(fd, mode)
+        yield fd
     finally:
         os.close(fd)
+
+
+def _claim_staging(models_dir: Path) -> tuple[Path, int]:
+    """A new staging folder in the store and a descriptor holding its lock (released when this process ends,
+    however). Created and locked under a shared lock of the store, which a cleaner takes exclusively: a cleaner
+    never sees a staging folder in the instant between its creation and its lock."""
+    with _flocked(models_dir, fcntl.LOCK_SH):
+        staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=models_dir))
+        fd = os.open(staging, os.O_RDONLY | os.O_DIRECTORY)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    return staging, fd
+
+
+def _unlocked_staging(models_dir: Path) -> list[Path]:
+    """Staging folders no live process holds (a writer in the creation instant may show here too)."""
+    found = []
+    with os.scandir(models_dir) as entries:
+        for entry in entries:
+            if not entry.name.startswith(STAGING_PREFIX):
+                continue
+            try:
+                fd = os.open(entry.path, os.O_RDONLY | os.O_DIRECTORY)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                found.append(Path(entry.path))
+            except BlockingIOError:
+                pass    # a live registration is copying into it
+            finally:
+                os.close(fd)
+    return found
+
+
+def _remove_abandoned_staging(models_dir: Path) -> None:
+    """Remove every staging folder whose registration was killed (no live process holds its lock)."""
+    if not _unlocked_staging(models_dir):
+        return
+    with _flocked(models_dir, fcntl.LOCK_EX):   # now no writer is between creating and locking its folder
+        for staging in _unlocked_staging(models_dir):
+            log.warning("registry: removing %s, left by a registration that was killed", staging)
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def _check_made_by(model_dir: Path, run_id: str | None, source: Path) -> None:

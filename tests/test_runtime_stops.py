@@ -153,7 +153,8 @@ def test_a_second_signal_stops_at_once_and_a_resume_ends_as_an_uninterrupted_run
     assert pd.Timestamp(checkpoint(run_dir)["last_candle"]["BTC"]) == before
     for table in ("signals", "fills", "equity"):
         assert pd.Timestamp(db_rows(run_dir, f"SELECT MAX(at) FROM {table}")[0][0] or before) <= before
-    assert len((run_dir / "signals.jsonl").read_text().splitlines()) == db_rows(run_dir, "SELECT COUNT(*) FROM signals")[0][0]
+    stored = db_rows(run_dir, "SELECT COUNT(*) FROM signals")[0][0]
+    assert len((run_dir / "signals.jsonl").read_text().splitlines()) == stored
     assert json.loads(db_rows(run_dir, "SELECT value_json FROM state WHERE key='session'")[0][0])["status"] == \
         "interrupted"
 
@@ -210,7 +211,8 @@ def test_metrics_refresh_during_the_session_per_day_and_for_any_window_afterward
     run_dir = tmp_path / "m"
     # 23:00 to 01:00 of candle time: 60 candles on the first day, 61 on the next
     day = candles["timestamp"][first].normalize() + pd.Timedelta(days=1)
-    run(make_cfg(*runtime_overrides(base, "runtime.mode=paper", f"runtime.run_dir={run_dir}", "runtime.metrics_every=50",
+    run(make_cfg(*runtime_overrides(base, "runtime.mode=paper", f"runtime.run_dir={run_dir}",
+                                    "runtime.metrics_every=50",
                                     f"runtime.replay.start='{(day - pd.Timedelta(hours=1)).isoformat()}'",
                                     f"runtime.replay.end='{(day + pd.Timedelta(hours=1)).isoformat()}'")))
     first_day = json.loads((run_dir / f"metrics-{(day - pd.Timedelta(days=1)):%Y-%m-%d}.json").read_text())

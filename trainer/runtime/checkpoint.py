@@ -3,9 +3,9 @@ exactly where the stored one stopped.
 
 It holds the paper broker (cash, positions, last marks and ranges, pending orders), the guardrails (clock,
 day and its start, halts, breaches), the signal engine's rate-limit window, the drift monitor's windows, the
-positions' holding times, the counters and the last candle processed per symbol. Floats go through JSON unchanged (``repr`` round
-trips), so a resumed session's equity is the stored one to the last bit. The equity curve is not part of it:
-it is read back from the store's ``equity`` table.
+positions' holding times, the counters and the last candle processed per symbol. Floats go through JSON
+unchanged (``repr`` round trips), so a resumed session's equity is the stored one to the last bit. The equity
+curve is not part of it: it is read back from the store's ``equity`` table.
 """
 from __future__ import annotations
 

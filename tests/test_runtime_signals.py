@@ -126,7 +126,7 @@ def _register_copy(reg: Registry, model_dir: Path, tmp: Path, slot_symbol: str, 
     return row
 
 
-def test_a_link_pointing_at_another_model_is_refused(lightgbm_promoted, tmp_path):
+def test_a_link_pointing_at_another_model_is_repaired_and_a_foreign_card_refused(lightgbm_promoted, tmp_path):
     out, _, result = lightgbm_promoted
     root = _copy_registry(out / "registry", tmp_path / "registry")
     reg = Registry(root)
@@ -135,6 +135,11 @@ def test_a_link_pointing_at_another_model_is_refused(lightgbm_promoted, tmp_path
     assert len(load_promoted(root, [SLOT])) == 1
     os.unlink(link)
     os.symlink(os.path.relpath(other["model_dir"], link.parent), link)   # tampered: the DB still says the run
+    (served,) = load_promoted(root, [SLOT])     # reading through the link puts it back where the DB says
+    assert served.model.card["run_id"] == result["run"]["run_id"]
+    assert link.resolve() == Path(reg.promoted(SLOT)["model_dir"]).resolve()
+    card = link / "model_card.json"             # the promoted copy itself names another run: refused
+    card.write_text(json.dumps({**json.loads(card.read_text()), "run_id": "run-other"}))
     with pytest.raises(UserError, match=f"serves run run-other but the registry promoted run "
                                         f"{result['run']['run_id']}"):
         load_promoted(root, [SLOT])

@@ -618,8 +618,9 @@ def _replace_symlink(link: Path, target: str) -> None:
 
 def resolve_link(path: str | Path) -> Path:
     """Where a model path really leads: for ``<root>/promoted/<symbol>/<timeframe>/<target>`` of a registry,
-    the store dir of the model the database promoted in that slot (links reconciled first), so a link a
-    killed writer left never serves an unregistered model; any other path unchanged."""
+    the model the database promoted in that slot (the link itself once reconciled, or that row's store dir if
+    it moved meanwhile), so a link a killed writer left never serves an unregistered model; any other path
+    unchanged."""
     given = Path(path)
     where = Path(os.path.abspath(given))
     if len(where.parts) < 5 or where.parents[2].name != "promoted" or not (where.parents[3] / DB_NAME).is_file():
@@ -634,7 +635,9 @@ def resolve_link(path: str | Path) -> Path:
     row = registry.promoted(slot)
     if row is None:
         raise UserError(f"no model is promoted in slot {slot}", str(given))
-    return Path(row["model_dir"])
+    if where.resolve() == Path(row["model_dir"]).resolve():
+        return given    # the link serves exactly the promoted row
+    return Path(row["model_dir"])   # a promotion moved it since: serve the row the database names
 
 
 @contextmanager

@@ -44,7 +44,9 @@ class ProgressCallback(pl.Callback):
 class CancelCallback(pl.Callback):
     """Reads the token's in-memory flag (caller, signals) every batch and polls its stop file every
     ``check_every_n_batches``; on cancel saves a checkpoint of the state reached and leaves the fit at
-    once (no end-of-epoch validation pass)."""
+    once (no end-of-epoch validation pass). A cancel that comes at an epoch's last training batch or during
+    its validation takes effect after that validation, at the next training batch: Lightning cannot resume
+    a state taken between an epoch's training and the end of its validation."""
 
     def __init__(self, token: CancellationToken, checkpoint_path: Path, check_every_n_batches: int = 5):
         self.token = token
@@ -86,21 +88,39 @@ class CancelCallback(pl.Callback):
         # this batch; an attribute read every batch lets the cancellation win with its checkpoint.
         sigterm = getattr(trainer, "received_sigterm", False)
         if sigterm or self.token.is_set() or ((batch_idx + 1) % self.every == 0 and self.token.cancelled):
+            if self._validation_follows(trainer, batch_idx):
+                return   # stopped at its first batch instead: a resumed fit then runs this epoch's validation
             self._stop(trainer, {"batch": batch_idx + 1})
 
+    @staticmethod
+    def _validation_follows(trainer, batch_idx: int) -> bool:
+        """Whether this is the epoch's last training batch and the epoch's validation comes next (a checkpoint
+        taken between the two resumes with that validation skipped)."""
+        every = trainer.check_val_every_n_epoch
+        return (batch_idx + 1 >= trainer.num_training_batches and trainer.enable_validation
+                and (every is None or (trainer.current_epoch + 1) % every == 0))
+
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
-        # The validation loop raises SIGTERMException after this hook too: a signal that lands during
-        # validation (even in the first epoch, before any epoch checkpoint exists) still keeps the state.
-        # Data-parallel ranks wait for the next training check, which they take together.
+        # The validation loop raises SIGTERMException after this hook: a signal that lands during validation
+        # is taken into the token instead, so the pass ends and the next training batch stops with a
+        # resumable state. Data-parallel ranks wait for the next training check, which they take together.
         if trainer.sanity_checking or trainer.world_size > 1:
             return
-        if getattr(trainer, "received_sigterm", False) or self.token.is_set():
-            self._stop(trainer, {"during": "validation", "batch": batch_idx + 1})
+        if getattr(trainer, "received_sigterm", False):
+            self.token.cancel("SIGTERM: graceful stop (send again to stop at once)")
+            trainer._signal_connector.received_sigterm = False
+
+    def state_dict(self) -> dict:   # in the checkpoint: where it was taken (resume reads it)
+        return {"stopped_at": self.stopped_at}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass   # a resumed fit starts with no stop of its own
 
     def on_exception(self, trainer, pl_module, exception):
         # A SIGTERM that lands after one of the hooks above ran but before Lightning's own check in the same
         # batch (or after the last validation batch) leaves the fit as SIGTERMException with nothing saved;
         # the state is still intact here (before teardown), so it is kept all the same.
         if isinstance(exception, SIGTERMException) and self.stopped_at is None and trainer.world_size <= 1:
-            self.stopped_at = {"epoch": trainer.current_epoch, "during": "signal", "global_step": trainer.global_step}
+            during = "validation" if trainer.validating else "signal"   # the former: not resumable as it is
+            self.stopped_at = {"epoch": trainer.current_epoch, "during": during, "global_step": trainer.global_step}
             trainer.save_checkpoint(self.checkpoint_path, weights_only=False)

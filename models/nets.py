@@ -54,6 +54,7 @@ class NetModule(pl.LightningModule):
         self.optimizer_cfg = dict(optimizer or DEFAULT_OPTIMIZER)
         self.scheduler_cfg = dict(scheduler) if scheduler else None
         self.register_buffer("class_weights", torch.ones(n_outputs, dtype=torch.float32))
+        self._lr_logged_epoch: int | None = None
         self._epoch_sums: dict = {}   # metric -> (sum of batch value x batch size, rows, epoch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -122,9 +123,13 @@ class NetModule(pl.LightningModule):
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": scheduler, "interval": "epoch", "monitor": "val/loss"}}
 
-    def on_train_epoch_start(self):
-        # the learning rate this epoch trains with (schedulers step after the epoch), as train/lr
-        self.log("train/lr", float(self.trainer.optimizers[0].param_groups[0]["lr"]), on_step=False, on_epoch=True)
+    def on_train_batch_start(self, batch, batch_idx):
+        # the learning rate this epoch trains with (schedulers step after the epoch), as train/lr: logged at the
+        # epoch's first batch, or the first of a fit resumed mid-epoch (which skips on_train_epoch_start)
+        if self._lr_logged_epoch != self.current_epoch:
+            self._lr_logged_epoch = self.current_epoch
+            self.log("train/lr", float(self.trainer.optimizers[0].param_groups[0]["lr"]), on_step=False,
+                     on_epoch=True)
 
 
 class _EpochHistory(pl.Callback):

@@ -178,24 +178,54 @@ def _fit_tiny(tmp_path, callbacks) -> None:
     trainer.fit(Tiny(), data, data)
 
 
-def test_cancel_during_the_first_validation_pass_still_keeps_a_checkpoint(tmp_path):
+@pytest.mark.parametrize("source", ["token", "sigterm"])
+def test_cancel_during_the_first_validation_pass_stops_after_it_with_a_resumable_checkpoint(tmp_path, source):
+    """Lightning cannot continue a state taken between an epoch's training and the end of its validation:
+    the pass finishes and the next training batch stops (a SIGTERM does not abort the pass either)."""
     import pytorch_lightning as pl
 
     from callbacks.cancel import Cancelled
     from callbacks.lightning import CancelCallback
 
-    class CancelInValidation(pl.Callback):   # what a signal landing mid-validation does to the token
+    class CancelInValidation(pl.Callback):
         def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
-            if batch_idx == 1:
-                token.cancel("SIGTERM")
+            if batch_idx == 1 and trainer.current_epoch == 0:
+                if source == "token":
+                    token.cancel("test")
+                else:   # what Lightning's SIGTERM handler sets
+                    trainer._signal_connector.received_sigterm = True
 
     token = CancellationToken()
     cancel = CancelCallback(token, tmp_path / "cancelled.ckpt", check_every_n_batches=1000)
     with pytest.raises(Cancelled):
         _fit_tiny(tmp_path, [CancelInValidation(), cancel])
-    assert cancel.stopped_at == {"epoch": 0, "during": "validation", "batch": 2, "global_step": 8}
-    saved = torch.load(tmp_path / "cancelled.ckpt", map_location="cpu", weights_only=False)
-    assert saved["global_step"] == 8 and "optimizer_states" in saved
+    assert cancel.stopped_at == {"epoch": 1, "batch": 1, "global_step": 9}
+    saved = torch.load(tmp_path / "cancelled.ckpt", map_location="cpu", weights_only=True)
+    assert saved["global_step"] == 9 and "optimizer_states" in saved
+    assert saved["callbacks"]["CancelCallback"]["stopped_at"] == cancel.stopped_at
+
+
+def test_a_cancel_at_an_epochs_last_batch_lets_its_validation_run(tmp_path):
+    import pytorch_lightning as pl
+
+    from callbacks.cancel import Cancelled
+    from callbacks.lightning import CancelCallback
+
+    class CancelAtLastBatch(pl.Callback):
+        validated = []
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if batch_idx == 7:
+                token.cancel("test")
+
+        def on_validation_epoch_end(self, trainer, pl_module):
+            self.validated.append(trainer.current_epoch)
+
+    token = CancellationToken()
+    cancel = CancelCallback(token, tmp_path / "cancelled.ckpt", check_every_n_batches=1000)
+    with pytest.raises(Cancelled):
+        _fit_tiny(tmp_path, [CancelAtLastBatch(), cancel])
+    assert CancelAtLastBatch.validated == [0] and cancel.stopped_at == {"epoch": 1, "batch": 1, "global_step": 9}
 
 
 @pytest.mark.parametrize("hook", ["on_train_batch_end", "on_validation_batch_end"])
@@ -216,8 +246,8 @@ def test_sigterm_landing_just_after_the_cancel_check_still_keeps_a_checkpoint(tm
     cancel = CancelCallback(CancellationToken(), tmp_path / "cancelled.ckpt", check_every_n_batches=1000)
     with pytest.raises(SIGTERMException):
         _fit_tiny(tmp_path, [cancel, LateSignal()])
-    step = 3 if hook == "on_train_batch_end" else 8
-    assert cancel.stopped_at == {"epoch": 0, "during": "signal", "global_step": step}
+    step, during = (3, "signal") if hook == "on_train_batch_end" else (8, "validation")
+    assert cancel.stopped_at == {"epoch": 0, "during": during, "global_step": step}
     saved = torch.load(tmp_path / "cancelled.ckpt", map_location="cpu", weights_only=False)
     assert saved["global_step"] == step and "optimizer_states" in saved
 

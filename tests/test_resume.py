@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 
 from callbacks.cancel import CancellationToken
 from conftest import FAST_DATA, FAST_LSTM, make_cfg
+from data.errors import UserError
 from data.windows import WindowBatches
 from trainer import train
 from trainer.resume import resume_checkpoint
@@ -88,10 +89,21 @@ def test_window_batches_ignore_a_state_from_another_epoch():
     assert len(list(batches)) == len(batches)
 
 
-def _checkpoint(path: Path, mtime: float) -> None:
+def _checkpoint(path: Path, mtime: float, during: str | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": {}, "epoch": 0, "global_step": 1, "loops": {}}, path)
+    callbacks = {"CancelCallback": {"stopped_at": {"epoch": 0, "during": during}}} if during else {}
+    torch.save({"state_dict": {}, "epoch": 0, "global_step": 1, "loops": {}, "callbacks": callbacks}, path)
     os.utime(path, (mtime, mtime))
+
+
+def test_a_state_taken_inside_a_validation_pass_continues_from_the_epoch_before(tmp_path):
+    run = tmp_path / "runs" / "cut"
+    _checkpoint(run / "checkpoints" / "cancelled.ckpt", time.time(), during="validation")
+    cfg = make_cfg(*COMMON, f"resume={run}", run_dir=tmp_path / "runs" / "new")
+    with pytest.raises(UserError, match="inside its first validation pass"):
+        resume_checkpoint(cfg, tmp_path / "runs" / "new", "h")
+    _checkpoint(run / "checkpoints" / "latest.ckpt", time.time() - 60)
+    assert resume_checkpoint(cfg, tmp_path / "runs" / "new", "h") == str(run / "checkpoints" / "latest.ckpt")
 
 
 def test_resume_true_takes_the_newest_state_of_the_newest_unfinished_run(tmp_path):

@@ -23,6 +23,22 @@ def newest_checkpoint(run_dir: Path) -> Path | None:
     return max(kept, key=lambda p: p.stat().st_mtime_ns) if kept else None
 
 
+def _continuable(path: Path, where: str) -> str:
+    """``path`` after a safe load; a cancel-time state taken inside a validation pass (a signal that came
+    between two of its batches) cannot be continued by Lightning: the epoch before it is, when there is one."""
+    state = read_checkpoint(path, where)
+    stopped = ((state.get("callbacks") or {}).get("CancelCallback") or {}).get("stopped_at") or {}
+    if path.name != CANCELLED.name or not isinstance(stopped, dict) or stopped.get("during") != "validation":
+        return str(path)
+    latest = path.with_name(LATEST.name)
+    if not latest.is_file():
+        raise UserError("the run stopped inside its first validation pass, before any state a fit can continue "
+                        "from; run it again without resume", str(path))
+    log.warning("%s was taken inside a validation pass: continuing from the epoch before it (%s)", path, latest)
+    read_checkpoint(latest, where)
+    return str(latest)
+
+
 def _unfinished_with_checkpoint(run_dir: Path, config_hash: str) -> bool:
     try:
         identity = json.loads((run_dir / "run.json").read_text())
@@ -51,8 +67,7 @@ def resume_checkpoint(cfg: DictConfig, run_dir: Path, config_hash: str) -> str |
             path = newest_checkpoint(path) or path / LATEST
         if not path.is_file():
             raise UserError("checkpoint to resume from not found", f"resume={value}")
-        read_checkpoint(path, f"resume={value}")
-        return str(path)
+        return _continuable(path, f"resume={value}")
     out = Path(cfg.paths.output_dir)
     candidates = [run_dir, *out.glob("runs/*"), *out.glob("multiruns/*/*")]
     found = [d for d in candidates if d.is_dir() and _unfinished_with_checkpoint(d, config_hash)]
@@ -60,6 +75,6 @@ def resume_checkpoint(cfg: DictConfig, run_dir: Path, config_hash: str) -> str |
         raise UserError(f"nothing to resume: no cancelled or crashed run of this configuration "
                         f"(config hash {config_hash}) left {CANCELLED} or {LATEST} under {out}", "resume=true")
     newest = max((newest_checkpoint(d) for d in found), key=lambda p: p.stat().st_mtime_ns)
-    read_checkpoint(newest, "resume=true")
-    log.info("resuming from %s", newest)
-    return str(newest)
+    chosen = _continuable(newest, "resume=true")
+    log.info("resuming from %s", chosen)
+    return chosen

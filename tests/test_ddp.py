@@ -179,10 +179,11 @@ def test_resuming_ranks_read_the_one_checkpoint_rank_0_adopted(tmp_path):
     from callbacks.checkpoints import adopt_checkpoint
     old = tmp_path / "old" / "checkpoints"
     old.mkdir(parents=True)
-    torch.save({"callbacks": {"ModelCheckpoint{}": {"dirpath": str(old), "best_model_path": str(old / "best-0.ckpt"),
+    torch.save({"state_dict": {}, "epoch": 0, "global_step": 1, "loops": {},   # what a safe resume checks for
+                "callbacks": {"ModelCheckpoint{}": {"dirpath": str(old), "best_model_path": str(old / "best-0.ckpt"),
                                                     "best_k_models": {str(old / "best-0.ckpt"): 0.5}}}},
                old / "latest.ckpt")
-    (old / "best-0.ckpt").write_bytes(b"x")
+    torch.save({"state_dict": {}, "epoch": 0}, old / "best-0.ckpt")
     new = tmp_path / "new" / "checkpoints"
     named = adopt_checkpoint(old / "latest.ckpt", new, write=False)
     assert not named.exists()   # rank > 0 writes nothing

@@ -75,7 +75,7 @@ def pooled_child(coins: int, rows: int) -> dict:
     def mark(step: str) -> None:   # the process's peak so far, after each step
         peaks[step] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     candles = load_candles(cfg.data, SYMBOLS[:coins], cfg.seed)
     mark("candles")
     frames = feature_frames(candles.by_symbol, cfg.features)
@@ -95,7 +95,8 @@ def pooled_child(coins: int, rows: int) -> dict:
     seconds = time.perf_counter() - start
     n = sum(map(len, candles.by_symbol.values()))
     return {"coins": coins, "candles": n, "table_rows": len(table.frame), "features": n_sel,
-            "seconds": round(seconds, 2), "rows_per_s": round(n / seconds),
+            "seconds": round(seconds, 2), "cpu_s": round(time.process_time() - cpu, 2),
+            "rows_per_s": round(n / seconds),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
             "estimate_mb": round(estimate / 2**20), "X_mb": round(X.nbytes / 2**20), "X_dtype": str(X.dtype),
             "finite": bool(np.isfinite(X[: min(len(X), 1000)]).all()), "peak_after_mb": peaks}
@@ -138,12 +139,12 @@ def main() -> None:
         out = args.out or str(ROOT / "benchmarks" / "results" / ("pooled_quick.json" if args.quick else "pooled.json"))
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps({"versions": versions(), "rows_per_coin": rows, "pooled": results}, indent=2))
-        print(f"{'coins':>5}  {'candles':>12}  {'seconds':>8}  {'rows/s':>10}  {'peak RSS MB':>11}  "
+        print(f"{'coins':>5}  {'candles':>12}  {'seconds':>8}  {'CPU s':>7}  {'rows/s':>10}  {'peak RSS MB':>11}  "
               f"{'estimate MB':>11}")
         for r in results:
             if "peak_rss_mb" in r:
-                print(f"{r['coins']:>5}  {r['candles']:>12,}  {r['seconds']:>8.2f}  {r['rows_per_s']:>10,}  "
-                      f"{r['peak_rss_mb']:>11,}  {r['estimate_mb']:>11,}")
+                print(f"{r['coins']:>5}  {r['candles']:>12,}  {r['seconds']:>8.2f}  {r.get('cpu_s', 0):>7.2f}  "
+                      f"{r['rows_per_s']:>10,}  {r['peak_rss_mb']:>11,}  {r['estimate_mb']:>11,}")
             else:
                 print(f"{r['coins']:>5}  {r['candles']:>12,}  {r.get('refused') or r.get('failed')}")
         print(f"written: {out}")

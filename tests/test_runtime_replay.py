@@ -19,7 +19,7 @@ SLOT = "synthetic-BTC/1m/direction_h15"
 DATA = ["data.rows=12000", "logger=none"]
 TRAIN = ["model=lightgbm", *DATA, "trainer.num_threads=1", "eval.leakage.shuffled_control=false",
          "eval.policy.mode=fixed", "eval.trading.threshold=0.52"]   # a policy that trades: paper fills orders
-REPLAYED = 240
+REPLAYED = 160
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +44,8 @@ def test_probabilities_computed_ahead_equal_the_per_candle_path(promoted):
     stored = ahead.precompute({"BTC": candles}, start, chunk=700)   # several chunks: each starts its own features
     assert stored == len(candles) - first
     history = per_candle.history
+    (table,) = ahead._precomputed.values()
+    assert all(pd.Timestamp(t).value in table for t in candles["timestamp"].iloc[picks])   # read, not recomputed
     for i in picks:
         window = candles.iloc[max(0, i + 1 - history): i + 1]
         want = per_candle.probabilities("BTC", window)

@@ -6,10 +6,15 @@ Layout under the root (``<output_dir>/registry``)::
     registry.db                         SQLite (WAL); every write is one BEGIN IMMEDIATE transaction
     models/<model_id>/v<version>/       a copy of the run's model dir, moved into place atomically
     promoted/<symbol>/<timeframe>/<target> -> ../../../models/<model_id>/v<version>   (relative symlink)
+    families/<symbol>/<timeframe>/<target>/<family> -> ../../../../models/...   each family's served model
     registry.json                       human-readable export of all rows, rewritten after every write
 
 Every write, and every read through a link (``promoted_path``, ``resolve_link``), first reconciles the links of
 all slots with the database and removes what a killed writer left (staging folders, temp files).
+
+A slot has one promoted model (its link, what a single-model runtime serves) and, per family, one member:
+the family's served model in an ensemble across families (``runtime.families``). Promoting a model makes it
+its family's member too; ``promote --member`` adds a family's model beside the slot's promoted one.
 
 CLI: ``python -m trainer.registry [--root DIR] list|show|compare|promote|rollback|prune|export``.
 """
@@ -84,6 +89,15 @@ CREATE TABLE IF NOT EXISTS promotions (
     previous_model_id TEXT,
     previous_version INTEGER
 );
+-- per slot, each family's served model in an ensemble (the promoted model is its family's member)
+CREATE TABLE IF NOT EXISTS family_members (
+    slot TEXT NOT NULL,
+    family TEXT NOT NULL,
+    model_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    at TEXT NOT NULL,
+    PRIMARY KEY (slot, family)
+);
 -- versions are never reused, even after their rows are pruned: model_id:version names one model forever
 CREATE TABLE IF NOT EXISTS version_counters (
     model_id TEXT PRIMARY KEY,
@@ -109,7 +123,8 @@ class Registry:
         self.db_path = self.root / DB_NAME
         self.models_dir = self.root / "models"
         self.promoted_dir = self.root / "promoted"
-        for d in (self.root, self.models_dir, self.promoted_dir):
+        self.families_dir = self.root / "families"
+        for d in (self.root, self.models_dir, self.promoted_dir, self.families_dir):
             d.mkdir(parents=True, exist_ok=True)
         with _database_errors(self.db_path):
             con = self._connect()
@@ -205,6 +220,36 @@ class Registry:
         self.export_json()
         return {**row, "promoted": changed, "previous": previous}
 
+    def promote_member(self, model_id: str, version: int | None = None, force: bool = False) -> dict:
+        """Make one row its family's member of its slot (served by an ensemble across families) without
+        replacing the slot's promoted model; the family's previous member steps down. Refuses a model whose
+        gates failed unless ``force``, and a family whose member is the slot's promoted model (promote instead)."""
+        with self._write() as tx:
+            row = self._get_in(tx.con, model_id, version)
+            if not _gates_passed(row) and not force:
+                raise UserError(f"{_ref(row)} failed its promotion gates; pass force=True (--force) to make it a "
+                                "member anyway", row["slot"])
+            current = self._promoted_in(tx.con, row["slot"])
+            if current is not None and current["family"] == row["family"] and _key(current) != _key(row):
+                raise UserError(f"the {row['family']} member of {row['slot']} is its promoted model "
+                                f"{_ref(current)}: promote {_ref(row)} to replace it", row["slot"])
+            self._set_member(tx, row)
+            row = self._get_in(tx.con, row["model_id"], row["version"])
+        self.export_json()
+        return row
+
+    def members(self, slot: str) -> dict[str, dict]:
+        """Family -> the row each family serves in ``slot`` (the promoted model's family included)."""
+        slot = _checked_slot(slot)
+        with self._read() as con:
+            return {family: row for (_, family), row in self._members_in(con, slot).items()}
+
+    def member_path(self, slot: str, family: str) -> Path:
+        """The stable link path of a family's member in a slot, after every link was reconciled."""
+        link = self._member_link_path(slot, family)
+        self.reconcile()
+        return link
+
     def rollback(self, slot: str) -> dict:
         """Archive the slot's promoted model and restore the one promoted before it (from history)."""
         slot = _checked_slot(slot)
@@ -240,6 +285,7 @@ class Registry:
                 "root": str(self.root),
                 "exported_at": _utc_now(),
                 "promoted": {r["slot"]: _ref(r) for r in self._select(tx.con, "WHERE stage = 'promoted'")},
+                "members": {f"{slot}@{family}": _ref(r) for (slot, family), r in self._members_in(tx.con).items()},
                 "models": self._select(tx.con),
                 "promotions": [dict(r) for r in tx.con.execute("SELECT * FROM promotions ORDER BY id")],
             }
@@ -291,6 +337,9 @@ class Registry:
 
     def _link_path(self, slot: str) -> Path:
         return self.promoted_dir.joinpath(*_checked_slot(slot).split("/"))
+
+    def _member_link_path(self, slot: str, family: str) -> Path:
+        return self.families_dir.joinpath(*_checked_slot(slot).split("/"), _checked_part("family", family))
 
     def _connect(self) -> sqlite3.Connection:
         con = sqlite3.connect(self.db_path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
@@ -363,8 +412,32 @@ class Registry:
         found = self._select(con, "WHERE slot = ? AND stage = 'promoted'", (slot,))
         return found[-1] if found else None
 
+    def _members_in(self, con: sqlite3.Connection, slot: str | None = None) -> dict[tuple[str, str], dict]:
+        """(slot, family) -> member row: the recorded members, and each promoted row for its family where none
+        is recorded (a registry written before members were kept)."""
+        where, args = ("WHERE slot = ?", (slot,)) if slot is not None else ("", ())
+        members = {}
+        for r in con.execute(f"SELECT slot, family, model_id, version FROM family_members {where}", args).fetchall():
+            found = self._select(con, "WHERE model_id = ? AND version = ?", (r["model_id"], r["version"]))
+            if found:
+                members[(r["slot"], r["family"])] = found[0]
+        for row in self._select(con, "WHERE stage = 'promoted'" + (" AND slot = ?" if slot is not None else ""), args):
+            members.setdefault((row["slot"], row["family"]), row)
+        return members
+
+    def _set_member(self, tx: _Txn, row: dict) -> None:
+        """``row`` serves its family in its slot; the member link re-pointed (restored if the write rolls back)."""
+        tx.con.execute("INSERT OR REPLACE INTO family_members (slot, family, model_id, version, at) VALUES "
+                       "(?, ?, ?, ?, ?)", (row["slot"], row["family"], row["model_id"], row["version"], _utc_now()))
+        link = self._member_link_path(row["slot"], row["family"])
+        link.parent.mkdir(parents=True, exist_ok=True)
+        old = os.readlink(link) if link.is_symlink() else None
+        _replace_symlink(link, os.path.relpath(row["model_dir"], link.parent))
+        tx.undo.append(lambda: _replace_symlink(link, old) if old is not None else link.unlink(missing_ok=True))
+
     def _promote_in(self, tx: _Txn, row: dict, action: str) -> None:
-        """Previous promoted -> archived, ``row`` -> promoted, history row, link re-pointed: one transaction."""
+        """Previous promoted -> archived, ``row`` -> promoted, history row, link re-pointed: one transaction.
+        ``row`` becomes its family's member; a model rolled back from serves no family any more."""
         con, now = tx.con, _utc_now()
         current = self._promoted_in(con, row["slot"])
         con.execute("UPDATE models SET stage = 'archived' WHERE slot = ? AND stage = 'promoted'", (row["slot"],))
@@ -375,6 +448,10 @@ class Registry:
                     (row["slot"], row["model_id"], row["version"], action, now,
                      current["model_id"] if current else None, current["version"] if current else None))
         self._point_link(tx, row)
+        self._set_member(tx, row)
+        if action == "rollback" and current is not None and current["family"] != row["family"]:
+            tx.con.execute("DELETE FROM family_members WHERE slot = ? AND family = ? AND model_id = ? AND version = ?",
+                           (current["slot"], current["family"], current["model_id"], current["version"]))
 
     def _heal_links(self, tx: _Txn) -> None:
         """Under the write lock: every slot's link points at the row the database calls promoted, and a link
@@ -394,10 +471,24 @@ class Registry:
                 log.warning("registry: link %s served %s, which the registry never promoted there; removed",
                             link, os.readlink(link))
                 link.unlink()
+        members = self._members_in(tx.con)
+        for (slot, family), row in members.items():
+            link = self._member_link_path(slot, family)
+            want = os.path.relpath(row["model_dir"], link.parent)
+            if not link.is_symlink() or os.readlink(link) != want:
+                log.warning("registry: member link %s did not point at %s; repaired", link, _ref(row))
+                link.parent.mkdir(parents=True, exist_ok=True)
+                _replace_symlink(link, want)
+        for link in self._links(self.families_dir):
+            slot, _, family = link.relative_to(self.families_dir).as_posix().rpartition("/")
+            if (slot, family) not in members:
+                log.warning("registry: member link %s served %s, which no family member is; removed", link,
+                            os.readlink(link))
+                link.unlink()
 
-    def _links(self) -> Iterator[Path]:
-        """Every link under promoted/ (temp links of a killed writer are removed instead)."""
-        for folder, dirs, files in os.walk(self.promoted_dir):
+    def _links(self, under: Path | None = None) -> Iterator[Path]:
+        """Every link under promoted/ (or ``under``; temp links of a killed writer are removed instead)."""
+        for folder, dirs, files in os.walk(self.promoted_dir if under is None else under):
             for name in dirs + files:
                 path = Path(folder) / name
                 if not path.is_symlink():
@@ -448,7 +539,9 @@ class Registry:
         slots = [r[0] for r in tx.con.execute("SELECT DISTINCT slot FROM models WHERE stage = 'candidate'")]
         for slot in slots:
             rows = tx.con.execute("SELECT model_id, version, model_dir FROM models WHERE slot = ? AND stage = "
-                                  "'candidate' ORDER BY registered_at DESC, version DESC", (slot,)).fetchall()
+                                  "'candidate' AND NOT EXISTS (SELECT 1 FROM family_members f WHERE f.model_id = "
+                                  "models.model_id AND f.version = models.version) "   # a member serves: kept
+                                  "ORDER BY registered_at DESC, version DESC", (slot,)).fetchall()
             for r in rows[keep:]:
                 tx.con.execute("DELETE FROM models WHERE model_id = ? AND version = ?", (r["model_id"], r["version"]))
                 pruned.append((r["model_id"], r["version"]))
@@ -623,6 +716,8 @@ def resolve_link(path: str | Path) -> Path:
     unchanged."""
     given = Path(path)
     where = Path(os.path.abspath(given))
+    if len(where.parts) >= 6 and where.parents[3].name == "families" and (where.parents[4] / DB_NAME).is_file():
+        return _resolve_member(given, where)
     if len(where.parts) < 5 or where.parents[2].name != "promoted" or not (where.parents[3] / DB_NAME).is_file():
         return given
     slot = "/".join(where.parts[-3:])
@@ -638,6 +733,22 @@ def resolve_link(path: str | Path) -> Path:
     if where.resolve() == Path(row["model_dir"]).resolve():
         return given    # the link serves exactly the promoted row
     return Path(row["model_dir"])   # a promotion moved it since: serve the row the database names
+
+
+def _resolve_member(given: Path, where: Path) -> Path:
+    """``<root>/families/<symbol>/<timeframe>/<target>/<family>``: the store dir of that family's member."""
+    try:
+        slot = _checked_slot("/".join(where.parts[-4:-1]))
+    except UserError:
+        return given
+    registry = Registry(where.parents[4])
+    registry.reconcile()
+    member = registry.members(slot).get(where.name)
+    if member is None:
+        raise UserError(f"no {where.name} model serves slot {slot}", str(given))
+    if where.resolve() == Path(member["model_dir"]).resolve():
+        return given    # the link serves exactly the member row
+    return Path(member["model_dir"])
 
 
 @contextmanager
@@ -913,6 +1024,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("promote", help="make a model the promoted one of its slot")
     p.add_argument("ref", metavar="ID[:VERSION]")
     p.add_argument("--force", action="store_true", help="promote even though its gates failed")
+    p.add_argument("--member", action="store_true", help="only make it its family's member of the slot (served "
+                   "by an ensemble across families, runtime.families) beside the slot's promoted model")
     p = sub.add_parser("rollback", help="restore the model promoted before the current one")
     p.add_argument("slot", metavar="SLOT", help="<symbol>/<timeframe>/<target>, e.g. BTC/1m/direction_h1")
     p = sub.add_parser("prune", help="delete candidates beyond the N newest per slot")
@@ -936,6 +1049,10 @@ def main(argv: list[str] | None = None) -> int:
             print(_show(reg, reg.get(*_parse_ref(args.ref))))
         elif args.command == "compare":
             print(_compare([reg.get(*_parse_ref(ref)) for ref in args.refs]))
+        elif args.command == "promote" and args.member:
+            row = reg.promote_member(*_parse_ref(args.ref), force=args.force)
+            print(f"{_ref(row)} serves {row['family']} in {row['slot']}; link "
+                  f"{reg.member_path(row['slot'], row['family'])}")
         elif args.command == "promote":
             row = reg.promote(*_parse_ref(args.ref), force=args.force)
             if row["promoted"]:

@@ -16,6 +16,7 @@ from data.errors import UserError
 
 log = logging.getLogger("candlelab.runtime")
 METRICS = ("win_rate", "mean_return", "signal_rate")
+_ZERO_ONE = bytes.maketrans(b"\x00\x01", b"01")   # a window of bools as a string of 0/1, at C speed
 
 
 @dataclass
@@ -85,6 +86,7 @@ class DriftMonitor:
                 raise UserError(f"a band is a number >= 0 or null, got {band!r}", f"runtime.drift.{metric}_band")
         self.returns = deque(maxlen=int(self.window_trades))
         self.sides = deque(maxlen=int(self.window_candles))
+        self._called = 0   # sides called in the signal window
         unchecked = [m for m, b in self.bands.items() if b is not None and m not in self.reference]
         if unchecked:
             log.warning("drift: no test-period %s recorded for the served model(s): not monitored",
@@ -95,13 +97,16 @@ class DriftMonitor:
         return self._check()
 
     def on_signal(self, called_side: bool) -> list[DriftAlert]:
+        if len(self.sides) == self.sides.maxlen:   # a running count: the window may hold a day of 1m candles
+            self._called -= self.sides[0]
         self.sides.append(bool(called_side))
+        self._called += bool(called_side)
         return self._check()
 
     def state(self) -> dict:
         """The rolling windows and the alerts in force, compact (the signal window as a string of 0/1): a
         session checkpoints it after every candle."""
-        return {"returns": list(self.returns), "sides": "".join("1" if x else "0" for x in self.sides),
+        return {"returns": list(self.returns), "sides": bytes(self.sides).translate(_ZERO_ONE).decode("ascii"),
                 "alerting": sorted(self.alerting)}
 
     def restore(self, state: dict) -> None:
@@ -110,6 +115,7 @@ class DriftMonitor:
         self.returns.extend(float(r) for r in state["returns"])
         self.sides.clear()
         self.sides.extend(x in ("1", 1, True) for x in state["sides"])
+        self._called = sum(self.sides)
         self.alerting = set(state["alerting"])
 
     def live(self) -> dict[str, float | None]:
@@ -117,7 +123,7 @@ class DriftMonitor:
         enough = n >= int(self.min_trades)
         return {"win_rate": sum(r > 0 for r in self.returns) / n if enough else None,
                 "mean_return": sum(self.returns) / n if enough else None,
-                "signal_rate": sum(self.sides) / len(self.sides) if len(self.sides) >= self.sides.maxlen else None}
+                "signal_rate": self._called / len(self.sides) if len(self.sides) >= self.sides.maxlen else None}
 
     def _check(self) -> list[DriftAlert]:
         alerts = []

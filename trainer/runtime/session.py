@@ -33,7 +33,7 @@ from trainer.runtime.drift import drift_monitor
 from trainer.runtime.engine import KillSwitch, Runtime, equity_frame, live, replay
 from trainer.runtime.guardrails import Guardrails
 from trainer.runtime.notify import Notifier, build_sinks
-from trainer.runtime.signals import SignalEngine, load_promoted
+from trainer.runtime.signals import SignalEngine, families_setting, load_promoted
 from trainer.runtime.metrics import PeriodicExports, day_file
 from trainer.runtime.resume import SessionLock, settings, settings_hash, to_resume
 from trainer.runtime.stops import SignalStops, StoppedAtOnce
@@ -169,7 +169,8 @@ def run(cfg: DictConfig, source: Callable[[], dict[str, pd.DataFrame]] | None = 
         [default_slot(cfg, loaded.timeframe, list(loaded.by_symbol))]
     weights = OmegaConf.to_container(rt.weights, resolve=True) if rt.get("weights") else None
     models = load_promoted(Path(str(rt.registry_root)), slots, weights,
-                           history=int(rt.history) if rt.get("history") else None)
+                           history=int(rt.history) if rt.get("history") else None,
+                           families=families_setting(rt.get("families")))
     for m in models:   # features are only the evaluation's when the candles come from the same kind of source
         trained_on = (m.model.card.get("data") or {}).get("provider")
         if trained_on and trained_on != loaded.provider:

@@ -120,11 +120,14 @@ def _economics_at_start(row: dict, ref: str, policy: DecisionPolicy) -> None:
 
 
 def load_promoted(registry_root: Path | str, slots: list[str], weights: dict[str, float] | None = None,
-                  history: int | None = None) -> list[PromotedModel]:
-    """Each slot's promoted model, loaded through the slot's link and checked to be the promoted run.
+                  history: int | None = None, families=None) -> list[PromotedModel]:
+    """Each slot's promoted model, loaded through the slot's link and checked to be the promoted run; with
+    ``families`` (a list of family names, or ``"all"``) each slot's members of those families instead (the
+    registry keeps one per family per slot), each through its family link: an ensemble across families.
 
-    ``weights`` (by slot, default 1.0 each) are normalised to sum 1. ``history`` = the candles each model is
-    fed per prediction; None = ``required_history`` of its feature config."""
+    ``weights`` map slots and/or families to a weight (default 1.0); a model weighs its slot's weight times
+    its family's, normalised to sum 1 over the models. ``history`` = the candles each model is fed per
+    prediction; None = ``required_history`` of its feature config."""
     root = Path(registry_root).expanduser()
     if not (root / DB_NAME).is_file():
         raise UserError(f"no model registry at {root} (a registry is created when the first model registers)",
@@ -133,16 +136,17 @@ def load_promoted(registry_root: Path | str, slots: list[str], weights: dict[str
         raise UserError("no slots to load: name at least one <symbol>/<timeframe>/<target>", "runtime")
     if len(set(slots)) != len(slots):
         raise UserError(f"a slot is listed twice: {', '.join(slots)}", "runtime")
-    raw = _weights(slots, weights)
     if history is not None and int(history) < 1:
         raise UserError(f"history must be >= 1 candle, got {history}", "runtime")
     registry = Registry(root)
+    served = [(slot, row, family) for slot in slots for row, family in _served_rows(registry, slot, families)]
+    raw = _weights(slots, weights, sorted({family for _, _, family in served if family}))
+    member_weight = [raw.get(slot, 1.0) * (raw.get(family, 1.0) if family else 1.0) for slot, _, family in served]
+    if sum(member_weight) <= 0:
+        raise UserError("the weights sum to 0: at least one model needs a positive weight", "runtime.weights")
     loaded = []
-    for slot in slots:
-        row = registry.promoted(slot)
-        if row is None:
-            raise UserError(_nothing_promoted(registry, slot), "registry")
-        model = _load_verified(registry, slot, row)
+    for (slot, row, family), weight in zip(served, member_weight):
+        model = _load_verified(registry, slot, row, family)
         if not (row.get("gates") or {}).get("passed"):
             log.warning("%s:%s was promoted without passing its gates (%s): its probabilities may be "
                         "miscalibrated", row["model_id"], row["version"],
@@ -154,29 +158,63 @@ def load_promoted(registry_root: Path | str, slots: list[str], weights: dict[str
         ref = f"{row['model_id']}:{row['version']}"
         policy = served_policy(model, ref, slot)
         _economics_at_start(row, ref, policy)
-        loaded.append(PromotedModel(ref=ref, slot=slot, model=model, weight=raw[slot] / sum(raw.values()),
+        loaded.append(PromotedModel(ref=ref, slot=slot, model=model, weight=weight / sum(member_weight),
                                     horizon=policy.horizon,
                                     history=int(history) if history is not None else required_history(model),
                                     policy=policy, trading=(row.get("economics") or {}).get("trading"),
                                     family=row.get("family")))
-        log.info("runtime: %s serves %s (run %s, symbols %s)", slot, ref, row["run_id"],
-                 ", ".join(model.card["symbols"]))
+        log.info("runtime: %s serves %s (%s, run %s, symbols %s, weight %.3f)", slot, ref, row.get("family"),
+                 row["run_id"], ", ".join(model.card["symbols"]), loaded[-1].weight)
     return loaded
 
 
-def _weights(slots: list[str], weights: dict[str, float] | None) -> dict[str, float]:
+def families_setting(value):
+    """``runtime.families`` checked: None (each slot's promoted model), ``"all"`` or a list of family names."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return "all" if value == "all" else [value]
+    try:
+        names = [str(v) for v in value]
+    except TypeError:
+        raise UserError(f"must be null, all or a list of families, got {value!r}", "runtime.families") from None
+    if not names:
+        raise UserError("an empty list serves nothing: null (the promoted model) or name families",
+                        "runtime.families")
+    return names
+
+
+def _served_rows(registry: Registry, slot: str, families) -> list[tuple[dict, str | None]]:
+    """(row, family or None) of the models that serve ``slot``: its promoted one, or its family members."""
+    if families is None:
+        row = registry.promoted(slot)
+        if row is None:
+            raise UserError(_nothing_promoted(registry, slot), "registry")
+        return [(row, None)]
+    members = registry.members(slot)
+    wanted = sorted(members) if families == "all" else [str(f) for f in families]
+    if len(set(wanted)) != len(wanted):
+        raise UserError(f"a family is listed twice: {', '.join(wanted)}", "runtime.families")
+    missing = [f for f in wanted if f not in members]
+    if missing or not wanted:
+        raise UserError(f"slot {slot} has no {', '.join(missing) or ''} member (members: "
+                        f"{', '.join(sorted(members)) or 'none'}); add one: python -m trainer.registry promote "
+                        f"--member <id>:<version>", "runtime.families")
+    return [(members[f], f) for f in wanted]
+
+
+def _weights(slots: list[str], weights: dict[str, float] | None, families: list[str] = ()) -> dict[str, float]:
+    """Weight per slot and per family named (1.0 when unnamed), checked."""
     weights = dict(weights or {})
-    unknown = [s for s in weights if s not in slots]
+    unknown = [s for s in weights if s not in slots and s not in families]
     if unknown:
-        raise UserError(f"weights name slot(s) not loaded: {', '.join(unknown)} (slots: {', '.join(slots)})",
-                        "runtime.weights")
-    raw = {s: float(weights.get(s, 1.0)) for s in slots}
+        raise UserError(f"weights name slot(s) not loaded: {', '.join(unknown)} (slots: {', '.join(slots)}"
+                        + (f"; families: {', '.join(families)}" if families else "") + ")", "runtime.weights")
+    raw = {s: float(w) for s, w in weights.items()}
     bad = [s for s, w in raw.items() if not math.isfinite(w) or w < 0]
     if bad:
         raise UserError(f"weights must be finite and >= 0: {', '.join(f'{s}={raw[s]}' for s in bad)}",
                         "runtime.weights")
-    if sum(raw.values()) <= 0:
-        raise UserError("the weights sum to 0: at least one slot needs a positive weight", "runtime.weights")
     return raw
 
 
@@ -189,9 +227,10 @@ def _nothing_promoted(registry: Registry, slot: str) -> str:
             f"({hint})")
 
 
-def _load_verified(registry: Registry, slot: str, row: dict) -> LoadedModel:
-    """The model the slot's link serves, refused unless it is the run the registry promoted."""
-    link = registry.promoted_path(slot)
+def _load_verified(registry: Registry, slot: str, row: dict, family: str | None = None) -> LoadedModel:
+    """The model the slot's link (or its family's member link) serves, refused unless it is the run the
+    registry promoted there."""
+    link = registry.promoted_path(slot) if family is None else registry.member_path(slot, family)
     if not link.exists():
         raise UserError(f"the promoted link is missing or broken, though the registry promoted "
                         f"{row['model_id']}:{row['version']}; re-run python -m trainer.registry promote "
@@ -247,7 +286,7 @@ class SignalEngine:
         if history.empty or missing:
             raise UserError("no candles given" if history.empty else f"candles lack {', '.join(missing)}",
                             f"runtime[{symbol}]")
-        p_long, p_short, per_model, _ = self._scores(symbol, history)
+        p_long, p_short, per_model, _ = self._scores(symbol, history, pd.Timestamp(history["timestamp"].iloc[-1]))
         return p_long, p_short, per_model
 
     def precompute(self, candles: dict[str, pd.DataFrame], start: pd.Timestamp,
@@ -262,7 +301,7 @@ class SignalEngine:
             raise UserError(f"chunk must be >= 1 candle, got {chunk}", "runtime.replay.chunk")
         stored = 0
         for symbol, frame in candles.items():
-            stamps = pd.DatetimeIndex(frame["timestamp"])
+            stamps = pd.DatetimeIndex(frame["timestamp"]).as_unit("ns")   # keys in Timestamp.value's unit
             first = int(stamps.searchsorted(start, side="left"))
             stop = len(stamps) if end is None else int(stamps.searchsorted(end, side="right"))
             for m in self.covering(symbol):
@@ -279,12 +318,13 @@ class SignalEngine:
                  sum(len(c) for c in candles.values()), stored)
         return stored
 
-    def _model_scores(self, m: PromotedModel, symbol: str, history: pd.DataFrame) -> tuple[float, float]:
+    def _model_scores(self, m: PromotedModel, symbol: str, history: pd.DataFrame,
+                      at: pd.Timestamp) -> tuple[float, float]:
         """One model's P(long), P(short) at the last candle of ``history``: stored by ``precompute``, or
         features on the model's trailing history with one row scored."""
         table = self._precomputed.get((m.ref, symbol))
         if table is not None:
-            hit = table.get(pd.Timestamp(history["timestamp"].iloc[-1]).value)
+            hit = table.get(at.value)
             if hit is not None:
                 return hit
         candles = history.iloc[-m.history:][_CANDLE_COLUMNS].assign(symbol=symbol)
@@ -292,12 +332,12 @@ class SignalEngine:
         p_long, p_short = (float(x[0]) for x in long_short(m.model, proba))
         return p_long, p_short
 
-    def _scores(self, symbol: str, history: pd.DataFrame):
+    def _scores(self, symbol: str, history: pd.DataFrame, at: pd.Timestamp):
         """``probabilities`` plus, per scoring model, (model, P(long), P(short))."""
         per_model: dict[str, float] = {}
         scored = []
         for m in self.covering(symbol):
-            p_long, p_short = self._model_scores(m, symbol, history)
+            p_long, p_short = self._model_scores(m, symbol, history, at)
             per_model[m.ref] = p_long
             if math.isfinite(p_long) and math.isfinite(p_short):
                 scored.append((m, p_long, p_short))
@@ -311,7 +351,7 @@ class SignalEngine:
         """The signal at the last candle of ``history``; ``status`` says whether it was emitted. Rate limits
         count emitted signals (all symbols) over the trailing 60 minutes of candle time."""
         at = pd.Timestamp(history["timestamp"].iloc[-1])
-        p_long, p_short, per_model, scored = self._scores(symbol, history)
+        p_long, p_short, per_model, scored = self._scores(symbol, history, at)
         if not scored or not math.isfinite(p_long):
             return Signal(symbol, at, math.nan, math.nan, 0, math.nan, None, 0, per_model, "no_models")
         horizon = max(m.policy.horizon for m, _, _ in scored)

@@ -95,7 +95,10 @@ def join_labels(candles: dict[str, pd.DataFrame], frames: dict[str, pd.DataFrame
     data = {"timestamp": _concat([index[k] for (_, _, index, _, _), k in zip(parts, kept)]),
             "symbol": symbol[0] if len(symbol) == 1 else pd.concat(symbol, ignore_index=True)}
     for name in columns:
-        data[name] = _concat([feats[name].to_numpy(np.float64)[k] for (_, feats, _, _, _), k in zip(parts, kept)])
+        if len(parts) == 1 and isinstance(kept[0], slice):   # a pandas view: written to, the table copies it
+            data[name] = parts[0][1][name].iloc[kept[0]].astype(np.float64).reset_index(drop=True)
+        else:
+            data[name] = _concat([feats[name].to_numpy(np.float64)[k] for (_, feats, _, _, _), k in zip(parts, kept)])
     for key in parts[0][3] if parts else ():
         data[key] = _concat([other[key][k] for (_, _, _, other, _), k in zip(parts, kept)])
     frame = pd.DataFrame(data, copy=False)

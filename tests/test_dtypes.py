@@ -8,7 +8,7 @@ from conftest import make_cfg
 from data.labels import positions_at, values_at
 from data.splits import make_folds
 from data.synthetic import generate
-from data.table import build_table, later_of
+from data.table import build_table, feature_frames, join_labels, later_of
 
 STEP = pd.Timedelta("1min")
 TARGETS = ["direction", "triple_barrier", "quantile"]
@@ -65,3 +65,15 @@ def test_lookups_by_time_return_integer_positions(no_timestamp_objects):
     pos = positions_at(index, times)
     assert pos.dtype.kind == "i" and list(pos) == [1, 2, -1, 4, -1]
     assert np.isnan(values_at(np.arange(5.0), index, times)[[2, 4]]).all()
+
+
+def test_table_shares_feature_columns_yet_edits_stay_its_own():
+    cfg = make_cfg("features=full")
+    candles = {"BTC": generate(["BTC"], 3000, seed=2).candles["BTC"]}
+    frames = feature_frames(candles, cfg.features)
+    before = frames["BTC"]["ret_1"].to_numpy().copy()
+    frame = join_labels(candles, frames, cfg.features, cfg.target, STEP).frame
+    frame.loc[5, "ret_1"] = 1.0               # copy-on-write: the table's column, not the frames'
+    frame.loc[frame.index[:3], "label"] = np.nan
+    assert frame.loc[5, "ret_1"] == 1.0
+    assert np.array_equal(frames["BTC"]["ret_1"].to_numpy(), before, equal_nan=True)

@@ -194,3 +194,15 @@ def test_the_best_of_50_random_strategies_passes_by_luck_at_n1_but_not_at_its_tr
           f"at N=1 in {best_pass_n1} of {worlds} worlds, at N={configs} in {best_pass_n50}")
     assert best_pass_n1 >= worlds // 4      # luck alone looks tradeable in a noticeable share of worlds
     assert best_pass_n50 == 0
+
+
+def test_walk_forward_chooses_each_folds_policy_on_its_own_validation_rows(tmp_path):
+    result = train(make_cfg(*FAST, "experiment=tradeable", "data.rows=12000", "split=walk_forward",
+                            "split.embargo=12", "registry.enabled=false", "eval.leakage.shuffled_control=false",
+                            "eval.policy.min_val_trades=10", run_dir=tmp_path / "run"))
+    folds = result["data_summary"]["folds"]
+    assert len(folds) == 4 and all(f["policy"]["chosen_on"] == "validation" for f in folds)
+    for fold in folds:   # scored on at most that fold's validation rows (those closing before its test block)
+        assert 0 < fold["policy"]["validation"]["rows"] <= fold["rows"]["val"]
+    assert len({(f["policy"]["long_threshold"], f["policy"]["short_threshold"]) for f in folds}) > 1
+    assert result["policy"] == folds[-1]["policy"]   # the saved model is the last fold's, with its policy

@@ -64,6 +64,8 @@ def main() -> int:
         "fills_equal": got["fills"] == ref["fills"],
         "trades_equal": got["trades"] == ref["trades"],
         "candles_total": finals["faulted"]["candles_total"],
+        "guardrail_and_drift_events_equal": got["risk_events"] == ref["risk_events"],
+        "guardrail_and_drift_events": len(ref["risk_events"]),
         "integrity": got["integrity"],
         "provider_errors": got["events"].count("provider_error"),
         "resumes": got["events"].count("resume"),
@@ -82,7 +84,8 @@ def main() -> int:
     for leg in timings:
         print(f"{leg['leg']:<40} {leg['exit_code']:>5} {leg['seconds']:>8.1f}")
     print("checks: " + ", ".join(f"{k}={v}" for k, v in checks.items()))
-    ok = all(checks[k] for k in ("equity_equal", "signals_equal", "fills_equal", "trades_equal")) \
+    ok = all(checks[k] for k in ("equity_equal", "signals_equal", "fills_equal", "trades_equal",
+                                 "guardrail_and_drift_events_equal")) \
         and checks["candles_total"] == n and checks["integrity"] == "ok"
     return 0 if ok else 1
 

@@ -39,6 +39,8 @@ def record(run_dir: Path) -> dict:
                                  "gross_pnl, costs, net_pnl, reason FROM trades ORDER BY id").fetchall(),
             "equity": db.execute("SELECT at, equity FROM equity ORDER BY id").fetchall(),
             "events": [r[0] for r in db.execute("SELECT kind FROM events ORDER BY id")],
+            "risk_events": db.execute("SELECT kind, at, detail_json FROM events WHERE kind IN ('guardrail', 'drift') "
+                                      "ORDER BY id").fetchall(),
             "integrity": db.execute("PRAGMA integrity_check").fetchone()[0],
         }
 
@@ -75,6 +77,7 @@ def test_a_session_with_provider_errors_a_kill_and_a_sigterm_ends_as_an_uninterr
     assert got["trades"] == ref["trades"] and len(ref["trades"]) > 0
     assert got["fills"] == ref["fills"]
     assert sorted(set(got["equity"])) == sorted(set(ref["equity"]))
+    assert got["risk_events"] == ref["risk_events"]                         # guardrail and drift state carried over
     # the faults are on record: provider errors retried, the kill and the SIGTERM resumed
     assert got["events"].count("provider_error") == 4 and got["events"].count("resume") == 2   # 1 + 1 + 2
     assert "stop" in got["events"] and "provider_error" not in ref["events"]

@@ -241,3 +241,26 @@ def test_live_mode_polls_every_120_seconds_and_emits_signals_without_trading(wor
     assert waits == [120.0, 120.0] and summary["steps"] == 10 and summary["equity"] is None
     assert db_rows(tmp_path / "l", "SELECT COUNT(*) FROM signals")[0][0] == 10
     assert db_rows(tmp_path / "l", "SELECT COUNT(*) FROM fills")[0][0] == 0
+
+
+def test_a_checkpoint_restores_broker_guardrails_and_rate_limits_exactly(tmp_path):
+    from collections import deque
+
+    from test_runtime import ScriptedSignals, _candles, _runtime
+    from trainer.runtime.checkpoint import restore, snapshot
+    from trainer.runtime.engine import replay
+    closes = [100.0] * 5 + [70.0] + [71.0 + i for i in range(6)]   # a crash while long: a total-loss breach
+    rt, store, broker, guard = _runtime(tmp_path / "a", ScriptedSignals())
+    rt.engine._emitted = deque([(pd.Timestamp("2024-03-01 04:00", tz="UTC"), "high")])   # a rate-limit window
+    replay(rt, {"BTC": _candles(closes)}, pd.Timestamp("2024-03-01", tz="UTC"), None, history=50)
+    state = json.loads(json.dumps(snapshot(rt)))   # through JSON, as stored
+    fresh, fresh_store, fresh_broker, fresh_guard = _runtime(tmp_path / "b", ScriptedSignals())
+    fresh.engine._emitted = deque()
+    restore(fresh, state)
+    assert list(fresh.engine._emitted) == list(rt.engine._emitted) and fresh.last_candle == rt.last_candle
+    assert snapshot(fresh) == state
+    assert fresh_broker.equity == broker.equity and fresh_broker.balance == broker.balance
+    assert fresh_guard.halted_forever and [b.kind for b in fresh_guard.breaches] == [b.kind for b in guard.breaches]
+    assert not fresh_guard.allows_trading(pd.Timestamp("2024-03-02", tz="UTC"))
+    store.close()
+    fresh_store.close()

@@ -197,9 +197,9 @@ def _served_rows(registry: Registry, slot: str, families) -> list[tuple[dict, st
         raise UserError(f"a family is listed twice: {', '.join(wanted)}", "runtime.families")
     missing = [f for f in wanted if f not in members]
     if missing or not wanted:
-        raise UserError(f"slot {slot} has no {', '.join(missing) or ''} member (members: "
-                        f"{', '.join(sorted(members)) or 'none'}); add one: python -m trainer.registry promote "
-                        f"--member <id>:<version>", "runtime.families")
+        raise UserError(f"slot {slot} has no {' or '.join(missing) + ' ' if missing else ''}family member "
+                        f"(members: {', '.join(sorted(members)) or 'none'}); add one: python -m trainer.registry "
+                        f"promote --member <id>:<version>", "runtime.families")
     return [(members[f], f) for f in wanted]
 
 
@@ -314,8 +314,7 @@ class SignalEngine:
                     times = stamps[a:b].asi8.tolist()
                     table.update(zip(times, zip(p_long.tolist(), p_short.tolist())))
                     stored += b - a
-        log.info("runtime: probabilities of %d candle(s) computed ahead (%d model-candle pairs)",
-                 sum(len(c) for c in candles.values()), stored)
+        log.info("runtime: %d model-candle probabilities computed ahead (%d model(s))", stored, len(self.models))
         return stored
 
     def _model_scores(self, m: PromotedModel, symbol: str, history: pd.DataFrame,

@@ -85,6 +85,7 @@ def raw_fit(cfg, train: Rows, val: Rows) -> tuple[float, float]:
     net = model.net
     weights = torch.tensor(balanced_weights(train.y, 2), dtype=torch.float32)
     opts = OmegaConf.to_container(cfg.model.optimizer, resolve=True)
+    torch.use_deterministic_algorithms(False)   # a plain loop's default (a Lightning fit may have set it)
     start, cpu = time.perf_counter(), time.process_time()
     optimizer = instantiate(opts)(params=net.parameters())
     clip = cfg.trainer.gradient_clip_val

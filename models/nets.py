@@ -248,7 +248,8 @@ class NetModel(CandleModel):
             if dev is not None else "auto",
             callbacks=callbacks, logger=ctx.logger if ctx.logger is not None else False,
             enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-            deterministic=True, default_root_dir=str(ctx.run_dir),
+            # GPU kernels need it to repeat a fit; CPU kernels give the same bits without it, ~10% faster (LSTM)
+            deterministic=dev is not None and dev.get("accelerator") == "gpu", default_root_dir=str(ctx.run_dir),
             gradient_clip_val=ctx.trainer.gradient_clip_val if ctx.trainer is not None else None,
             limit_train_batches=ctx.trainer.get("limit_train_batches") if ctx.trainer is not None else None,
         )

@@ -214,8 +214,10 @@ def test_gan_resumes_a_cancelled_fit_with_both_optimisers(tmp_path):
     cut = train(make_cfg(*common, run_dir=tmp_path / "runs" / "cut"), progress_callback=cancel_in_epoch_1,
                 cancellation_token=token)
     assert cut["status"] == "cancelled" and cut["training_metrics"]["epochs_completed"] == 1
-    latest = torch.load(tmp_path / "runs" / "cut" / "checkpoints" / "latest.ckpt", weights_only=True)
-    assert len(latest["optimizer_states"]) == 2
+    for name in ("latest.ckpt", "cancelled.ckpt"):   # the epoch-end state and the mid-epoch one it stopped at
+        saved = torch.load(tmp_path / "runs" / "cut" / "checkpoints" / name, weights_only=True)
+        assert len(saved["optimizer_states"]) == 2
     resumed = train(make_cfg(*common, "resume=true", run_dir=tmp_path / "runs" / "resumed"))
     assert resumed["status"] == "completed" and resumed["training_metrics"]["epochs_run"] == 3
-    assert resumed["training_metrics"]["resumed_from"].endswith("latest.ckpt")
+    # the newer of the two: the batch the cancel stopped at, not the start of its epoch
+    assert resumed["training_metrics"]["resumed_from"].endswith("cancelled.ckpt")

@@ -54,6 +54,16 @@ def test_command_line_mistakes_answer_without_torch(args, tmp_path):
     assert [x for x in err.splitlines() if x.startswith("error: ")]
 
 
+def test_a_bad_config_value_answers_without_torch_and_records_the_failure(tmp_path):
+    report, _, err = probe("train.py", "target.horizon=0", f"hydra.run.dir={tmp_path / 'r'}")
+    assert report["code"] == 2 and report["loaded"] == [], err[-2000:]
+    lines = [x for x in err.splitlines() if x.strip() and not x.startswith("PROBE ")]
+    assert lines[-1].startswith("error: target.horizon"), lines
+    assert "Error executing job" not in err   # Hydra's own line stays out of a user error
+    result = json.loads((tmp_path / "r" / "result.json").read_text())
+    assert result["status"] == "failed" and "target.horizon" in result["reason"]
+
+
 def test_family_list_without_torch():
     report, out, _ = probe("models")
     assert report["code"] in (0, None) and report["loaded"] == []

@@ -40,8 +40,24 @@ class RunCancelled(Exception):
 _cancelled: list[dict] = []
 
 
+# Likewise a user error of a single run: returned to Hydra (which would print "Error executing job" above
+# the one error line) and raised again by ``guarded``.
+_refused: list[UserError] = []
+
+
 def run(cfg: DictConfig) -> float:
     """Train, log where the run folder is and how the model did; return the metric a sweeper optimises."""
+    try:
+        return _train_and_report(cfg)
+    except UserError as exc:
+        if hydra_mode() == "MULTIRUN" or os.environ.get("CANDLELAB_TRACEBACK") == "1":
+            raise
+        _refused.append(exc)
+        return math.nan
+
+
+def _train_and_report(cfg: DictConfig) -> float:
+    _refuse_bad_config(cfg)   # before torch and Lightning load: a config mistake answers in well under a second
     from trainer.pipeline import train   # torch and Lightning load only when a run starts, not for --help
     result = train(cfg)
     if result["status"] == "worker":   # an extra data-parallel rank: rank 0 reports the run
@@ -70,6 +86,23 @@ def run(cfg: DictConfig) -> float:
     value = objective(result, key)
     log.info("objective %s: %s", key, fmt(value))
     return value
+
+
+def _refuse_bad_config(cfg: DictConfig) -> None:
+    """The pipeline's own config checks, run first; a refused run folder still gets its failed result.json."""
+    from trainer.checks import check_config
+    try:
+        check_config(cfg)
+    except UserError as exc:
+        from hydra.core.hydra_config import HydraConfig
+        from trainer.runinfo import config_hash, ended_result, git_commit, new_run_id, utc_now, write_json_atomic
+        if HydraConfig.initialized() and os.environ.get("LOCAL_RANK", "0") == "0":   # rank 0 writes files
+            run_dir = Path(HydraConfig.get().runtime.output_dir)
+            run = {"run_id": new_run_id(), "git_commit": git_commit(Path(cfg.paths.root_dir)), "config_hash": config_hash(cfg), "seed": cfg.seed,
+                   "started_at": utc_now(), "finished_at": None, "run_dir": str(run_dir)}
+            run_dir.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(run_dir / "result.json", ended_result(run, "failed", exc.line()))
+        raise
 
 
 def objective(result: dict, key: str) -> float:
@@ -139,12 +172,16 @@ def guarded(main: Callable[[], object], conf_dir: Path) -> int:
     """Run a Hydra main; user-caused errors end as `error: <what> (<where>)` with exit code 2, a cancelled run
     with exit code 3, a training plan with jobs that did not complete with exit code 4."""
     show_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    if show_traceback:   # the user asked for tracebacks: a user error is raised where it happened
+        os.environ["CANDLELAB_TRACEBACK"] = "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"   # let exceptions reach us instead of Hydra's own exit(1)
     try:
         _check_group_choices(sys.argv[1:], conf_dir)
         list_groups_from_files(sys.argv[1:], conf_dir)   # --help in < 1 s
         check_name_overrides(sys.argv[1:])   # Hydra names the run folder after coin.name
         main()
+        if _refused:
+            raise _refused.pop()
         if _cancelled:
             raise RunCancelled(_cancelled.pop())
         return 0

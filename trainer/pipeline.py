@@ -44,7 +44,8 @@ from trainer.metrics import (baseline_hits, baselines, calls, evaluate, headline
 from trainer.model_dir import eligible_rows, save_model_dir
 from trainer.registry import Registry
 from trainer.resume import resume_checkpoint
-from trainer.runinfo import config_hash, data_fingerprint, git_commit, new_run_id, utc_now, write_json_atomic
+from trainer.runinfo import (config_hash, data_fingerprint, ended_result, git_commit, new_run_id, utc_now,
+                             write_json_atomic)
 
 log = logging.getLogger("candlelab")
 
@@ -111,7 +112,7 @@ def train(cfg: DictConfig, progress_callback: Callable[[ProgressEvent], None] | 
             reporter = ProgressReporter(build_sinks(run_dir, logger, progress_callback))
             result = _run(cfg, run_dir, run, reporter, token, logger, config_yaml)
     except (Cancelled, ImmediateStop) as exc:
-        result = _ended(run, "cancelled", token.reason or str(exc))
+        result = ended_result(run, "cancelled", token.reason or str(exc))
         result["training_metrics"] = {"cancelled_in_phase": reporter._phase[0] if reporter and reporter._phase else None}
         write_json_atomic(run_dir / "result.json", result)
         _finish(reporter, logger, "cancelled", token.reason)
@@ -119,7 +120,7 @@ def train(cfg: DictConfig, progress_callback: Callable[[ProgressEvent], None] | 
     except BaseException as exc:
         stop_workers()
         what = exc.line() if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
-        write_json_atomic(run_dir / "result.json", _ended(run, "failed", what))
+        write_json_atomic(run_dir / "result.json", ended_result(run, "failed", what))
         _finish(reporter, logger, "failed", what)
         raise
     _finish(reporter, logger, "success" if result["status"] == "completed" else result["status"], None)
@@ -160,12 +161,6 @@ def _finish(reporter: ProgressReporter | None, logger, status: str, reason: str 
     close_logger(logger, status)
 
 
-def _ended(run: dict, status: str, reason: str) -> dict:
-    return {"status": status, "reason": reason, "model_path": None, "training_metrics": {}, "test_metrics": {},
-            "baselines": {}, "artifacts": {}, "model_info": {}, "data_summary": {},
-            "run": {**run, "finished_at": utc_now()}}
-
-
 def _split_rows(cfg: DictConfig, table: FeatureTable, window: int, candles: Candles) -> tuple[list[Fold], int]:
     frame = table.frame
     eligible = eligible_rows(table, window) & frame["label"].notna().to_numpy()
@@ -193,7 +188,7 @@ def _split_rows(cfg: DictConfig, table: FeatureTable, window: int, candles: Cand
 def _cancelled_fit(run_dir, run, token, report, model, card, config_yaml, scaler, feature_cfg, label,
                    model_info) -> dict:
     """A fit stopped by the token: keep what was reached (checkpoint or partial model), claim nothing more."""
-    result = _ended(run, "cancelled", token.reason or "cancelled")
+    result = ended_result(run, "cancelled", token.reason or "cancelled")
     result["training_metrics"] = report.metrics
     result["model_info"] = model_info
     if report.checkpoint is not None:

@@ -22,7 +22,19 @@ VERSION = 1
 
 
 def _ts(value) -> str | None:
-    return None if value is None else pd.Timestamp(value).isoformat()
+    if value is None:
+        return None
+    value = pd.Timestamp(value)
+    key = (value.value, value.tz)   # the same instant in another zone writes another string
+    text = _ISO.get(key)
+    if text is None:
+        if len(_ISO) >= 4096:   # the rate window's and holds' times repeat for an hour; older ones never come back
+            _ISO.clear()
+        text = _ISO[key] = value.isoformat()
+    return text
+
+
+_ISO: dict[tuple, str] = {}   # ISO strings of recent times: each checkpoint rewrites the same ones
 
 
 def _from_ts(value) -> pd.Timestamp | None:
@@ -65,13 +77,29 @@ def snapshot(runtime) -> dict:
             "day_start_equity": g._day_start_equity,
             "halted_day": None if g._halted_day is None else g._halted_day.isoformat(),
             "halted_forever": g._halted_forever,
-            "breaches": [{**{k: (_num(v) if isinstance(v, float) else v) for k, v in asdict(b).items()},
-                          "at": _ts(b.at)} for b in g.breaches],
+            "breaches": _breaches(g.breaches),
         }
     drift = getattr(runtime, "drift", None)
     if drift is not None:   # the drift monitor's rolling windows and the alerts it is in
         state["drift"] = drift.state()
     return state
+
+
+def _breaches(breaches: list) -> list[dict]:
+    """The breaches as JSON rows. Breaches are only ever appended, so the rows of the ones already seen are
+    reused: a session writes its checkpoint after every candle, and a long one may hold many."""
+    rows: list[dict] = []
+    if _BREACH_ROWS and _BREACH_ROWS[0] is breaches:
+        seen, made = _BREACH_ROWS[1], _BREACH_ROWS[2]
+        while len(rows) < min(len(seen), len(breaches)) and seen[len(rows)] is breaches[len(rows)]:
+            rows.append(made[len(rows)])
+    rows += [{**{k: (_num(v) if isinstance(v, float) else v) for k, v in asdict(b).items()}, "at": _ts(b.at)}
+             for b in breaches[len(rows):]]
+    _BREACH_ROWS[:] = [breaches, list(breaches), rows]
+    return list(rows)
+
+
+_BREACH_ROWS: list = []   # [the list, its breaches when last seen, their rows]: one session's list at a time
 
 
 def restore(runtime, state: dict) -> None:

@@ -87,6 +87,8 @@ class DriftMonitor:
         self.returns = deque(maxlen=int(self.window_trades))
         self.sides = deque(maxlen=int(self.window_candles))
         self._called = 0   # sides called in the signal window
+        self._side_text = ""   # the signal window as 0/1, kept alongside it: a session checkpoints it per candle
+        self._trade_figures: tuple | None = None   # (win rate, mean return), recomputed when a trade comes
         unchecked = [m for m, b in self.bands.items() if b is not None and m not in self.reference]
         if unchecked:
             log.warning("drift: no test-period %s recorded for the served model(s): not monitored",
@@ -94,20 +96,24 @@ class DriftMonitor:
 
     def on_trade(self, net_return: float) -> list[DriftAlert]:
         self.returns.append(float(net_return))
+        self._trade_figures = None
         return self._check()
 
     def on_signal(self, called_side: bool) -> list[DriftAlert]:
-        if len(self.sides) == self.sides.maxlen:   # a running count: the window may hold a day of 1m candles
+        full = len(self.sides) == self.sides.maxlen
+        if full:   # a running count: the window may hold a day of 1m candles
             self._called -= self.sides[0]
         self.sides.append(bool(called_side))
         self._called += bool(called_side)
+        self._side_text = (self._side_text[1:] if full else self._side_text) + ("1" if called_side else "0")
         return self._check()
 
     def state(self) -> dict:
         """The rolling windows and the alerts in force, compact (the signal window as a string of 0/1): a
         session checkpoints it after every candle."""
-        return {"returns": list(self.returns), "sides": bytes(self.sides).translate(_ZERO_ONE).decode("ascii"),
-                "alerting": sorted(self.alerting)}
+        if len(self._side_text) != len(self.sides):   # the window was changed other than through on_signal
+            self._side_text = bytes(self.sides).translate(_ZERO_ONE).decode("ascii")
+        return {"returns": list(self.returns), "sides": self._side_text, "alerting": sorted(self.alerting)}
 
     def restore(self, state: dict) -> None:
         """Put back what ``state`` returned."""
@@ -116,13 +122,18 @@ class DriftMonitor:
         self.sides.clear()
         self.sides.extend(x in ("1", 1, True) for x in state["sides"])
         self._called = sum(self.sides)
+        self._side_text = bytes(self.sides).translate(_ZERO_ONE).decode("ascii")
+        self._trade_figures = None
         self.alerting = set(state["alerting"])
 
     def live(self) -> dict[str, float | None]:
         n = len(self.returns)
         enough = n >= int(self.min_trades)
-        return {"win_rate": sum(r > 0 for r in self.returns) / n if enough else None,
-                "mean_return": sum(self.returns) / n if enough else None,
+        if self._trade_figures is None or self._trade_figures[0] != n:   # they change only when a trade comes
+            self._trade_figures = (n, sum(r > 0 for r in self.returns) / n if enough else None,
+                                   sum(self.returns) / n if enough else None)
+        _, win_rate, mean_return = self._trade_figures
+        return {"win_rate": win_rate, "mean_return": mean_return,
                 "signal_rate": self._called / len(self.sides) if len(self.sides) >= self.sides.maxlen else None}
 
     def _check(self) -> list[DriftAlert]:

@@ -26,6 +26,7 @@ computed and stored, so a resumed session's signals skip none.
 """
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
@@ -87,18 +88,22 @@ class Runtime:
         if self.stop_request is None and self.stopping is None:
             self.stop_request = (str(kind), str(why))
 
-    def process(self, at: pd.Timestamp, histories: dict[str, pd.DataFrame]) -> bool:
+    def process(self, at: pd.Timestamp, histories: dict[str, pd.DataFrame],
+                candles: dict[str, dict] | None = None) -> bool:
         """One time step: ``histories`` maps each symbol with a candle at ``at`` to its candles up to and
-        including it. Returns False once the session has stopped. The step's writes, the checkpoint and
-        the last-candle markers commit together."""
+        including it; ``candles`` (optional) each one's last candle as a mapping with a ``timestamp``, read
+        ahead by ``replay`` instead of from the frame. Returns False once the session has stopped. The step's
+        writes, the checkpoint and the last-candle markers commit together."""
         if self.stopped:
             return False
         from trainer.runtime.checkpoint import snapshot
+        if candles is None:
+            candles = {s: h.iloc[-1] for s, h in histories.items()}
         with self.store.candle():
-            going = self._process(at, histories)
-            for symbol, history in histories.items():
-                self.last_candle[symbol] = pd.Timestamp(history["timestamp"].iloc[-1])
-            self.store.put_state("checkpoint", snapshot(self))
+            going = self._process(at, histories, candles)
+            for symbol, candle in candles.items():
+                self.last_candle[symbol] = pd.Timestamp(candle["timestamp"])
+            self.store.put_state("checkpoint", snapshot(self), plain=True)
         for hook in self.after_commit:
             hook(at)
         return going
@@ -153,23 +158,22 @@ class Runtime:
             self.broker.flatten(at, f"stop: {self.stopping}")
             self.hold_until.clear()
 
-    def _process(self, at: pd.Timestamp, histories: dict[str, pd.DataFrame]) -> bool:
+    def _process(self, at: pd.Timestamp, histories: dict[str, pd.DataFrame], candles: dict) -> bool:
         self.candles_seen += 1
         self.last_at = at if self.last_at is None else max(self.last_at, at)   # a late candle: time goes on
         if self.paper:
             # a new day's loss limit starts from the equity before this candle moves it; a breach seen
             # before the candle exits at its open
             self._guard(at, flatten_after=at - pd.Timedelta(1, "ns"))
-            for symbol, history in histories.items():
-                candle = history.iloc[-1]
+            for symbol, candle in candles.items():
                 for fill in self.broker.on_candle(symbol, candle):
                     self.store.fill(fill)
             self._write_trades()
             self._guard(at, self.broker.adverse_equity(histories))
         if self.stopping is None and (self.stop_request is not None or self.kill.is_set()):
             self._begin_stop(at)
-        for symbol, history in histories.items():   # stopping: signals still stored, nothing traded
-            self._signal(symbol, at, history)
+        for symbol, candle in candles.items():   # stopping: signals still stored, nothing traded
+            self._signal(symbol, at, histories, pd.Timestamp(candle["timestamp"]))
         self._mark(at)
         if self.stopping is not None and (not self.paper or not self.flatten_on_stop
                                           or (not self.broker.positions and not self.broker.pending)):
@@ -190,8 +194,11 @@ class Runtime:
         self.broker.flatten(at if flatten_after is None else flatten_after, breach.kind)
         self.hold_until.clear()
 
-    def _signal(self, symbol: str, at: pd.Timestamp, history: pd.DataFrame) -> None:
-        signal = self.engine.on_candle(symbol, history)
+    def _signal(self, symbol: str, at: pd.Timestamp, histories, candle_at: pd.Timestamp) -> None:
+        stored = getattr(self.engine, "on_stored_candle", None)   # probabilities computed ahead: no history read
+        signal = stored(symbol, candle_at) if stored is not None else None
+        if signal is None:
+            signal = self.engine.on_candle(symbol, histories[symbol])
         self.store.signal(_signal_row(signal))
         if self.drift is not None and signal.status != "no_models":
             self._on_drift(self.drift.on_signal(signal.side != 0), at)
@@ -253,6 +260,28 @@ def _signal_row(signal: Signal) -> dict:
     return row
 
 
+class _Histories(Mapping):
+    """Each symbol's last ``history`` candles up to its row at this time step, sliced only when read (a
+    candle whose probabilities were computed ahead never needs its history)."""
+
+    def __init__(self, candles: dict[str, pd.DataFrame], history: int):
+        self.candles, self.history, self.rows = candles, history, {}
+        self._sliced: dict[str, pd.DataFrame] = {}
+
+    def __getitem__(self, symbol: str) -> pd.DataFrame:
+        frame = self._sliced.get(symbol)
+        if frame is None:
+            i = self.rows[symbol]
+            frame = self._sliced[symbol] = self.candles[symbol].iloc[max(0, i + 1 - self.history): i + 1]
+        return frame
+
+    def __iter__(self):
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
 def replay(runtime: Runtime, candles: dict[str, pd.DataFrame], start: pd.Timestamp, end: pd.Timestamp | None,
            history: int, max_candles: int | None = None, seen: dict[str, pd.Timestamp] | None = None) -> int:
     """Feed ``candles`` (per symbol, sorted) to ``runtime`` one timestamp at a time from ``start`` to ``end``;
@@ -261,24 +290,33 @@ def replay(runtime: Runtime, candles: dict[str, pd.DataFrame], start: pd.Timesta
     are each processed once. Returns the number of time steps processed."""
     seen = {} if seen is None else seen
     index = {s: pd.DatetimeIndex(c["timestamp"]) for s, c in candles.items() if len(c)}
+    # each candle's prices read once as arrays: a row of a frame per candle costs more than the candle's record
+    prices = {s: {k: candles[s][k].to_numpy(np.float64, na_value=np.nan) for k in ("open", "high", "low", "close")
+                  if k in candles[s].columns} for s in index}
+
+    times = {s: list(ix) for s, ix in index.items()}   # each candle's time, boxed once
+    # candle time (ns) -> its row, per symbol (a repeated time: its last row)
+    rows = {s: {t: i for i, t in enumerate(ix.as_unit("ns").asi8.tolist())} for s, ix in index.items()}
 
     def fresh(symbol: str, t: pd.Timestamp) -> bool:
         return symbol not in seen or t > seen[symbol]
 
-    stamps = sorted({t for sym, ix in index.items() for t in ix
+    stamps = sorted({t for sym, ts in times.items() for t in ts
                      if t >= start and (end is None or t <= end) and fresh(sym, t)})
     if max_candles is not None:
         stamps = stamps[:int(max_candles)]
     steps = 0
     for at in stamps:
-        histories = {}
-        for symbol, ix in index.items():
-            i = ix.searchsorted(at, side="right") - 1
-            if i >= 0 and ix[i] == at and fresh(symbol, at):
-                histories[symbol] = candles[symbol].iloc[max(0, i + 1 - history): i + 1]
+        histories, current = _Histories(candles, history), {}
+        for symbol, row in rows.items():
+            i = row.get(at.value)
+            if i is not None and fresh(symbol, at):
+                histories.rows[symbol] = i
+                current[symbol] = {"timestamp": times[symbol][i],
+                                   **{k: float(v[i]) for k, v in prices[symbol].items()}}
                 seen[symbol] = at
         steps += 1
-        if not runtime.process(at, histories):
+        if not runtime.process(at, histories, current):
             break
     return steps
 

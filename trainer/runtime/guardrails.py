@@ -92,6 +92,7 @@ class Guardrails:
         self._day_start_equity: float | None = None
         self._halted_day: dt.date | None = None
         self._halted_forever = False
+        self._last_day: tuple[int, dt.date] | None = None   # (time ns, its day) of the last day_of
 
     @property
     def total_floor(self) -> float:
@@ -113,7 +114,10 @@ class Guardrails:
 
     def day_of(self, at) -> dt.date:
         """The trading day ``at`` belongs to (midnight in ``day_timezone``)."""
-        return utc_timestamp(at, "runtime.guardrails").tz_convert(self._zone).date()
+        at = utc_timestamp(at, "runtime.guardrails")
+        if self._last_day is None or self._last_day[0] != at.value:   # asked three times per candle
+            self._last_day = (at.value, at.tz_convert(self._zone).date())
+        return self._last_day[1]
 
     def _now(self, at, where: str) -> pd.Timestamp:
         at = utc_timestamp(at, where)

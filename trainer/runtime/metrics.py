@@ -41,10 +41,18 @@ class PeriodicExports:
         self.candles = 0
         self.day: pd.Timestamp | None = None
         self.exported = 0
+        self._day_start: int | None = None   # [start, end) of ``day`` in ns: most candles need no date arithmetic
+        self._day_end: int | None = None
 
     def __call__(self, at: pd.Timestamp) -> None:
         self.candles += 1
-        day = pd.Timestamp(at).tz_convert("UTC").normalize()
+        at = pd.Timestamp(at)
+        if self._day_end is not None and self._day_start <= at.value < self._day_end:   # the same UTC day
+            if self.every and self.candles % self.every == 0:
+                self.export(at)
+            return
+        day = at.tz_convert("UTC").normalize()
+        self._day_start, self._day_end = day.value, (day + pd.Timedelta(days=1)).value
         if self.day is not None and day > self.day:   # candle time passed midnight: the day is complete
             end = self.day + pd.Timedelta(days=1) - _TICK
             self.store.export_metrics(day_file(self.run_dir, self.day), pd.Timedelta(days=1), now=end)

@@ -349,7 +349,20 @@ class SignalEngine:
     def on_candle(self, symbol: str, history: pd.DataFrame) -> Signal:
         """The signal at the last candle of ``history``; ``status`` says whether it was emitted. Rate limits
         count emitted signals (all symbols) over the trailing 60 minutes of candle time."""
-        at = pd.Timestamp(history["timestamp"].iloc[-1])
+        at = pd.Timestamp(history.iat[-1, history.columns.get_loc("timestamp")])   # a cell, not a column
+        return self._signal_at(symbol, history, at)
+
+    def on_stored_candle(self, symbol: str, at: pd.Timestamp) -> Signal | None:
+        """``on_candle`` at the candle of time ``at`` when ``precompute`` stored every covering model's
+        probabilities there (no history needed); None otherwise (the caller then hands ``on_candle`` the
+        history)."""
+        for m in self.covering(symbol):
+            table = self._precomputed.get((m.ref, symbol))
+            if table is None or at.value not in table:
+                return None
+        return self._signal_at(symbol, None, at)
+
+    def _signal_at(self, symbol: str, history: pd.DataFrame | None, at: pd.Timestamp) -> Signal:
         p_long, p_short, per_model, scored = self._scores(symbol, history, at)
         if not scored or not math.isfinite(p_long):
             return Signal(symbol, at, math.nan, math.nan, 0, math.nan, None, 0, per_model, "no_models")
@@ -367,9 +380,10 @@ class SignalEngine:
         return Signal(symbol, at, p_long, p_short, side, confidence, tier, horizon, per_model, status)
 
     def _rate_status(self, at: pd.Timestamp, tier: str | None) -> str:
-        while self._emitted and self._emitted[0][0] <= at - RATE_WINDOW:
+        since = at - RATE_WINDOW
+        while self._emitted and self._emitted[0][0] <= since:
             self._emitted.popleft()
-        recent = [t for ts, t in self._emitted if at - RATE_WINDOW < ts <= at]
+        recent = [t for ts, t in self._emitted if since < ts <= at]
         if self.max_per_hour is not None and len(recent) >= self.max_per_hour:
             return "rate_limited"
         if tier == "high" and self.max_high_per_hour is not None \

@@ -29,6 +29,7 @@ import logging
 import math
 import os
 import sqlite3
+import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import asdict, is_dataclass
@@ -106,6 +107,16 @@ CREATE TABLE IF NOT EXISTS state (
 
 def iso(value) -> str:
     """A UTC timestamp as the store's fixed-width ISO string."""
+    if type(value) is pd.Timestamp and value.tz is not None and value.value >= 0:   # every candle's times
+        seconds, micros = divmod(value.value // 1000, 1_000_000)
+        return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(seconds))}.{micros:06d}+00:00"
+    if type(value) is str:   # a signal row's ISO time: the standard library reads it without pandas' parser
+        try:
+            parsed = dt.datetime.fromisoformat(value)
+        except ValueError:
+            parsed = None
+        if parsed is not None and parsed.tzinfo is not None:
+            return parsed.astimezone(dt.timezone.utc).strftime(_TIME_FORMAT)
     return utc_timestamp(value, "runtime.store").strftime(_TIME_FORMAT)
 
 
@@ -134,8 +145,28 @@ def json_safe(obj):
     return str(obj)
 
 
-def _dumps(obj) -> str:
+def _dumps(obj, check_keys: bool = True) -> str:
+    """``obj`` as JSON through ``json_safe``; plain JSON values (str keys, finite floats) skip its walk, which
+    cost more than the rest of a replayed candle's record (anything else makes ``json.dumps`` raise)."""
+    try:
+        if not check_keys or _plain_keys(obj):
+            return json.dumps(obj, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError):   # a timestamp, a numpy integer, NaN/inf: the full conversion
+        pass
     return json.dumps(json_safe(obj), sort_keys=True, allow_nan=False)
+
+
+def _plain_keys(obj) -> bool:
+    """Every dict key in ``obj`` is a str (json.dumps would write other keys unlike ``json_safe``)."""
+    if isinstance(obj, dict):
+        return all(type(k) is str for k in obj) and \
+            all(_plain_keys(v) for v in obj.values() if isinstance(v, _CONTAINERS))
+    if isinstance(obj, (list, tuple)):
+        return all(_plain_keys(v) for v in obj if isinstance(v, _CONTAINERS))
+    return True
+
+
+_CONTAINERS = (dict, list, tuple)
 
 
 class RuntimeStore:
@@ -146,6 +177,7 @@ class RuntimeStore:
         self.db_path = self.run_dir / DB_NAME
         self.jsonl = {name: self.run_dir / f"{name}.jsonl" for name in ("signals", "trades", "events")}
         self._pending_lines: list[tuple[str, str]] | None = None   # JSONL lines of the open candle transaction
+        self._files: dict = {}   # JSONL name -> its file, open for appending while the store is
         if readonly:   # reading a session's record afterwards must never create or change it
             self._con = sqlite3.connect(f"{self.db_path.resolve().as_uri()}?mode=ro", uri=True, timeout=30.0,
                                         isolation_level=None)
@@ -180,12 +212,17 @@ class RuntimeStore:
         lines, self._pending_lines = self._pending_lines, None
         con.execute("COMMIT")
         for name, line in lines:
-            self._write_line(name, line)
+            self._write_line(name, line, flush=False)
+        for name in {name for name, _ in lines}:   # in the OS's hands before the next candle starts
+            self._files[name].flush()
 
-    def put_state(self, key: str, value) -> None:
-        """Store a JSON value under ``key`` (replacing it), inside the open transaction if there is one."""
-        self._connection().execute("INSERT OR REPLACE INTO state (key, value_json) VALUES (?, ?)",
-                                   (str(key), json.dumps(json_safe(value), sort_keys=True, allow_nan=False)))
+    def put_state(self, key: str, value, plain: bool = False) -> None:
+        """Store a JSON value under ``key`` (replacing it), inside the open transaction if there is one.
+        ``plain``: the caller built ``value`` with str keys only (the checkpoint), so they go unchecked."""
+        # an upsert rewrites the row in place (INSERT OR REPLACE deletes and reinserts it, index included)
+        self._connection().execute("INSERT INTO state (key, value_json) VALUES (?, ?) ON CONFLICT (key) "
+                                   "DO UPDATE SET value_json = excluded.value_json",
+                                   (str(key), _dumps(value, check_keys=not plain)))
 
     def get_state(self, key: str, default=None):
         try:
@@ -201,6 +238,7 @@ class RuntimeStore:
     def rebuild_jsonl(self) -> None:
         """Rewrite signals/trades/events.jsonl from the database (temp file + rename each)."""
         con = self._connection()
+        self._close_files()   # appends go to the rewritten files, not the replaced ones
         rows = {
             "signals": [r[0] for r in con.execute("SELECT row_json FROM signals ORDER BY id")],
             "trades": [_dumps({k: r[k] for k in r.keys() if k != "id"})
@@ -223,9 +261,10 @@ class RuntimeStore:
         at = iso(when) if when is not None else None
         tier = row.get("tier")
         status = row.get("status")
+        line = _dumps(row)
         self._insert("INSERT INTO signals (at, symbol, status, tier, row_json) VALUES (?, ?, ?, ?, ?)",
-                     (at, _text(row.get("symbol")), _text(status), _text(tier), _dumps(row)))
-        self._append("signals", row)
+                     (at, _text(row.get("symbol")), _text(status), _text(tier), line))
+        self._append_line("signals", line)
 
     def fill(self, fill: Fill) -> None:
         self._insert("INSERT INTO fills (at, symbol, side, quantity, price, cost, reason) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -277,12 +316,15 @@ class RuntimeStore:
             return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
 
         where, args = span("at")
-        signals = con.execute(f"SELECT status, tier FROM signals{where}", args).fetchall()
+        # counted by SQLite (a day of 1m candles is thousands of rows per export), in order of first appearance
+        groups = con.execute(f"SELECT status, tier, COUNT(*) FROM signals{where} GROUP BY status, tier "
+                             f"ORDER BY MIN(at), MIN(id)", args).fetchall()
         by_tier: dict[str, int] = {}
         by_status: dict[str, int] = {}
-        for r in signals:
-            by_tier[r["tier"] or "none"] = by_tier.get(r["tier"] or "none", 0) + 1
-            by_status[r["status"] or "none"] = by_status.get(r["status"] or "none", 0) + 1
+        for status, tier, n in groups:
+            by_tier[tier or "none"] = by_tier.get(tier or "none", 0) + n
+            by_status[status or "none"] = by_status.get(status or "none", 0) + n
+        n_signals = sum(n for _, _, n in groups)
 
         where_t, args_t = span("exit_time")
         net = np.array([r[0] for r in con.execute(f"SELECT net_pnl FROM trades{where_t} ORDER BY id", args_t)],
@@ -310,7 +352,7 @@ class RuntimeStore:
             "window": None if window is None else str(window),
             "from": start,
             "to": end,
-            "signals": {"total": len(signals), "emitted": by_status.get("emitted", 0), "by_tier": by_tier,
+            "signals": {"total": n_signals, "emitted": by_status.get("emitted", 0), "by_tier": by_tier,
                         "by_status": by_status},
             "trades": len(net),
             "wins": wins,
@@ -343,6 +385,7 @@ class RuntimeStore:
         return path
 
     def close(self) -> None:
+        self._close_files()
         if self._con is not None:
             self._con.close()
             self._con = None
@@ -364,14 +407,26 @@ class RuntimeStore:
         self._connection().execute(sql, args)
 
     def _append(self, name: str, row: dict) -> None:
-        if self._pending_lines is not None:   # written once the candle's transaction commits
-            self._pending_lines.append((name, _dumps(row)))
-        else:
-            self._write_line(name, _dumps(row))
+        self._append_line(name, _dumps(row))
 
-    def _write_line(self, name: str, line: str) -> None:
-        with self.jsonl[name].open("a", encoding="utf-8") as f:
-            f.write(line + "\n")
+    def _append_line(self, name: str, line: str) -> None:
+        if self._pending_lines is not None:   # written once the candle's transaction commits
+            self._pending_lines.append((name, line))
+        else:
+            self._write_line(name, line)
+
+    def _write_line(self, name: str, line: str, flush: bool = True) -> None:
+        f = self._files.get(name)
+        if f is None:   # kept open: opening the file per line cost as much as the line's SQL
+            f = self._files[name] = self.jsonl[name].open("a", encoding="utf-8")
+        f.write(line + "\n")
+        if flush:
+            f.flush()
+
+    def _close_files(self) -> None:
+        files, self._files = self._files, {}
+        for f in files.values():
+            f.close()
 
     def _newest(self) -> str | None:
         con = self._connection()
@@ -398,7 +453,9 @@ class RuntimeStore:
             clauses.append("at <= ?")
             args.append(end)
         where = " WHERE " + " AND ".join(clauses) if clauses else ""
-        values += [r[0] for r in con.execute(f"SELECT equity FROM equity{where} ORDER BY at, id", args)]
+        rows = con.cursor()
+        rows.row_factory = None   # plain tuples: a day of 1m equity points is read at every export
+        values += [r[0] for r in rows.execute(f"SELECT equity FROM equity{where} ORDER BY at, id", args)]
         return np.asarray(values, dtype=np.float64)
 
 

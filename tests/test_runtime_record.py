@@ -107,3 +107,26 @@ def test_jsonl_lines_after_a_rebuild_land_in_the_rebuilt_file(tmp_path):
     assert lines == ["first", "second", "third"]
     store.close()
     assert [json.loads(line)["kind"] for line in (tmp_path / "events.jsonl").read_text().splitlines()] == lines
+
+
+def test_the_checkpoint_text_is_the_snapshot_as_json_through_trades_and_nan():
+    from types import SimpleNamespace
+
+    from trainer.runtime.checkpoint import snapshot_json
+    runtime = _Bare(Guardrails(10_000.0))
+    runtime.drift = DriftMonitor({"win_rate": 0.5}, {"win_rate": 0.05}, window_trades=4, window_candles=5)
+    runtime.engine = SimpleNamespace(_emitted=[(T0, "high")])
+
+    def plain():
+        return json.dumps(json_safe(snapshot(runtime)), sort_keys=True, allow_nan=False)
+
+    assert snapshot_json(runtime) == plain()
+    for i in range(9):
+        runtime.drift.on_signal(i % 2 == 0)
+        if i % 3 == 0:
+            runtime.drift.on_trade(0.01 * (i - 4))
+        runtime.candles_seen += 1
+        assert snapshot_json(runtime) == plain()
+        assert json.loads(snapshot_json(runtime))["drift"] == runtime.drift.state()
+    runtime.drift.on_trade(math.nan)   # not JSON: written as null, as the store writes any value
+    assert snapshot_json(runtime) == plain() and json.loads(snapshot_json(runtime))["drift"]["returns"][-1] is None

@@ -9,6 +9,7 @@ curve is not part of it: it is read back from the store's ``equity`` table.
 """
 from __future__ import annotations
 
+import json
 import math
 from collections import deque
 from dataclasses import asdict
@@ -100,6 +101,30 @@ def _breaches(breaches: list) -> list[dict]:
 
 
 _BREACH_ROWS: list = []   # [the list, its breaches when last seen, their rows]: one session's list at a time
+
+
+_ENCODE = json.JSONEncoder(sort_keys=True, allow_nan=False).encode
+_DRIFT_SLOT = "\x00drift\x00"   # stands in for the drift state while the rest is encoded
+_RETURNS: list = [None, ""]   # [the drift trade window last encoded, its JSON]
+
+
+def snapshot_json(runtime) -> str:
+    """``snapshot`` as the JSON text ``json.dumps(..., sort_keys=True)`` writes (made JSON-safe when it is not
+    plain), with the drift monitor's trade window encoded once per closed trade: its floats were most of the
+    cost of the checkpoint a session writes after every candle."""
+    from trainer.runtime.store import json_safe
+    state = snapshot(runtime)
+    try:
+        drift = state.get("drift")
+        if drift is None or set(drift) != {"alerting", "returns", "sides"}:
+            return _ENCODE(state)
+        if _RETURNS[0] != drift["returns"]:
+            _RETURNS[:] = [drift["returns"], _ENCODE(drift["returns"])]
+        drift_text = (f'{{"alerting": {_ENCODE(drift["alerting"])}, "returns": {_RETURNS[1]}, '
+                      f'"sides": {_ENCODE(drift["sides"])}}}')
+        return _ENCODE({**state, "drift": _DRIFT_SLOT}).replace(_ENCODE(_DRIFT_SLOT), drift_text, 1)
+    except (TypeError, ValueError):   # NaN or a non-JSON value somewhere: the store's conversion
+        return json.dumps(json_safe(state), sort_keys=True, allow_nan=False)
 
 
 def restore(runtime, state: dict) -> None:

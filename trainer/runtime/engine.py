@@ -96,14 +96,14 @@ class Runtime:
         writes, the checkpoint and the last-candle markers commit together."""
         if self.stopped:
             return False
-        from trainer.runtime.checkpoint import snapshot
+        from trainer.runtime.checkpoint import snapshot_json
         if candles is None:
             candles = {s: h.iloc[-1] for s, h in histories.items()}
         with self.store.candle():
             going = self._process(at, histories, candles)
             for symbol, candle in candles.items():
                 self.last_candle[symbol] = pd.Timestamp(candle["timestamp"])
-            self.store.put_state("checkpoint", snapshot(self), plain=True)
+            self.store.put_state_json("checkpoint", snapshot_json(self))
         for hook in self.after_commit:
             hook(at)
         return going

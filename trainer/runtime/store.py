@@ -145,11 +145,11 @@ def json_safe(obj):
     return str(obj)
 
 
-def _dumps(obj, check_keys: bool = True) -> str:
+def _dumps(obj) -> str:
     """``obj`` as JSON through ``json_safe``; plain JSON values (str keys, finite floats) skip its walk, which
     cost more than the rest of a replayed candle's record (anything else makes ``json.dumps`` raise)."""
     try:
-        if not check_keys or _plain_keys(obj):
+        if _plain_keys(obj):
             return json.dumps(obj, sort_keys=True, allow_nan=False)
     except (TypeError, ValueError):   # a timestamp, a numpy integer, NaN/inf: the full conversion
         pass
@@ -216,13 +216,17 @@ class RuntimeStore:
         for name in {name for name, _ in lines}:   # in the OS's hands before the next candle starts
             self._files[name].flush()
 
-    def put_state(self, key: str, value, plain: bool = False) -> None:
-        """Store a JSON value under ``key`` (replacing it), inside the open transaction if there is one.
-        ``plain``: the caller built ``value`` with str keys only (the checkpoint), so they go unchecked."""
+    def put_state(self, key: str, value) -> None:
+        """Store a JSON value under ``key`` (replacing it), inside the open transaction if there is one."""
         # an upsert rewrites the row in place (INSERT OR REPLACE deletes and reinserts it, index included)
         self._connection().execute("INSERT INTO state (key, value_json) VALUES (?, ?) ON CONFLICT (key) "
                                    "DO UPDATE SET value_json = excluded.value_json",
-                                   (str(key), _dumps(value, check_keys=not plain)))
+                                   (str(key), _dumps(value)))
+
+    def put_state_json(self, key: str, text: str) -> None:
+        """``put_state`` of a value already encoded as JSON text."""
+        self._connection().execute("INSERT INTO state (key, value_json) VALUES (?, ?) ON CONFLICT (key) "
+                                   "DO UPDATE SET value_json = excluded.value_json", (str(key), str(text)))
 
     def get_state(self, key: str, default=None):
         try:
@@ -321,10 +325,11 @@ class RuntimeStore:
                              f"ORDER BY MIN(at), MIN(id)", args).fetchall()
         by_tier: dict[str, int] = {}
         by_status: dict[str, int] = {}
+        n_signals = 0
         for status, tier, n in groups:
             by_tier[tier or "none"] = by_tier.get(tier or "none", 0) + n
             by_status[status or "none"] = by_status.get(status or "none", 0) + n
-        n_signals = sum(n for _, _, n in groups)
+            n_signals += n
 
         where_t, args_t = span("exit_time")
         net = np.array([r[0] for r in con.execute(f"SELECT net_pnl FROM trades{where_t} ORDER BY id", args_t)],

@@ -162,17 +162,23 @@ def test_the_staging_folder_of_a_live_registration_is_left_alone(tmp_path, templ
     assert not live.exists()
 
 
-def test_reading_the_link_path_reconciles_every_slot(template):
-    root = template / "registry"
-    reg = Registry(root)
-    eth = reg.promoted(OTHER)
-    # a link left by a killed first promotion (a folder with no row) and a damaged link of another slot
+def _orphan_link(root: Path) -> Path:
+    """The BTC slot's link pointing at a version folder no row registered (a killed first promotion)."""
     orphan = root / "models" / "lightgbm_BTC_1m_orphan" / "v1"
     orphan.mkdir(parents=True)
     (orphan / "model_card.json").write_text(json.dumps({"run_id": "never-registered"}))
     link = root / "promoted" / "BTC" / "1m" / "direction_h1"
     link.parent.mkdir(parents=True, exist_ok=True)
     link.symlink_to(os.path.relpath(orphan, link.parent))
+    return link
+
+
+def test_reading_the_link_path_reconciles_every_slot(template):
+    root = template / "registry"
+    reg = Registry(root)
+    eth = reg.promoted(OTHER)
+    # a link left by a killed first promotion (a folder with no row) and a damaged link of another slot
+    link = _orphan_link(root)
     (root / "promoted" / "ETH" / "1m" / "direction_h1").unlink()
     assert reg.promoted_path(SLOT) == link
     assert not link.exists() and not link.is_symlink()
@@ -182,12 +188,7 @@ def test_reading_the_link_path_reconciles_every_slot(template):
 def test_load_model_through_a_link_asks_the_registry(template):
     from trainer.model_dir import load_model
     root = template / "registry"
-    orphan = root / "models" / "lightgbm_BTC_1m_orphan" / "v1"
-    orphan.mkdir(parents=True)
-    (orphan / "model_card.json").write_text(json.dumps({"run_id": "never-registered"}))
-    link = root / "promoted" / "BTC" / "1m" / "direction_h1"
-    link.parent.mkdir(parents=True, exist_ok=True)
-    link.symlink_to(os.path.relpath(orphan, link.parent))
+    link = _orphan_link(root)
     with pytest.raises(UserError, match=f"no model is promoted in slot {SLOT}"):
         load_model(link)
     assert not link.is_symlink()

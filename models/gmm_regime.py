@@ -10,6 +10,7 @@ mixture's parameters are saved as safetensors and the GaussianMixture rebuilt fr
 boosters as LightGBM text."""
 import json
 import logging
+import re
 from pathlib import Path
 
 import lightgbm as lgb
@@ -30,6 +31,7 @@ NAME = "gmm_regime"
 _GMM = "gmm.safetensors"
 _META = "gmm_regime.json"
 _GLOBAL = "global"
+_BOOSTER_KEY = re.compile(r"(global|regime_[0-9]{1,4})\Z")
 _EPS = 1e-7
 _GMM_ARRAYS = ("weights_", "means_", "covariances_", "precisions_cholesky_")
 
@@ -230,6 +232,9 @@ class GMMRegimeModel(CandleModel):
                     meta["early_stopping_rounds"], meta["seed"], Task(**meta["task"]))
         model.gmm = gmm_from_arrays(load_file(str(directory / _GMM)), model.covariance_type)
         model.best_iterations = {k: int(v) for k, v in meta["best_iterations"].items()}
+        for key in [*model.best_iterations, *meta["regime_model"]]:   # keys name files: only the ones fit() makes
+            if not isinstance(key, str) or not _BOOSTER_KEY.match(key):
+                raise UserError(f"booster key {str(key)[:80]!r} is not {_GLOBAL} or regime_<n>", str(directory / _META))
         model.boosters = {k: lgb.Booster(model_file=str(directory / f"{k}.txt")) for k in model.best_iterations}
         model.regime_model = list(meta["regime_model"])
         return model

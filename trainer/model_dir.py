@@ -79,11 +79,27 @@ def check_model_files(directory: Path) -> None:
 def read_json(path: Path) -> dict:
     try:
         value = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:   # RecursionError: nested too deep
         raise UserError(f"unreadable JSON: {str(exc)[:200]}", str(path)) from None
     if not isinstance(value, dict):
         raise UserError("expected a JSON object", str(path))
     return value
+
+
+def plain_config(value, where: str):
+    """A folder's settings as an OmegaConf node, refused when a string holds an interpolation (``${...}``):
+    resolving one would read the environment (``oc.env``) or run a resolver, where a folder is only data."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str) and "${" in item:
+            raise UserError(f"a model folder's settings may not hold interpolations, found {item[:80]!r}", where)
+    return OmegaConf.create(value)
 
 
 def card_family(card: dict, where: str) -> type:
@@ -128,8 +144,9 @@ class LoadedModel:
         cls = card_family(self.card, str(directory / CARD))
         try:
             self.scaler = Standardizer.from_dict(read_json(directory / SCALER))
-            self.feature_config = OmegaConf.create(read_json(directory / FEATURES)["config"])
+            self.feature_config = plain_config(read_json(directory / FEATURES)["config"], str(directory / FEATURES))
             self.label = read_json(directory / LABEL)
+            plain_config(self.label, str(directory / LABEL))
             self.model: CandleModel = cls.load(directory)
         except UserError:
             raise

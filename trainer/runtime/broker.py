@@ -29,6 +29,7 @@ Rules
 """
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import math
 import numbers
@@ -87,6 +88,8 @@ class _Order:
 
 def utc_timestamp(value, where: str = "runtime") -> pd.Timestamp:
     """A tz-aware UTC timestamp; naive ones are refused (their zone would be a guess)."""
+    if type(value) is pd.Timestamp and value.tzinfo is dt.timezone.utc:   # already one: asked several times a candle
+        return value
     ts = pd.Timestamp(value)
     if ts is pd.NaT or pd.isna(ts):
         raise UserError("timestamp is missing", where)

@@ -71,6 +71,8 @@ STAGES = ("cpu", "gpu")
 ROUTES = ("pooled", "symbol")
 # Keys a job sets itself: a plan-wide override of them would fight the job's own (or not compose).
 _JOB_KEYS = ("model", "coin", "target", "features.select", "stage", "plan", "hydra")
+# Where files are written: a plan's jobs never carry these (see the sweeper's override checks).
+_WRITE_KEYS = ("paths", "registry.root", "data.cache_dir", "runtime")
 _NUMBERS = {
     "plan.auto_targets.top_k": (int, 1, None, "[]"),
     "plan.auto_targets.min_score": (float, None, None, "[]"),
@@ -152,6 +154,10 @@ def _base_overrides(overrides: list[str]) -> list[str]:
         if any(key == k or key.startswith(k + ".") or key.startswith(k + "/") for k in _JOB_KEYS):
             if not key.startswith(("plan", "hydra")):
                 log.warning("override %s is not passed to the jobs: the plan sets %s per job", item, key)
+            continue
+        if any(key == k or key.startswith(k + ".") for k in _WRITE_KEYS):
+            # the sweeper refuses a plan choosing where files go: the command line running the plan sets them
+            log.warning("override %s is not passed to the jobs: give it to the sweeper's command line", item)
             continue
         kept.append(item)
     return kept

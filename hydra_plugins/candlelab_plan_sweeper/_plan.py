@@ -90,9 +90,55 @@ def _job(index: int, job, where: str) -> PlanJob:
     overrides = job.get("overrides")
     if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
         raise UserError(f"job {job_id} has no 'overrides' list of strings", where)
+    for line in overrides:
+        _check_override(job_id, line, where)
     return PlanJob(id=job_id, stage=job["stage"], family=str(job.get("family") or "?"),
                    coin=str(job.get("coin") or "?"), target=str(job.get("target_name") or "?"),
                    overrides=tuple(overrides))
+
+
+# A plan may come from someone else: its overrides choose settings, never code (``_target_`` and the other
+# instantiation keys), Hydra itself (launcher, search path, callbacks, output folders) or where files are written.
+_INSTANTIATE_KEY = re.compile(r"_(target|partial|args|recursive|convert)_\Z")
+_WRITES = ("paths", "registry.root", "data.cache_dir", "plan.output", "runtime")
+
+
+def _check_override(job_id: str, line: str, where: str) -> None:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    try:
+        override = OverridesParser.create().parse_override(line)
+        value = override.value()
+    except Exception as exc:   # the grammar's own error, one line
+        raise UserError(f"job {job_id}: override {line[:120]!r} does not parse: {str(exc).splitlines()[0][:160]}",
+                        where) from None
+    key = override.key_or_group.replace("/", ".")
+    parts = key.split(".")
+    refused = None
+    if parts[0] == "hydra" or "hydra" in (override.package or "").split("."):
+        refused = "sets Hydra itself (launcher, search path, callbacks, folders)"
+    elif any(_INSTANTIATE_KEY.match(p) for p in parts) or _names_code(value):
+        refused = "names code to instantiate (_target_)"
+    elif any(key == w or key.startswith(w + ".") for w in _WRITES):
+        refused = "chooses where files are written"
+    elif "${" in line:
+        refused = "holds an interpolation (${...}), which could read the environment or other settings"
+    if refused:
+        raise UserError(f"job {job_id}: override {line[:120]!r} {refused}; a plan's jobs may only choose "
+                        f"settings", where)
+
+
+def _names_code(value) -> bool:
+    """Whether a parsed override value (a dict or list, any depth) holds an instantiation key."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if any(_INSTANTIATE_KEY.match(str(k)) for k in item):
+                return True
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def _read(path: Path) -> dict:

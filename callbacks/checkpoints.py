@@ -39,6 +39,30 @@ def check_fits(state: dict, module: torch.nn.Module, path: Path, where: str) -> 
                         "resume with the configuration it was trained with", str(path))
 
 
+def _beside(path, folder: Path) -> bool:
+    """Whether a recorded checkpoint path is a plain local file directly in ``folder`` (no URL, no ``..``)."""
+    return isinstance(path, str) and "://" not in path and "::" not in path \
+        and Path(os.path.realpath(path)).parent == folder
+
+
+def drop_foreign_paths(state: dict, folder: Path) -> bool:
+    """Forget the files a checkpoint's ModelCheckpoint states name outside ``folder``: Lightning deletes the
+    ones it replaces (recursively, through fsspec for a URL such as ``local:///...``), so a crafted checkpoint
+    could otherwise delete anything the user can. Returns whether anything was dropped."""
+    dropped = False
+    for key, cb_state in (state.get("callbacks") or {}).items():
+        if not (str(key).startswith("ModelCheckpoint") and isinstance(cb_state, dict)):
+            continue
+        for k in _PATH_KEYS:
+            if cb_state.get(k) and not _beside(cb_state[k], folder):
+                cb_state[k], dropped = "", True
+        best = cb_state.get("best_k_models")
+        if isinstance(best, dict) and any(not _beside(p, folder) for p in best):
+            cb_state["best_k_models"] = {p: v for p, v in best.items() if _beside(p, folder)}
+            dropped = True
+    return dropped
+
+
 def adopt_checkpoint(source: Path, ckpt_dir: Path, write: bool = True, module: torch.nn.Module | None = None,
                      where: str = "resume") -> Path:
     """Check ``source`` (safe load; its weights fit ``module``), then copy it and its best-* siblings into
@@ -52,12 +76,13 @@ def adopt_checkpoint(source: Path, ckpt_dir: Path, write: bool = True, module: t
     state = read_checkpoint(source, where)
     if module is not None:
         check_fits(state, module, source, where)
-    if old_dir == ckpt_dir:
+    foreign = drop_foreign_paths(state, old_dir)
+    if old_dir == ckpt_dir and not foreign:
         return source
     if not write:
         return target
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    for best in old_dir.glob("best-*.ckpt"):
+    for best in old_dir.glob("best-*.ckpt") if old_dir != ckpt_dir else ():
         read_checkpoint(best, where, ("state_dict", "epoch"))   # the fit reads it back at its end
         shutil.copy2(best, ckpt_dir / best.name)
 

@@ -210,7 +210,12 @@ def _session(cfg, mode, run_dir, resuming, values, loaded, models, symbols, sour
         "settings": values, "settings_hash": settings_hash(values), "mode": mode, "models": [m.ref for m in models],
         "started_at": started, "runs": 0}
     if resuming is not None:
-        restore(runtime, store.get_state("checkpoint") or _nothing_committed(runtime))
+        try:
+            restore(runtime, store.get_state("checkpoint") or _nothing_committed(runtime))
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError, RecursionError) as exc:
+            # a damaged or foreign stored state: refused, never half restored
+            raise UserError(f"session {run_dir}: its stored checkpoint cannot be continued ({type(exc).__name__}: "
+                            f"{str(exc)[:160]})", "runtime.resume") from None
         runtime.curve = [(pd.Timestamp(t), e) for t, e in store.equity_curve()]
         store.rebuild_jsonl()   # the database is the record: lines a kill left unwritten are written now
         store.event("resume", runtime.last_at or pd.Timestamp.now("UTC"),

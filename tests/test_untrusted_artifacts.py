@@ -258,3 +258,151 @@ def test_a_checkpoint_of_plain_data_that_is_not_a_training_state_is_refused(tmp_
     cfg = make_cfg(*RESUMABLE, f"resume={ckpt}", run_dir=tmp_path / "run")
     with pytest.raises(UserError, match="not a Lightning training checkpoint"):
         resume_checkpoint(cfg, tmp_path / "run", "hash")
+
+
+# --- settings inside a model folder ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("file, edit", [
+    ("features.json", lambda f: {**f, "config": {**f["config"], "rsi_period": "${oc.env:CANDLELAB_TEST_SECRET}"}}),
+    ("label.json", lambda f: {**f, "target": {**f["target"], "type": "${oc.env:CANDLELAB_TEST_SECRET}"}}),
+])
+def test_a_folders_settings_may_not_read_the_environment(folder, monkeypatch, file, edit):
+    monkeypatch.setenv("CANDLELAB_TEST_SECRET", "exchange-api-secret")
+    (folder / file).write_text(json.dumps(edit(json.loads((folder / file).read_text()))))
+    with pytest.raises(UserError, match="may not hold interpolations") as err:
+        load_model(folder)
+    assert err.value.where == str(folder / file) and "exchange-api-secret" not in str(err.value)
+
+
+def test_a_card_nested_too_deep_is_one_user_error(folder):
+    (folder / "model_card.json").write_text('{"a":' * 100_000 + "1" + "}" * 100_000)
+    with pytest.raises(UserError, match="unreadable JSON"):
+        load_model(folder)
+
+
+def test_a_regime_model_cannot_read_a_booster_outside_its_folder(folder, tmp_path):
+    """gmm_regime names its boosters' files by key: a key with a path in it is refused, not followed."""
+    import numpy as np
+    from safetensors.numpy import save_file
+    from sklearn.mixture import GaussianMixture
+    from models.gmm_regime import gmm_to_arrays
+
+    regime = tmp_path / "regime" / "model"
+    regime.mkdir(parents=True)
+    for f in ("model_card.json", "scaler.json", "features.json", "label.json", "config.yaml"):
+        shutil.copy2(folder / f, regime / f)
+    shutil.copy2(folder / "model.txt", tmp_path / "outside.txt")   # a booster the folder does not hold
+    card = {k: v for k, v in _card(folder).items() if k != "target_class"}
+    _write_card(regime, {**card, "family": "gmm_regime"})
+    gmm = GaussianMixture(2, covariance_type="full", random_state=0).fit(np.random.default_rng(0).normal(size=(50, 2)))
+    save_file(gmm_to_arrays(gmm), str(regime / "gmm.safetensors"))
+    task = json.loads((folder / "lightgbm.json").read_text())["task"]
+    (regime / "gmm_regime.json").write_text(json.dumps({
+        "params": {}, "n_components": 2, "covariance_type": "full", "columns": [0, 1], "max_rows": 1000,
+        "min_regime_rows": 10, "gmm_max_iter": 10, "reg_covar": 1e-6, "n_estimators": 5,
+        "early_stopping_rounds": 5, "seed": 0, "task": task,
+        "best_iterations": {"../../outside": 5}, "regime_model": ["../../outside", "../../outside"]}))
+    with pytest.raises(UserError, match="booster key '../../outside'"):
+        load_model(regime)
+
+
+# --- plan files ------------------------------------------------------------------------------------------
+
+def _plan(output_dir: Path, *extra: str) -> Path:
+    """A plan with one small LightGBM job carrying ``extra`` overrides."""
+    folder = output_dir / "plans" / "crafted"
+    folder.mkdir(parents=True)
+    job = {"id": "000_lightgbm_BTC_direction_h5", "stage": "cpu", "family": "lightgbm", "coin": "BTC",
+           "target_name": "direction_h5",
+           "overrides": ["data.rows=3000", "model=lightgbm", "coin=BTC", "target=direction", "target.horizon=5",
+                         *extra]}
+    path = folder / "master_training_plan.json"
+    path.write_text(json.dumps({"version": 1, "plan_id": "crafted", "metadata": {}, "jobs": [job]}))
+    return path
+
+
+def test_a_plan_naming_a_class_runs_nothing(tmp_path, installed_payload):
+    target, marker = installed_payload
+    out = tmp_path / "out"
+    _plan(out, f"model._target_={target}")
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    env.update(CANDLELAB_OUTPUT_DIR=str(out), PYTHONPATH=str(tmp_path / "site"), WANDB_MODE="offline")
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "-m", "hydra/sweeper=plan", "logger=none"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    _assert_one_error_line(proc, "names code to instantiate")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("line, refused", [
+    ("model.optimizer={_target_:os.system,command:'touch PWNED'}", "names code"),
+    ("+callbacks.payload._target_=os.system", "names code"),
+    ("++model.scheduler={_partial_:true}", "names code"),
+    ("hydra/launcher=joblib", "sets Hydra itself"),
+    ("hydra.searchpath=[file:///tmp]", "sets Hydra itself"),
+    ("+hydra.callbacks.x._target_=os.system", "sets Hydra itself"),
+    ("paths.output_dir=/etc", "where files are written"),
+    ("registry.root=/tmp/elsewhere", "where files are written"),
+    ("data.rows=${oc.env:HOME}", "interpolation"),
+])
+def test_a_plan_job_may_only_choose_settings(tmp_path, line, refused):
+    from hydra_plugins.candlelab_plan_sweeper._plan import load_plan
+    path = _plan(tmp_path, line)
+    with pytest.raises(UserError, match=refused) as err:
+        load_plan(path)
+    assert err.value.where == str(path)
+
+
+def test_a_plan_with_plain_settings_loads(tmp_path):
+    from hydra_plugins.candlelab_plan_sweeper._plan import load_plan
+    path = _plan(tmp_path, "coin.symbols=[BTC,ETH]", "features.select=[ret_15,rsi]", "model.params.num_leaves=7",
+                 "plan.ranked_until='2021-02-05T03:19:00+00:00'", "data.path=/data/ETH_USDT-1m.json")
+    assert len(load_plan(path).jobs[0].overrides) == 10
+
+
+def test_a_checkpoint_naming_files_elsewhere_deletes_nothing_on_resume(tmp_path):
+    """Lightning deletes the checkpoint files it replaces, by the paths a checkpoint recorded (a URL such as
+    local:///... recursively): a crafted checkpoint, plain data that a safe load accepts, names folders elsewhere."""
+    first = [*FAST_LSTM, *FAST_DATA, "callbacks.checkpoint.keep=true"]
+    proc = _cli(*[o for o in first if not o.startswith("model.max_epochs")], "model.max_epochs=1",
+                f"hydra.run.dir={tmp_path / 'first'}", f"paths.output_dir={tmp_path / 'out'}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    state = torch.load(tmp_path / "first" / "checkpoints" / "latest.ckpt", weights_only=True)
+    precious = {name: tmp_path / name for name in ("latest_victim", "best_victim")}
+    for folder in precious.values():
+        folder.mkdir()
+        (folder / "keep.txt").write_text("not a checkpoint")
+    for key, cb in state["callbacks"].items():
+        if key.startswith("ModelCheckpoint") and cb["monitor"] is None:
+            cb["best_model_path"] = f"local://{precious['latest_victim']}"
+        elif key.startswith("ModelCheckpoint"):
+            worst = f"local://{precious['best_victim']}"
+            cb.update(best_k_models={worst: torch.tensor(100.0)}, kth_best_model_path=worst,
+                      kth_value=torch.tensor(100.0), best_model_path=worst, best_model_score=torch.tensor(100.0))
+    crafted = tmp_path / "received" / "latest.ckpt"
+    crafted.parent.mkdir()
+    torch.save(state, crafted)
+    proc = _cli(*FAST_LSTM, *FAST_DATA, f"resume={crafted}", f"hydra.run.dir={tmp_path / 'resumed'}",
+                f"paths.output_dir={tmp_path / 'out'}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert all((folder / "keep.txt").is_file() for folder in precious.values())
+
+
+# --- runtime sessions ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("state", [{"version": 1, "last_candle": [1, 2]}, {"version": 1}, ["not", "a", "state"]])
+def test_a_session_with_a_foreign_stored_state_is_refused_with_one_line(tmp_path, state):
+    """A session folder's runtime.db is read as JSON only; a state it cannot continue is a user error."""
+    from runtime_world import promoted_world, runtime_overrides
+    from trainer.runtime.session import run
+    from trainer.runtime.store import RuntimeStore
+
+    base = promoted_world(tmp_path.parent.parent / "untrusted-runtime-world")   # trained once per test session
+    keep = ["runtime.mode=paper", "runtime.replay.max_candles=5"]
+    run(make_cfg(*runtime_overrides(base, *keep, f"runtime.run_dir={tmp_path / 'session'}")))
+    store = RuntimeStore(tmp_path / "session")   # the finished session, edited to look killed mid-way
+    store.put_state("session", {**store.get_state("session"), "status": "running"})
+    store.put_state("checkpoint", state)
+    store.close()
+    with pytest.raises(UserError, match="stored checkpoint cannot be continued") as err:
+        run(make_cfg(*runtime_overrides(base, *keep, f"runtime.resume={tmp_path / 'session'}")))
+    assert err.value.where == "runtime.resume"

@@ -74,6 +74,78 @@ def check_model_files(directory: Path) -> None:
             head = f.read(_HEAD_BYTES)
         if not fmt[1](head, path.stat().st_size):
             raise UserError(f"not a {fmt[0]} file", where)
+        if path.suffix.lower() == ".txt":
+            check_lightgbm_text(path)
+
+
+def _ints(value: str | None, n: int, what: str, bad) -> list[int]:
+    try:
+        out = [int(v) for v in (value or "").split()]
+    except ValueError:
+        bad(f"{what} is not a list of integers")
+    if len(out) != n:
+        bad(f"{what} has {len(out)} values, expected {n}")
+    return out
+
+
+def check_lightgbm_text(path: Path) -> None:
+    """LightGBM trusts its text model: a split on a feature or a child it does not have reads outside its
+    arrays (a crash), a child pointing back loops forever, wrong tree sizes misplace its reads. Refuse any
+    tree this project never writes: categorical or linear trees, and every index out of its range."""
+    where = str(path)
+
+    def bad(what: str):
+        raise UserError(f"not a LightGBM text model this project reads: {what}", where)
+
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        bad(f"{type(exc).__name__}")
+    first, end = text.find("\nTree="), text.find("\nend of trees")
+    first = end if first < 0 or first > end else first
+    if end < 0:
+        bad("no 'end of trees'")
+    header = dict(line.split("=", 1) for line in text[:first].splitlines() if "=" in line)
+    try:
+        n_features = int(header["max_feature_idx"]) + 1
+        per_iteration = int(header.get("num_tree_per_iteration", "1"))
+        sizes = [int(v) for v in header.get("tree_sizes", "").split()]
+    except (KeyError, ValueError):
+        bad("its header lacks max_feature_idx or has a malformed number")
+    blocks = text[first + 1:end + 1].split("\nTree=") if first < end else []
+    blocks = [b if i == 0 else "Tree=" + b for i, b in enumerate(blocks)]
+    if n_features < 1 or per_iteration < 1 or len(blocks) % per_iteration:
+        bad("feature or tree counts out of range")
+    if "tree_sizes" in header and sizes != [len(b) + (i < len(blocks) - 1) for i, b in enumerate(blocks)]:
+        bad("tree_sizes does not match its trees")
+    for number, block in enumerate(blocks):
+        tree = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        try:
+            n = int(tree.get("num_leaves", ""))
+        except ValueError:
+            bad(f"tree {number} has no num_leaves")
+        if not 1 <= n <= 1 << 20 or tree.get("num_cat", "0") != "0" or tree.get("is_linear", "0") != "0":
+            bad(f"tree {number}: leaves out of range, or a categorical or linear tree")
+        try:
+            values = [float(v) for v in tree.get("leaf_value", "").split()]
+        except ValueError:
+            values = []
+        if len(values) != n:
+            bad(f"tree {number}: leaf_value does not hold {n} numbers")
+        if n == 1:
+            continue
+        features = _ints(tree.get("split_feature"), n - 1, f"tree {number} split_feature", bad)
+        kinds = _ints(tree.get("decision_type"), n - 1, f"tree {number} decision_type", bad)
+        left = _ints(tree.get("left_child"), n - 1, f"tree {number} left_child", bad)
+        right = _ints(tree.get("right_child"), n - 1, f"tree {number} right_child", bad)
+        if len(tree.get("threshold", "").split()) != n - 1:
+            bad(f"tree {number}: threshold does not hold {n - 1} numbers")
+        for node in range(n - 1):
+            if not 0 <= features[node] < n_features or kinds[node] & 1:
+                bad(f"tree {number} node {node}: a split on feature {features[node]} or a categorical split")
+            for child in (left[node], right[node]):   # an inner child comes after its parent, a leaf is ~index
+                if not (node < child < n - 1 if child >= 0 else ~child < n):
+                    bad(f"tree {number} node {node}: child {child} out of range")
 
 
 def read_json(path: Path) -> dict:

@@ -8,12 +8,61 @@ import xgboost as xgb
 from omegaconf import DictConfig, OmegaConf
 
 from callbacks.boosting import xgboost_hooks
+from data.errors import UserError
 from models.base import CandleModel, FitContext, FitReport, Rows, Task, sample_weights
 from trainer.devices import tree_gpu
 
 _WEIGHTS = "model.json"
 _META = "xgboost.json"
 # objective, eval metrics (the last one early-stops; the first is shown as val/acc or val/mae)
+def check_trees(saved: dict, where: str) -> None:
+    """XGBoost trusts its JSON model: a split on a feature or a child it does not have reads outside its
+    arrays (a crash at prediction). Refuse any tree this project never writes: a booster other than gbtree,
+    categorical splits, and every index (features, children, output groups) out of its range."""
+    def bad(what: str):
+        raise UserError(f"not an XGBoost model this project reads: {what}", where)
+
+    try:
+        learner = saved["learner"]
+        n_features = int(learner["learner_model_param"]["num_feature"])
+        n_groups = max(1, int(learner["learner_model_param"]["num_class"]),
+                       int(learner["learner_model_param"].get("num_target", 1)))
+        booster = learner["gradient_booster"]
+        trees, info = booster["model"]["trees"], booster["model"]["tree_info"]
+        declared = int(booster["model"]["gbtree_model_param"]["num_trees"])
+    except (KeyError, TypeError, ValueError):
+        bad("no gbtree learner with feature and tree counts")
+    if booster.get("name") != "gbtree" or not isinstance(trees, list) or len(trees) != declared \
+            or not isinstance(info, list) or len(info) != declared or n_features < 1:
+        bad("not a gbtree booster whose tree counts agree")
+    if any(not isinstance(g, int) or not 0 <= g < n_groups for g in info):
+        bad("a tree's output group out of range")
+    keys = ("left_children", "right_children", "split_indices", "split_conditions", "default_left", "parents",
+            "base_weights", "split_type")
+    for number, tree in enumerate(trees):
+        try:
+            n = int(tree["tree_param"]["num_nodes"])
+            arrays = [tree[k] for k in keys]
+            left, right, features = arrays[:3]
+        except (KeyError, TypeError, ValueError):
+            bad(f"tree {number} lacks its node arrays")
+        if n < 1 or any(not isinstance(a, list) or len(a) != n for a in arrays) \
+                or any(t != 0 for t in tree["split_type"]):
+            bad(f"tree {number}: node arrays of other lengths than {n}, or a categorical split")
+        seen, stack = set(), [0]   # from the root, every node reached once: no loop, no shared child
+        while stack:
+            node = stack.pop()
+            l, r, f = left[node], right[node], features[node]
+            if node in seen or not all(isinstance(v, int) for v in (l, r, f)):
+                bad(f"tree {number} node {node}: reached twice, or indices that are not integers")
+            seen.add(node)
+            if l == -1 and r == -1:
+                continue
+            if not (0 <= l < n and 0 <= r < n and 0 <= f < n_features):
+                bad(f"tree {number} node {node}: child {l}/{r} or feature {f} out of range")
+            stack += [l, r]
+
+
 _OBJECTIVES = {"binary": ("binary:logistic", ["error", "logloss"]),
                "multiclass": ("multi:softprob", ["merror", "mlogloss"]),
                "regression": ("reg:squarederror", ["mae", "rmse"])}
@@ -90,6 +139,7 @@ class XGBoostModel(CandleModel):
     def load(cls, directory: Path) -> "XGBoostModel":
         meta = json.loads((directory / _META).read_text())
         model = cls(meta["params"], task=Task(**meta["task"]))
+        check_trees(json.loads((directory / _WEIGHTS).read_text()), str(directory / _WEIGHTS))
         model.booster = xgb.Booster()
         model.booster.load_model(str(directory / _WEIGHTS))
         model.best_iteration = meta["best_iteration"]

@@ -444,3 +444,30 @@ def test_lightgbm_tree_sizes_must_match_the_trees(folder):
     (folder / "model.txt").write_text(text.replace("tree_sizes=" + sizes, "tree_sizes=99999999" + sizes[4:], 1))
     with pytest.raises(UserError, match="tree_sizes does not match"):
         load_model(folder)
+
+
+@pytest.fixture(scope="module")
+def trained_xgboost(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("trained_xgboost")
+    return Path(train(make_cfg("model=xgboost", "model.n_estimators=10", *FAST_DATA, run_dir=out))["model_path"])
+
+
+@pytest.mark.parametrize("key, value, refused", [
+    ("split_indices", 99999999, "feature 99999999 out of range"),
+    ("left_children", 99999, "child 99999/"),
+    ("left_children", 0, "reached twice"),   # a loop back to the root
+])
+def test_an_xgboost_tree_indexing_outside_its_arrays_is_refused(trained_xgboost, tmp_path, key, value, refused):
+    """XGBoost trusts its JSON model: such a tree crashed the process at prediction; it is refused on load."""
+    folder = tmp_path / "model"
+    shutil.copytree(trained_xgboost, folder)
+    saved = json.loads((folder / "model.json").read_text())
+    saved["learner"]["gradient_booster"]["model"]["trees"][0][key][0] = value
+    (folder / "model.json").write_text(json.dumps(saved))
+    with pytest.raises(UserError, match=refused) as err:
+        load_model(folder)
+    assert err.value.where == str(folder / "model.json")
+
+
+def test_an_untouched_xgboost_folder_loads(trained_xgboost):
+    assert load_model(trained_xgboost).card["family"] == "xgboost"

@@ -205,10 +205,7 @@ class Registry:
         Refuses a model whose gates did not pass unless ``force``. Returns the row with ``promoted`` (False when
         it already was) and ``previous`` (``"id:version"`` of the model it replaced, or None)."""
         with self._write() as tx:
-            row = self._get_in(tx.con, model_id, version)
-            if not _gates_passed(row) and not force:
-                raise UserError(f"{_ref(row)} failed its promotion gates; pass force=True (--force) to promote it "
-                                "anyway", row["slot"])
+            row = _passed_or_forced(self._get_in(tx.con, model_id, version), force, "promote it")
             current = self._promoted_in(tx.con, row["slot"])
             if current is not None and _key(current) == _key(row):
                 self._point_link(tx, row)   # heal a link a crashed writer may have left elsewhere
@@ -225,10 +222,7 @@ class Registry:
         replacing the slot's promoted model; the family's previous member steps down. Refuses a model whose
         gates failed unless ``force``, and a family whose member is the slot's promoted model (promote instead)."""
         with self._write() as tx:
-            row = self._get_in(tx.con, model_id, version)
-            if not _gates_passed(row) and not force:
-                raise UserError(f"{_ref(row)} failed its promotion gates; pass force=True (--force) to make it a "
-                                "member anyway", row["slot"])
+            row = _passed_or_forced(self._get_in(tx.con, model_id, version), force, "make it a member")
             current = self._promoted_in(tx.con, row["slot"])
             if current is not None and current["family"] == row["family"] and _key(current) != _key(row):
                 raise UserError(f"the {row['family']} member of {row['slot']} is its promoted model "
@@ -635,6 +629,14 @@ def _next_version(con: sqlite3.Connection, model_id: str) -> int:
     con.execute("INSERT INTO version_counters (model_id, last_version) VALUES (?, 1) ON CONFLICT (model_id) DO "
                 "UPDATE SET last_version = last_version + 1", (model_id,))
     return con.execute("SELECT last_version FROM version_counters WHERE model_id = ?", (model_id,)).fetchone()[0]
+
+
+def _passed_or_forced(row: dict, force: bool, action: str) -> dict:
+    """The row, unless its gates failed and the caller did not force ``action``."""
+    if not _gates_passed(row) and not force:
+        raise UserError(f"{_ref(row)} failed its promotion gates; pass force=True (--force) to {action} anyway",
+                        row["slot"])
+    return row
 
 
 def _gates_passed(row: dict) -> bool:

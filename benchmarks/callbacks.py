@@ -11,6 +11,7 @@ boosting round, real sinks, every 10th call reporting, as a share of one measure
 Latency: a token is cancelled from another thread at a random moment of the fit; the time from
 `cancel()` to `train()` returning (checkpoint/partial model and result.json written) is recorded.
 """
+
 import argparse
 import json
 import os
@@ -40,12 +41,24 @@ OVERHEAD = {
 }
 LATENCY = {
     "lstm": ["model=lstm", "model.max_epochs=100", "model.patience=100"],
-    "lightgbm": ["model=lightgbm", "model.n_estimators=100000", "model.early_stopping_rounds=100000",
-                 "model.params.learning_rate=0.0001"],
-    "xgboost": ["model=xgboost", "model.n_estimators=100000", "model.early_stopping_rounds=100000",
-                "model.params.learning_rate=0.0001"],
-    "catboost": ["model=catboost", "model.n_estimators=100000", "model.early_stopping_rounds=100000",
-                 "model.params.learning_rate=0.0001"],
+    "lightgbm": [
+        "model=lightgbm",
+        "model.n_estimators=100000",
+        "model.early_stopping_rounds=100000",
+        "model.params.learning_rate=0.0001",
+    ],
+    "xgboost": [
+        "model=xgboost",
+        "model.n_estimators=100000",
+        "model.early_stopping_rounds=100000",
+        "model.params.learning_rate=0.0001",
+    ],
+    "catboost": [
+        "model=catboost",
+        "model.n_estimators=100000",
+        "model.early_stopping_rounds=100000",
+        "model.params.learning_rate=0.0001",
+    ],
 }
 
 
@@ -61,16 +74,21 @@ def fit_seconds(overrides, hooks: bool) -> float:
 
 
 def overhead(family: str, pairs: int) -> dict:
-    fit_seconds(OVERHEAD[family], True)   # warm caches and imports
+    fit_seconds(OVERHEAD[family], True)  # warm caches and imports
     on, off = [], []
-    for i in range(pairs):                # ABBA order, so drift in machine load hits both alike
-        for hooks in ((True, False) if i % 2 == 0 else (False, True)):
+    for i in range(pairs):  # ABBA order, so drift in machine load hits both alike
+        for hooks in (True, False) if i % 2 == 0 else (False, True):
             (on if hooks else off).append(fit_seconds(OVERHEAD[family], hooks))
     m_on, m_off = statistics.median(on), statistics.median(off)
-    return {"with_hooks_s": on, "without_hooks_s": off, "median_with_s": m_on, "median_without_s": m_off,
-            "overhead_pct": 100.0 * (m_on - m_off) / m_off,
-            "overhead_pct_of_minimums": 100.0 * (min(on) - min(off)) / min(off),
-            "noise_pct": 100.0 * (max(off) - min(off)) / min(off)}
+    return {
+        "with_hooks_s": on,
+        "without_hooks_s": off,
+        "median_with_s": m_on,
+        "median_without_s": m_off,
+        "overhead_pct": 100.0 * (m_on - m_off) / m_off,
+        "overhead_pct_of_minimums": 100.0 * (min(on) - min(off)) / min(off),
+        "noise_pct": 100.0 * (max(off) - min(off)) / min(off),
+    }
 
 
 def latency_trial(family: str, rng: random.Random) -> dict:
@@ -80,23 +98,28 @@ def latency_trial(family: str, rng: random.Random) -> dict:
     def on_event(event):
         if event.kind == "step":
             marks["steps"].append(time.perf_counter())
-            if "timer" not in marks:   # the fit is running: cancel at a random moment from another thread
+            if "timer" not in marks:  # the fit is running: cancel at a random moment from another thread
+
                 def fire():
                     marks["cancel"] = time.perf_counter()
                     token.cancel("benchmark")
+
                 marks["timer"] = threading.Timer(rng.uniform(0.05, 0.4), fire)
                 marks["timer"].start()
 
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = cfg_for(*LATENCY[family], *COMMON, "data.rows=20000", "callbacks.progress.every_n_batches=1",
-                      f"paths.run_dir={tmp}")
+        cfg = cfg_for(
+            *LATENCY[family], *COMMON, "data.rows=20000", "callbacks.progress.every_n_batches=1", f"paths.run_dir={tmp}"
+        )
         result = train(cfg, progress_callback=on_event, cancellation_token=token)
         returned = time.perf_counter()
     assert result["status"] == "cancelled", result["status"]
     steps = marks["steps"]
     gaps = [b - a for a, b in zip(steps, steps[1:])]
-    return {"latency_ms": 1000 * (returned - marks["cancel"]),
-            "step_ms": 1000 * statistics.median(gaps) if gaps else None}
+    return {
+        "latency_ms": 1000 * (returned - marks["cancel"]),
+        "step_ms": 1000 * statistics.median(gaps) if gaps else None,
+    }
 
 
 def hook_cost_us(family: str, calls: int = 20000) -> float:
@@ -118,20 +141,22 @@ def hook_cost_us(family: str, calls: int = 20000) -> float:
         token = CancellationToken(stop_file=Path(tmp) / "STOP")
         if family == "lstm":
             progress, cancel = ProgressCallback(reporter, 10), CancelCallback(token, Path(tmp) / "c.ckpt", 5)
-            trainer = SimpleNamespace(global_step=0, num_training_batches=1000, max_epochs=10, current_epoch=0,
-                                      received_sigterm=False)
+            trainer = SimpleNamespace(
+                global_step=0, num_training_batches=1000, max_epochs=10, current_epoch=0, received_sigterm=False
+            )
             outputs = {"loss": torch.tensor(0.69)}
 
             def call(i):
                 trainer.global_step = i
                 progress.on_train_batch_end(trainer, None, outputs, None, i)
                 cancel.on_train_batch_end(trainer, None, outputs, None, i)
-        else:   # the three tree hooks share _round; LightGBM's wrapper stands for them
+        else:  # the three tree hooks share _round; LightGBM's wrapper stands for them
             hooks = LightGBMHooks(reporter, token, 10, calls)
             results = [("train", "binary_logloss", 0.69, False), ("val", "binary_logloss", 0.69, False)]
 
             def call(i):
                 hooks(lgb.callback.CallbackEnv(None, {}, i, 0, calls, results))
+
         start = time.perf_counter()
         for i in range(calls):
             call(i)
@@ -165,21 +190,30 @@ def main() -> None:
             "overhead": ov,
             "hook_us_per_step": cost,
             "hook_overhead_pct": 100.0 * cost / (1000.0 * step),
-            "latency_ms": {"p50": pct(lat, 0.5), "p95": pct(lat, 0.95), "max": max(lat), "trials": len(lat),
-                           "all": lat},
+            "latency_ms": {
+                "p50": pct(lat, 0.5),
+                "p95": pct(lat, 0.95),
+                "max": max(lat),
+                "trials": len(lat),
+                "all": lat,
+            },
             "one_step_ms": step,
             "latency_target_ms": 50 + step,
         }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))
-    print(f"{'family':<10} {'fit w/ hooks':>13} {'w/o hooks':>10} {'overhead':>9} {'(of mins)':>9} {'noise':>7} "
-          f"{'hook/step':>10} {'hook %':>7} {'cancel p50':>11} {'p95':>8} {'1 step':>8} {'target p95':>11}")
+    print(
+        f"{'family':<10} {'fit w/ hooks':>13} {'w/o hooks':>10} {'overhead':>9} {'(of mins)':>9} {'noise':>7} "
+        f"{'hook/step':>10} {'hook %':>7} {'cancel p50':>11} {'p95':>8} {'1 step':>8} {'target p95':>11}"
+    )
     for family, r in report["families"].items():
         o, lt = r["overhead"], r["latency_ms"]
-        print(f"{family:<10} {o['median_with_s']:>12.2f}s {o['median_without_s']:>9.2f}s {o['overhead_pct']:>8.2f}% "
-              f"{o['overhead_pct_of_minimums']:>8.2f}% {o['noise_pct']:>6.1f}% "
-              f"{r['hook_us_per_step']:>8.1f}us {r['hook_overhead_pct']:>6.2f}% "
-              f"{lt['p50']:>9.1f}ms {lt['p95']:>6.1f}ms {r['one_step_ms']:>6.1f}ms {r['latency_target_ms']:>9.1f}ms")
+        print(
+            f"{family:<10} {o['median_with_s']:>12.2f}s {o['median_without_s']:>9.2f}s {o['overhead_pct']:>8.2f}% "
+            f"{o['overhead_pct_of_minimums']:>8.2f}% {o['noise_pct']:>6.1f}% "
+            f"{r['hook_us_per_step']:>8.1f}us {r['hook_overhead_pct']:>6.2f}% "
+            f"{lt['p50']:>9.1f}ms {lt['p95']:>6.1f}ms {r['one_step_ms']:>6.1f}ms {r['latency_target_ms']:>9.1f}ms"
+        )
     print(f"written: {args.out}")
 
 

@@ -34,6 +34,7 @@ Targets: GPU utilisation >= 90% during the LSTM epoch on an H100; hooks < 1% of 
 Without a CUDA GPU the CPU numbers are measured, the GPU columns read "n/a (no CUDA GPU)", and the
 script exits 0 with a one-line note.
 """
+
 import argparse
 import json
 import os
@@ -58,16 +59,21 @@ import torch  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 
 from callbacks.cancel import CancellationToken  # noqa: E402
+from core.devices import resolve_device  # noqa: E402
 from trainer import train  # noqa: E402
-from trainer.devices import resolve_device  # noqa: E402
 
 NO_GPU = "n/a (no CUDA GPU)"
 FAMILIES = {
     "lstm": ["model=lstm", "model.hidden=128", "model.layers=3", "model.window=60"],
     "transformer": ["model=transformer", "model.window=60"],
 }
-COMMON = ["logger=none", "eval.leakage.shuffled_control=false", "eval.trading.enabled=false",
-          "registry.enabled=false", "model.patience=1000"]
+COMMON = [
+    "logger=none",
+    "eval.leakage.shuffled_control=false",
+    "eval.trading.enabled=false",
+    "registry.enabled=false",
+    "model.patience=1000",
+]
 SAMPLE_MS = 200
 UTIL_TARGET_PCT = 90.0
 HOOKS_TARGET_PCT = 1.0
@@ -108,11 +114,15 @@ class UtilSampler:
             try:
                 if pynvml is not None:
                     self._nvml, self._handle = pynvml, self._nvml_handle(pynvml, gpu_id)
-                    pynvml.nvmlDeviceGetUtilizationRates(self._handle)   # fails here where unsupported (MIG)
+                    pynvml.nvmlDeviceGetUtilizationRates(self._handle)  # fails here where unsupported (MIG)
                     self.source = "pynvml"
                 elif shutil.which("nvidia-smi"):
-                    subprocess.run(["nvidia-smi", "-i", gpu_id, "--query-gpu=utilization.gpu",
-                                    "--format=csv,noheader,nounits"], check=True, capture_output=True, timeout=30)
+                    subprocess.run(
+                        ["nvidia-smi", "-i", gpu_id, "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
+                        check=True,
+                        capture_output=True,
+                        timeout=30,
+                    )
                     self.source = "nvidia-smi"
                 else:
                     self.error = "neither pynvml nor nvidia-smi available"
@@ -129,7 +139,7 @@ class UtilSampler:
             return pynvml.nvmlDeviceGetHandleByIndex(int(gpu_id))
         try:
             return pynvml.nvmlDeviceGetHandleByUUID(gpu_id)
-        except Exception:   # older bindings take bytes
+        except Exception:  # older bindings take bytes
             return pynvml.nvmlDeviceGetHandleByUUID(gpu_id.encode())
 
     def start(self) -> None:
@@ -139,9 +149,19 @@ class UtilSampler:
         elif self.source == "nvidia-smi":
             # the timestamp column dates each sample even if the pipe delivers lines late
             self._proc = subprocess.Popen(
-                ["nvidia-smi", "-i", self.gpu_id, "--query-gpu=timestamp,utilization.gpu,memory.used",
-                 "--format=csv,noheader,nounits", "-lms", str(SAMPLE_MS)],
-                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                [
+                    "nvidia-smi",
+                    "-i",
+                    self.gpu_id,
+                    "--query-gpu=timestamp,utilization.gpu,memory.used",
+                    "--format=csv,noheader,nounits",
+                    "-lms",
+                    str(SAMPLE_MS),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            )
             self._thread = threading.Thread(target=self._read_smi, daemon=True)
         else:
             return
@@ -177,7 +197,7 @@ class UtilSampler:
                 except ValueError:
                     stamp = time.time()
                 self.samples.append((stamp, float(parts[1]), float(parts[2])))
-            except (IndexError, ValueError):   # "[N/A]" or "[Not Supported]"
+            except (IndexError, ValueError):  # "[N/A]" or "[Not Supported]"
                 self.error = f"nvidia-smi: {line.strip()}"
 
 
@@ -213,10 +233,12 @@ class Timeline:
 
     def steady_rate(self, batch_size: int, n_train: int | None) -> dict | None:
         """Windows per second between the first and the last step event of each epoch (summed over epochs)."""
-        def windows_through(batch, batches):   # the last batch of an epoch may be short
+
+        def windows_through(batch, batches):  # the last batch of an epoch may be short
             if n_train and batch >= batches:
                 return n_train
             return batch * batch_size
+
         windows = seconds = batches_timed = 0
         for s in self.steps().values():
             if len(s) < 2:
@@ -227,8 +249,12 @@ class Timeline:
             batches_timed += b1 - b0
         if not seconds:
             return None
-        return {"samples_per_s": windows / seconds, "windows_timed": windows, "seconds_timed": seconds,
-                "batches_timed": batches_timed}
+        return {
+            "samples_per_s": windows / seconds,
+            "windows_timed": windows,
+            "seconds_timed": seconds,
+            "batches_timed": batches_timed,
+        }
 
 
 def summarise(samples, windows) -> dict | None:
@@ -236,9 +262,14 @@ def summarise(samples, windows) -> dict | None:
     if not inside:
         return None
     util = np.array([u for u, _ in inside])
-    return {"mean": float(util.mean()), "p10": float(np.percentile(util, 10)), "p50": float(np.percentile(util, 50)),
-            "p90": float(np.percentile(util, 90)), "samples": len(inside),
-            "memory_used_max_mib": float(max(m for _, m in inside))}
+    return {
+        "mean": float(util.mean()),
+        "p10": float(np.percentile(util, 10)),
+        "p50": float(np.percentile(util, 50)),
+        "p90": float(np.percentile(util, 90)),
+        "samples": len(inside),
+        "memory_used_max_mib": float(max(m for _, m in inside)),
+    }
 
 
 def run_once(overrides: list[str], sampler: UtilSampler | None = None, stop_after_batches: int | None = None) -> dict:
@@ -274,15 +305,23 @@ def gpu_run_summary(run: dict, hooks: bool) -> dict:
     fit_s = result["run"]["phase_seconds"]["fit"]
     window = timeline.fit_window()
     ends = timeline.epoch_ends()
-    out = {"hooks": hooks, "fit_s": fit_s, "epochs_run": len(ends) if hooks else None,
-           "peak_allocated_mib": run["peak_allocated_mib"], "peak_reserved_mib": run["peak_reserved_mib"],
-           "util_fit": summarise(run["samples"], [window]) if window else None}
+    out = {
+        "hooks": hooks,
+        "fit_s": fit_s,
+        "epochs_run": len(ends) if hooks else None,
+        "peak_allocated_mib": run["peak_allocated_mib"],
+        "peak_reserved_mib": run["peak_reserved_mib"],
+        "util_fit": summarise(run["samples"], [window]) if window else None,
+    }
     if hooks and window and ends:
         epochs = len(ends)
-        out.update(epoch_s=[b - a for a, b in zip([window[0], *ends], ends)], after_epochs_s=window[1] - ends[-1],
-                   samples_per_s_fit_phase=n_train * epochs / fit_s,
-                   steady=timeline.steady_rate(run["batch_size"], n_train),
-                   util_epoch=summarise(run["samples"], timeline.epoch_windows()))
+        out.update(
+            epoch_s=[b - a for a, b in zip([window[0], *ends], ends)],
+            after_epochs_s=window[1] - ends[-1],
+            samples_per_s_fit_phase=n_train * epochs / fit_s,
+            steady=timeline.steady_rate(run["batch_size"], n_train),
+            util_epoch=summarise(run["samples"], timeline.epoch_windows()),
+        )
     return out
 
 
@@ -293,8 +332,13 @@ def median_of(runs: list[dict], key):
 
 
 def measure_family(family: str, args, gpu: bool, sampler: UtilSampler | None) -> dict:
-    base = [*FAMILIES[family], *COMMON, f"data.rows={args.rows}", f"model.max_epochs={args.epochs}",
-            f"trainer.num_threads={args.threads}"]
+    base = [
+        *FAMILIES[family],
+        *COMMON,
+        f"data.rows={args.rows}",
+        f"model.max_epochs={args.epochs}",
+        f"trainer.num_threads={args.threads}",
+    ]
     if args.batch_size:
         base.append(f"model.batch_size={args.batch_size}")
     gpu_over = [*base, "device=gpu", *([f"device.precision={args.precision}"] if args.precision else [])]
@@ -305,22 +349,29 @@ def measure_family(family: str, args, gpu: bool, sampler: UtilSampler | None) ->
     report["precision_cpu"] = str(cfg_for(*base, "device=cpu").device.precision)
 
     if gpu:
-        warm = [*gpu_over, f"data.rows={min(args.rows, 20_000)}", "model.max_epochs=1",
-                "trainer.limit_train_batches=20"]
-        run_once(warm)   # CUDA context, cuDNN handles, allocator: paid once per process, not by the timed runs
+        warm = [
+            *gpu_over,
+            f"data.rows={min(args.rows, 20_000)}",
+            "model.max_epochs=1",
+            "trainer.limit_train_batches=20",
+        ]
+        run_once(warm)  # CUDA context, cuDNN handles, allocator: paid once per process, not by the timed runs
         runs = []
-        for i in range(args.pairs):   # ABBA, so drift in machine load hits both alike
-            for hooks in ((True, False) if i % 2 == 0 else (False, True)):
+        for i in range(args.pairs):  # ABBA, so drift in machine load hits both alike
+            for hooks in (True, False) if i % 2 == 0 else (False, True):
                 run = run_once([*gpu_over, f"callbacks.hooks={str(hooks).lower()}"], sampler)
                 runs.append(gpu_run_summary(run, hooks))
                 split_rows = run["result"]["data_summary"]["rows_per_split"]
                 report["n_parameters"] = run["result"]["model_info"].get("n_parameters")
                 r = runs[-1]
                 rate = r.get("steady") or {}
-                print(f"[gpu] {family} hooks={'on ' if hooks else 'off'} fit {r['fit_s']:.1f} s"
-                      + (f", {rate['samples_per_s']:,.0f} samples/s" if rate else "")
-                      + (f", util {r['util_epoch']['mean']:.0f}%" if r.get("util_epoch") else ""),
-                      file=sys.stderr, flush=True)
+                print(
+                    f"[gpu] {family} hooks={'on ' if hooks else 'off'} fit {r['fit_s']:.1f} s"
+                    + (f", {rate['samples_per_s']:,.0f} samples/s" if rate else "")
+                    + (f", util {r['util_epoch']['mean']:.0f}%" if r.get("util_epoch") else ""),
+                    file=sys.stderr,
+                    flush=True,
+                )
         report["windows"] = split_rows
         report["batches_per_epoch"] = -(-split_rows["train"] // report["batch_size"])
         on = [r for r in runs if r["hooks"]]
@@ -332,8 +383,10 @@ def measure_family(family: str, args, gpu: bool, sampler: UtilSampler | None) ->
             "epoch_s": statistics.median(epoch_s) if epoch_s else None,
             "fit_s": median_of(on, lambda r: r["fit_s"]),
             "after_epochs_s": median_of(on, lambda r: r.get("after_epochs_s")),
-            "util_epoch": {k: median_of(on, lambda r: (r.get("util_epoch") or {}).get(k))
-                           for k in ("mean", "p10", "p50", "p90", "samples")},
+            "util_epoch": {
+                k: median_of(on, lambda r: (r.get("util_epoch") or {}).get(k))
+                for k in ("mean", "p10", "p50", "p90", "samples")
+            },
             "util_fit_mean": median_of(on, lambda r: (r.get("util_fit") or {}).get("mean")),
             "peak_allocated_mib": max(r["peak_allocated_mib"] for r in runs),
             "peak_reserved_mib": max(r["peak_reserved_mib"] for r in runs),
@@ -345,8 +398,10 @@ def measure_family(family: str, args, gpu: bool, sampler: UtilSampler | None) ->
         tail = report["gpu"]["after_epochs_s"] or 0.0
         off_s = [r["fit_s"] for r in off]
         report["hooks"] = {
-            "with_hooks_s": [r["fit_s"] for r in on], "without_hooks_s": off_s,
-            "median_with_s": m_on, "median_without_s": m_off,
+            "with_hooks_s": [r["fit_s"] for r in on],
+            "without_hooks_s": off_s,
+            "median_with_s": m_on,
+            "median_without_s": m_off,
             "overhead_pct": 100.0 * (m_on - m_off) / m_off,
             "overhead_pct_of_training": 100.0 * (m_on - m_off) / (m_off - tail) if m_off > tail else None,
             "noise_pct": 100.0 * (max(off_s) - min(off_s)) / min(off_s) if len(off_s) > 1 else None,
@@ -358,8 +413,16 @@ def measure_family(family: str, args, gpu: bool, sampler: UtilSampler | None) ->
     n_train = (cpu["result"].get("data_summary") or {}).get("rows_per_split", {}).get("train")
     rate = cpu["timeline"].steady_rate(cpu["batch_size"], n_train)
     report["cpu"] = {**(rate or {"samples_per_s": None}), "threads": args.threads, "status": cpu["result"]["status"]}
-    print(f"[cpu] {family}: " + (f"{rate['samples_per_s']:,.0f} samples/s over {rate['batches_timed']} batches"
-                                  if rate else "too few batches to time"), file=sys.stderr, flush=True)
+    print(
+        f"[cpu] {family}: "
+        + (
+            f"{rate['samples_per_s']:,.0f} samples/s over {rate['batches_timed']} batches"
+            if rate
+            else "too few batches to time"
+        ),
+        file=sys.stderr,
+        flush=True,
+    )
     g = report["gpu"]["samples_per_s"] if gpu else None
     report["gpu_over_cpu"] = g / rate["samples_per_s"] if g and rate else (None if gpu else NO_GPU)
     return report
@@ -369,13 +432,19 @@ def targets(report: dict) -> dict:
     out = {}
     lstm_gpu = report["families"].get("lstm", {}).get("gpu")
     util = lstm_gpu["util_epoch"]["mean"] if isinstance(lstm_gpu, dict) else None
-    out["lstm_gpu_util_pct"] = {"target": f">= {UTIL_TARGET_PCT:.0f} (H100)", "value": util,
-                                "met": None if util is None else util >= UTIL_TARGET_PCT}
+    out["lstm_gpu_util_pct"] = {
+        "target": f">= {UTIL_TARGET_PCT:.0f} (H100)",
+        "value": util,
+        "met": None if util is None else util >= UTIL_TARGET_PCT,
+    }
     for family, r in report["families"].items():
         if isinstance(r.get("hooks"), dict):
             pct = r["hooks"]["overhead_pct"]
-            out[f"{family}_hooks_pct"] = {"target": f"< {HOOKS_TARGET_PCT:.0f}", "value": pct,
-                                          "met": pct < HOOKS_TARGET_PCT}
+            out[f"{family}_hooks_pct"] = {
+                "target": f"< {HOOKS_TARGET_PCT:.0f}",
+                "value": pct,
+                "met": pct < HOOKS_TARGET_PCT,
+            }
     return out
 
 
@@ -403,25 +472,67 @@ def print_report(report: dict) -> None:
         g, h = r["gpu"], r["hooks"]
         if isinstance(g, dict):
             u = g["util_epoch"]
-            gpu_cells = [fmt(g["samples_per_s"], ",.0f"), fmt(g["epoch_s"], ".1f"), fmt(g["fit_s"], ".1f"),
-                         fmt(g["after_epochs_s"], ".1f"), fmt(u["mean"], ".0f", "%"), fmt(u["p10"], ".0f", "%"),
-                         fmt(u["p50"], ".0f", "%"), fmt(u["p90"], ".0f", "%"), fmt(g["util_fit_mean"], ".0f", "%"),
-                         fmt(g["peak_allocated_mib"], ",.0f")]
+            gpu_cells = [
+                fmt(g["samples_per_s"], ",.0f"),
+                fmt(g["epoch_s"], ".1f"),
+                fmt(g["fit_s"], ".1f"),
+                fmt(g["after_epochs_s"], ".1f"),
+                fmt(u["mean"], ".0f", "%"),
+                fmt(u["p10"], ".0f", "%"),
+                fmt(u["p50"], ".0f", "%"),
+                fmt(u["p90"], ".0f", "%"),
+                fmt(g["util_fit_mean"], ".0f", "%"),
+                fmt(g["peak_allocated_mib"], ",.0f"),
+            ]
         else:
             gpu_cells = [NO_GPU] * 10
-        rows.append([family, r["precision_gpu"], *gpu_cells, fmt(r["cpu"]["samples_per_s"], ",.0f"),
-                     fmt(r["gpu_over_cpu"], ".1f", "x")])
+        rows.append(
+            [
+                family,
+                r["precision_gpu"],
+                *gpu_cells,
+                fmt(r["cpu"]["samples_per_s"], ",.0f"),
+                fmt(r["gpu_over_cpu"], ".1f", "x"),
+            ]
+        )
         if isinstance(h, dict):
-            hook_rows.append([family, fmt(h["median_with_s"], ".2f", " s"), fmt(h["median_without_s"], ".2f", " s"),
-                              fmt(h["overhead_pct"], "+.2f", "%"), fmt(h["overhead_pct_of_training"], "+.2f", "%"),
-                              fmt(h["noise_pct"], ".1f", "%"), f"< {HOOKS_TARGET_PCT:.0f}%"])
+            hook_rows.append(
+                [
+                    family,
+                    fmt(h["median_with_s"], ".2f", " s"),
+                    fmt(h["median_without_s"], ".2f", " s"),
+                    fmt(h["overhead_pct"], "+.2f", "%"),
+                    fmt(h["overhead_pct_of_training"], "+.2f", "%"),
+                    fmt(h["noise_pct"], ".1f", "%"),
+                    f"< {HOOKS_TARGET_PCT:.0f}%",
+                ]
+            )
         else:
             hook_rows.append([family] + [NO_GPU] * 5 + [f"< {HOOKS_TARGET_PCT:.0f}%"])
     s = report["settings"]
-    print(f"device: {report['device']}  torch {report['torch']}  rows {s['rows']:,}  epochs {s['epochs']}  "
-          f"threads {s['threads']}  GPU utilisation from: {report['util_source'] or '-'}")
-    print_table(["family", "precision", "GPU samples/s", "epoch s", "fit s", "after epochs s", "GPU util",
-                 "p10", "p50", "p90", "util (fit phase)", "peak GPU MiB", "CPU samples/s", "GPU/CPU"], rows)
+    print(
+        f"device: {report['device']}  torch {report['torch']}  rows {s['rows']:,}  epochs {s['epochs']}  "
+        f"threads {s['threads']}  GPU utilisation from: {report['util_source'] or '-'}"
+    )
+    print_table(
+        [
+            "family",
+            "precision",
+            "GPU samples/s",
+            "epoch s",
+            "fit s",
+            "after epochs s",
+            "GPU util",
+            "p10",
+            "p50",
+            "p90",
+            "util (fit phase)",
+            "peak GPU MiB",
+            "CPU samples/s",
+            "GPU/CPU",
+        ],
+        rows,
+    )
     print()
     print_table(["family", "fit with hooks", "without", "difference", "of training", "noise", "target"], hook_rows)
     for line in failed:
@@ -455,12 +566,23 @@ def main() -> None:
     sampler = UtilSampler(gpu_ids()) if gpu else None
     report = {
         "device": torch.cuda.get_device_name(0) if gpu else "cpu only",
-        "torch": torch.__version__, "cuda": torch.version.cuda,
-        "cudnn": torch.backends.cudnn.version() if gpu else None, "lightning": pl.__version__,
-        "python": platform.python_version(), "cpus": os.cpu_count(), "quick": args.quick,
-        "settings": {"rows": args.rows, "epochs": args.epochs, "precision": args.precision or "device config",
-                     "batch_size": args.batch_size or "family config", "pairs": args.pairs,
-                     "cpu_batches": args.cpu_batches, "threads": args.threads, "common": COMMON},
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if gpu else None,
+        "lightning": pl.__version__,
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "quick": args.quick,
+        "settings": {
+            "rows": args.rows,
+            "epochs": args.epochs,
+            "precision": args.precision or "device config",
+            "batch_size": args.batch_size or "family config",
+            "pairs": args.pairs,
+            "cpu_batches": args.cpu_batches,
+            "threads": args.threads,
+            "common": COMMON,
+        },
         "util_source": sampler.source if sampler else None,
         "util_gpu_id": sampler.gpu_id if sampler else None,
         "util_error": sampler.error if sampler else None,
@@ -472,12 +594,12 @@ def main() -> None:
     for family in families:
         try:
             report["families"][family] = measure_family(family, args, gpu, sampler)
-        except Exception as exc:   # one family failing must not lose the other's numbers
+        except Exception as exc:  # one family failing must not lose the other's numbers
             failed = True
             report["families"][family] = {"error": f"{type(exc).__name__}: {exc}"}
             print(f"[error] {family}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         report["targets"] = targets(report)
-        out.write_text(json.dumps(report, indent=2, default=str))   # after each family, so a cut-off run keeps some
+        out.write_text(json.dumps(report, indent=2, default=str))  # after each family, so a cut-off run keeps some
     print_report(report)
     print(f"written: {out}")
     if not gpu:

@@ -9,6 +9,7 @@ Pooled preparation is what a run does before its fit (candles, features=full, la
 model matrix, scaler fit, float32 scaled matrix), each coin count in a fresh process so its peak RSS is its own;
 a count whose estimate exceeds the memory available is reported as refused, as a run would refuse it.
 """
+
 import argparse
 import json
 import os
@@ -34,6 +35,7 @@ from data.timeframes import to_timedelta  # noqa: E402
 def versions() -> dict:
     import numpy
     import pandas
+
     return {"python": platform.python_version(), "pandas": pandas.__version__, "numpy": numpy.__version__}
 
 
@@ -55,24 +57,28 @@ def pooled_child(coins: int, rows: int) -> dict:
     """One pooled preparation in this process: the steps trainer.pipeline takes before the fit."""
     import numpy as np
 
+    from core.errors import UserError
     from data.features import all_feature_names, feature_names
     from data.memory import available_bytes, check_fits, release_freed, train_share
     from data.providers import load_candles
     from data.scaling import Standardizer
     from data.splits import make_folds
     from data.table import feature_frames, join_labels
-    from data.errors import UserError
 
     cfg = cfg_for("features=full", f"data.rows={rows}")
     n_all, n_sel = len(all_feature_names(cfg.features)), len(feature_names(cfg.features))
     try:
         estimate = check_fits(coins * rows, coins, n_all, n_sel, train_share(cfg.split), None)
     except UserError as exc:
-        return {"coins": coins, "candles": coins * rows, "refused": exc.line(), "available_gb":
-                round((available_bytes() or 0) / 1e9, 1)}
+        return {
+            "coins": coins,
+            "candles": coins * rows,
+            "refused": exc.line(),
+            "available_gb": round((available_bytes() or 0) / 1e9, 1),
+        }
     peaks = {}
 
-    def mark(step: str) -> None:   # the process's peak so far, after each step
+    def mark(step: str) -> None:  # the process's peak so far, after each step
         peaks[step] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
     start, cpu = time.perf_counter(), time.process_time()
@@ -94,26 +100,36 @@ def pooled_child(coins: int, rows: int) -> dict:
     mark("scaled float32")
     seconds = time.perf_counter() - start
     n = sum(map(len, candles.by_symbol.values()))
-    return {"coins": coins, "candles": n, "table_rows": len(table.frame), "features": n_sel,
-            "seconds": round(seconds, 2), "cpu_s": round(time.process_time() - cpu, 2),
-            "rows_per_s": round(n / seconds),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-            "estimate_mb": round(estimate / 2**20), "X_mb": round(X.nbytes / 2**20), "X_dtype": str(X.dtype),
-            "finite": bool(np.isfinite(X[: min(len(X), 1000)]).all()), "peak_after_mb": peaks}
+    return {
+        "coins": coins,
+        "candles": n,
+        "table_rows": len(table.frame),
+        "features": n_sel,
+        "seconds": round(seconds, 2),
+        "cpu_s": round(time.process_time() - cpu, 2),
+        "rows_per_s": round(n / seconds),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "estimate_mb": round(estimate / 2**20),
+        "X_mb": round(X.nbytes / 2**20),
+        "X_dtype": str(X.dtype),
+        "finite": bool(np.isfinite(X[: min(len(X), 1000)]).all()),
+        "peak_after_mb": peaks,
+    }
 
 
 def pooled(coin_counts: list[int], rows: int) -> list[dict]:
     out = []
-    for coins in coin_counts:   # a fresh process per count: ru_maxrss is that count's own peak
-        proc = subprocess.run([sys.executable, __file__, "--child", str(coins), "--rows", str(rows)],
-                              capture_output=True, text=True)
+    for coins in coin_counts:  # a fresh process per count: ru_maxrss is that count's own peak
+        proc = subprocess.run(
+            [sys.executable, __file__, "--child", str(coins), "--rows", str(rows)], capture_output=True, text=True
+        )
         if proc.returncode != 0:
             out.append({"coins": coins, "candles": coins * rows, "failed": proc.stderr.strip().splitlines()[-1:]})
         else:
             out.append(json.loads(proc.stdout.strip().splitlines()[-1]))
         print(json.dumps(out[-1]), flush=True)
     fitted = [r for r in out if "peak_rss_mb" in r]
-    if len(fitted) >= 2:   # bytes per candle from the slope between the smallest and the largest measured count
+    if len(fitted) >= 2:  # bytes per candle from the slope between the smallest and the largest measured count
         a, b = fitted[0], fitted[-1]
         slope = (b["peak_rss_mb"] - a["peak_rss_mb"]) * 2**20 / (b["candles"] - a["candles"])
         for r in out:
@@ -139,12 +155,16 @@ def main() -> None:
         out = args.out or str(ROOT / "benchmarks" / "results" / ("pooled_quick.json" if args.quick else "pooled.json"))
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps({"versions": versions(), "rows_per_coin": rows, "pooled": results}, indent=2))
-        print(f"{'coins':>5}  {'candles':>12}  {'seconds':>8}  {'CPU s':>7}  {'rows/s':>10}  {'peak RSS MB':>11}  "
-              f"{'estimate MB':>11}")
+        print(
+            f"{'coins':>5}  {'candles':>12}  {'seconds':>8}  {'CPU s':>7}  {'rows/s':>10}  {'peak RSS MB':>11}  "
+            f"{'estimate MB':>11}"
+        )
         for r in results:
             if "peak_rss_mb" in r:
-                print(f"{r['coins']:>5}  {r['candles']:>12,}  {r['seconds']:>8.2f}  {r.get('cpu_s', 0):>7.2f}  "
-                      f"{r['rows_per_s']:>10,}  {r['peak_rss_mb']:>11,}  {r['estimate_mb']:>11,}")
+                print(
+                    f"{r['coins']:>5}  {r['candles']:>12,}  {r['seconds']:>8.2f}  {r.get('cpu_s', 0):>7.2f}  "
+                    f"{r['rows_per_s']:>10,}  {r['peak_rss_mb']:>11,}  {r['estimate_mb']:>11,}"
+                )
             else:
                 print(f"{r['coins']:>5}  {r['candles']:>12,}  {r.get('refused') or r.get('failed')}")
         print(f"written: {out}")
@@ -163,24 +183,34 @@ def main() -> None:
     rows.append(("features + labels (table build)", rows_feat, s))
 
     from trainer import train
+
     runs = {}
     for family, extra in (("lightgbm", []), ("lstm", [])):
         with tempfile.TemporaryDirectory() as tmp:
-            cfg = cfg_for(f"model={family}", "logger=none", f"paths.run_dir={tmp}",
-                          *(["data.rows=50000"] if args.quick else []), *extra)
+            cfg = cfg_for(
+                f"model={family}",
+                "logger=none",
+                f"paths.run_dir={tmp}",
+                *(["data.rows=50000"] if args.quick else []),
+                *extra,
+            )
             result, s = timed(lambda: train(cfg))
-        runs[family] = {"wall_s": round(s, 2), "accuracy": result["test_metrics"]["accuracy"],
-                        "oracle_accuracy": result["data_summary"]["oracle_accuracy"],
-                        "persistence": result["baselines"]["persistence"]["accuracy"],
-                        "phase_seconds": result["run"]["phase_seconds"],
-                        "train_rows": result["data_summary"]["rows_per_split"]["train"]}
+        runs[family] = {
+            "wall_s": round(s, 2),
+            "accuracy": result["test_metrics"]["accuracy"],
+            "oracle_accuracy": result["data_summary"]["oracle_accuracy"],
+            "persistence": result["baselines"]["persistence"]["accuracy"],
+            "phase_seconds": result["run"]["phase_seconds"],
+            "train_rows": result["data_summary"]["rows_per_split"]["train"],
+        }
         rows.append((f"default run: {family} (synthetic, {cfg.data.rows} candles)", cfg.data.rows, s))
 
     report = {
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
         "quick": args.quick,
-        "measurements": [{"what": w, "rows": n, "seconds": round(s, 3), "rows_per_s": round(n / s)}
-                         for w, n, s in rows],
+        "measurements": [
+            {"what": w, "rows": n, "seconds": round(s, 3), "rows_per_s": round(n / s)} for w, n, s in rows
+        ],
         "runs": runs,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -190,8 +220,10 @@ def main() -> None:
     for w, n, s in rows:
         print(f"{w:<{width}}  {n:>10,}  {s:>8.2f}  {n / s:>12,.0f}")
     for family, r in runs.items():
-        print(f"{family}: accuracy {r['accuracy']:.4f}  persistence {r['persistence']:.4f}  "
-              f"oracle {r['oracle_accuracy']:.4f}  phases {r['phase_seconds']}")
+        print(
+            f"{family}: accuracy {r['accuracy']:.4f}  persistence {r['persistence']:.4f}  "
+            f"oracle {r['oracle_accuracy']:.4f}  phases {r['phase_seconds']}"
+        )
     print(f"written: {args.out}")
 
 

@@ -11,6 +11,7 @@ only ``--per-candle`` candles (it costs tens of milliseconds each). candles/s = 
 the replay loop plus the precompute pass (both counted; the session's fixed costs, loading candles and models
 and the report, are in ``session_seconds``); candles per CPU second beside it, since the machine is shared.
 """
+
 import argparse
 import json
 import os
@@ -23,12 +24,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("CANDLELAB_ROOT", str(ROOT))
-TRAIN = ["model=lightgbm", "logger=none", "trainer.num_threads=2", "eval.leakage.shuffled_control=false",
-         "eval.policy.mode=fixed", "eval.trading.threshold=0.52"]
+TRAIN = [
+    "model=lightgbm",
+    "logger=none",
+    "trainer.num_threads=2",
+    "eval.leakage.shuffled_control=false",
+    "eval.policy.mode=fixed",
+    "eval.trading.threshold=0.52",
+]
 
 
 def _cfg(*overrides: str):
     from hydra import compose, initialize_config_dir
+
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return compose(config_name="config", overrides=list(overrides))
 
@@ -51,10 +59,17 @@ class _Timed:
 def _session(out: Path, rows: int, mode: str, precompute: bool, max_candles: int | None, name: str) -> dict:
     from trainer.runtime import session
     from trainer.runtime.signals import SignalEngine
+
     loop, ahead = _Timed(session.replay), _Timed(SignalEngine.precompute)
     session.replay, SignalEngine.precompute = loop, lambda self, *a, **k: ahead(self, *a, **k)
-    overrides = [f"data.rows={rows}", "logger=none", f"paths.output_dir={out}", f"runtime.mode={mode}",
-                 f"runtime.replay.precompute={str(precompute).lower()}", f"runtime.run_dir={out / name}"]
+    overrides = [
+        f"data.rows={rows}",
+        "logger=none",
+        f"paths.output_dir={out}",
+        f"runtime.mode={mode}",
+        f"runtime.replay.precompute={str(precompute).lower()}",
+        f"runtime.run_dir={out / name}",
+    ]
     if max_candles is not None:
         overrides.append(f"runtime.replay.max_candles={max_candles}")
     cfg = _cfg(*overrides)
@@ -66,12 +81,21 @@ def _session(out: Path, rows: int, mode: str, precompute: bool, max_candles: int
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     steps = summary["steps"]
     replay_wall, replay_cpu = loop.wall + ahead.wall, loop.cpu + ahead.cpu
-    return {"mode": mode, "precompute": precompute, "candles": steps, "session_seconds": round(seconds, 3),
-            "session_cpu_seconds": round(cpu, 3), "replay_seconds": round(replay_wall, 3),
-            "replay_cpu_seconds": round(replay_cpu, 3), "precompute_seconds": round(ahead.wall, 3),
-            "candles_per_s": round(steps / replay_wall, 1), "candles_per_cpu_s": round(steps / replay_cpu, 1),
-            "session_candles_per_s": round(steps / seconds, 1), "signals_emitted": summary["signals_emitted"],
-            "equity": summary["equity"]}
+    return {
+        "mode": mode,
+        "precompute": precompute,
+        "candles": steps,
+        "session_seconds": round(seconds, 3),
+        "session_cpu_seconds": round(cpu, 3),
+        "replay_seconds": round(replay_wall, 3),
+        "replay_cpu_seconds": round(replay_cpu, 3),
+        "precompute_seconds": round(ahead.wall, 3),
+        "candles_per_s": round(steps / replay_wall, 1),
+        "candles_per_cpu_s": round(steps / replay_cpu, 1),
+        "session_candles_per_s": round(steps / seconds, 1),
+        "signals_emitted": summary["signals_emitted"],
+        "equity": summary["equity"],
+    }
 
 
 def main() -> None:
@@ -85,6 +109,7 @@ def main() -> None:
 
     from trainer import train
     from trainer.registry import Registry
+
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         result = train(_cfg(*TRAIN, f"data.rows={rows}", f"paths.output_dir={out}", f"paths.run_dir={out}/train"))
@@ -95,9 +120,18 @@ def main() -> None:
         for mode in ("dry", "paper"):
             sessions.append(_session(out, rows, mode, True, None, f"{mode}-fast"))
             sessions.append(_session(out, rows, mode, False, args.per_candle, f"{mode}-slow"))
-    report = {"benchmark": "runtime replay", "rows": rows, "model": "lightgbm", "timeframe": "1m",
-              "cpu_count": os.cpu_count(), "load_average": os.getloadavg(), "python": platform.python_version(),
-              "pandas": pd.__version__, "lightgbm": lightgbm.__version__, "sessions": sessions}
+    report = {
+        "benchmark": "runtime replay",
+        "rows": rows,
+        "model": "lightgbm",
+        "timeframe": "1m",
+        "cpu_count": os.cpu_count(),
+        "load_average": os.getloadavg(),
+        "python": platform.python_version(),
+        "pandas": pd.__version__,
+        "lightgbm": lightgbm.__version__,
+        "sessions": sessions,
+    }
     for mode in ("dry", "paper"):
         fast, slow = (s for s in sessions if s["mode"] == mode)
         report[f"{mode}_speedup"] = round(fast["candles_per_cpu_s"] / slow["candles_per_cpu_s"], 1)
@@ -105,13 +139,17 @@ def main() -> None:
     results.mkdir(parents=True, exist_ok=True)
     path = results / f"runtime{'_quick' if args.quick else ''}.json"
     path.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"load average {report['load_average'][0]:.1f} on {report['cpu_count']} CPUs\n"
-          "| mode | path | candles | replay s | replay CPU s | candles/s | candles/CPU s | session s |\n"
-          "|---|---|---:|---:|---:|---:|---:|---:|")
+    print(
+        f"load average {report['load_average'][0]:.1f} on {report['cpu_count']} CPUs\n"
+        "| mode | path | candles | replay s | replay CPU s | candles/s | candles/CPU s | session s |\n"
+        "|---|---|---:|---:|---:|---:|---:|---:|"
+    )
     for s in sessions:
-        print(f"| {s['mode']} | {'precomputed' if s['precompute'] else 'per candle'} | {s['candles']} | "
-              f"{s['replay_seconds']:.2f} | {s['replay_cpu_seconds']:.2f} | {s['candles_per_s']:,.0f} | "
-              f"{s['candles_per_cpu_s']:,.0f} | {s['session_seconds']:.2f} |")
+        print(
+            f"| {s['mode']} | {'precomputed' if s['precompute'] else 'per candle'} | {s['candles']} | "
+            f"{s['replay_seconds']:.2f} | {s['replay_cpu_seconds']:.2f} | {s['candles_per_s']:,.0f} | "
+            f"{s['candles_per_cpu_s']:,.0f} | {s['session_seconds']:.2f} |"
+        )
     print(f"speed-up (CPU): dry x{report['dry_speedup']}, paper x{report['paper_speedup']} -> {path}")
 
 

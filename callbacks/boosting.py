@@ -1,6 +1,7 @@
 """Progress every N boosting rounds and cancellation checked every round, through each tree library's
 own callback API: LightGBM (raise to stop), XGBoost (TrainingCallback returns True), CatBoost
 (after_iteration returns False)."""
+
 import lightgbm as lgb
 
 from callbacks.cancel import CancellationToken
@@ -18,8 +19,14 @@ class _RoundHooks:
     def _round(self, iteration: int, metrics) -> bool:
         """Report if due (``metrics`` is a callable, evaluated only then); True when the fit must stop."""
         if iteration % self.every == 0:
-            self.reporter.emit("fit", kind="step", iteration=iteration, iterations=self.total, metrics=metrics(),
-                               eta=self.reporter.eta(iteration, self.total))
+            self.reporter.emit(
+                "fit",
+                kind="step",
+                iteration=iteration,
+                iterations=self.total,
+                metrics=metrics(),
+                eta=self.reporter.eta(iteration, self.total),
+            )
         if self.token is not None and self.token.cancelled:
             self.cancelled_at = iteration
             return True
@@ -32,6 +39,7 @@ class LightGBMHooks(_RoundHooks):
     def __call__(self, env: lgb.callback.CallbackEnv) -> None:
         def metrics():
             return {f"{data}/{name}": float(value) for data, name, value, _ in env.evaluation_result_list}
+
         if self._round(env.iteration + 1, metrics):
             raise lgb.callback.EarlyStopException(env.iteration, env.evaluation_result_list)
 
@@ -42,8 +50,10 @@ def xgboost_hooks(reporter: ProgressReporter, token: CancellationToken | None, e
     class XGBoostHooks(_RoundHooks, xgb.callback.TrainingCallback):
         def after_iteration(self, model, epoch: int, evals_log: dict) -> bool:
             def metrics():
-                return {f"{data}/{name}": float(values[-1]) for data, d in evals_log.items()
-                        for name, values in d.items()}
+                return {
+                    f"{data}/{name}": float(values[-1]) for data, d in evals_log.items() for name, values in d.items()
+                }
+
             return self._round(epoch + 1, metrics)
 
     return XGBoostHooks(reporter, token, every_n, total)
@@ -52,6 +62,10 @@ def xgboost_hooks(reporter: ProgressReporter, token: CancellationToken | None, e
 class CatBoostHooks(_RoundHooks):
     def after_iteration(self, info) -> bool:
         def metrics():
-            return {f"{'train' if data == 'learn' else 'val'}/{name}": float(values[-1])
-                    for data, d in info.metrics.items() for name, values in d.items()}
-        return not self._round(int(info.iteration), metrics)   # CatBoost: False = stop
+            return {
+                f"{'train' if data == 'learn' else 'val'}/{name}": float(values[-1])
+                for data, d in info.metrics.items()
+                for name, values in d.items()
+            }
+
+        return not self._round(int(info.iteration), metrics)  # CatBoost: False = stop

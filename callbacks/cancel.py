@@ -1,5 +1,6 @@
 """Cooperative cancellation with three sources: the caller (in-memory flag), SIGINT/SIGTERM, and a stop
 file. Fit loops poll ``cancelled`` every few batches or every boosting round; nothing waits on it."""
+
 import signal
 import threading
 from contextlib import contextmanager
@@ -53,7 +54,7 @@ class CancellationToken:
     def handle_signals(self, signums=(signal.SIGINT, signal.SIGTERM)):
         """First SIGINT/SIGTERM cancels gracefully, a second stops at once; handlers restored on exit."""
         if threading.current_thread() is not threading.main_thread():
-            yield self   # signals are delivered to the main thread only
+            yield self  # signals are delivered to the main thread only
             return
         previous = {s: signal.getsignal(s) for s in signums}
         for s in signums:

@@ -3,13 +3,14 @@ best-so-far state.
 
 A checkpoint is a pickle: it is only ever read with ``weights_only=True`` (tensors, containers, numbers,
 strings), so a crafted file cannot run code; a file that is not a readable checkpoint is a user error."""
+
 import os
 import shutil
 from pathlib import Path
 
 import torch
 
-from data.errors import UserError
+from core.errors import UserError
 
 _PATH_KEYS = ("best_model_path", "kth_best_model_path", "last_model_path")
 _REQUIRED = ("state_dict", "epoch", "global_step", "loops")
@@ -20,11 +21,14 @@ def read_checkpoint(path: Path, where: str, required: tuple[str, ...] = _REQUIRE
     truncated, corrupt, not a checkpoint, or asks for anything but plain data."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:   # truncated zip, a foreign pickle, a global outside the allow-list, ...
+    except Exception as exc:  # truncated zip, a foreign pickle, a global outside the allow-list, ...
         reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else "empty or unreadable"
         raise UserError(f"{where}: not a usable checkpoint ({type(exc).__name__}: {reason})", str(path)) from None
-    if not isinstance(state, dict) or any(k not in state for k in required) \
-            or not isinstance(state["state_dict"], dict):
+    if (
+        not isinstance(state, dict)
+        or any(k not in state for k in required)
+        or not isinstance(state["state_dict"], dict)
+    ):
         raise UserError(f"{where}: not a Lightning training checkpoint (needs {', '.join(required)})", str(path))
     return state
 
@@ -35,14 +39,21 @@ def check_fits(state: dict, module: torch.nn.Module, path: Path, where: str) -> 
     saved = {k: tuple(v.shape) if isinstance(v, torch.Tensor) else None for k, v in state["state_dict"].items()}
     if own != saved:
         diff = sorted(set(own) ^ set(saved)) or sorted(k for k in own if own[k] != saved[k])
-        raise UserError(f"{where}: the checkpoint holds another network's weights (first difference: {diff[0]}); "
-                        "resume with the configuration it was trained with", str(path))
+        raise UserError(
+            f"{where}: the checkpoint holds another network's weights (first difference: {diff[0]}); "
+            "resume with the configuration it was trained with",
+            str(path),
+        )
 
 
 def _beside(path, folder: Path) -> bool:
     """Whether a recorded checkpoint path is a plain local file directly in ``folder`` (no URL, no ``..``)."""
-    return isinstance(path, str) and "://" not in path and "::" not in path \
+    return (
+        isinstance(path, str)
+        and "://" not in path
+        and "::" not in path
         and Path(os.path.realpath(path)).parent == folder
+    )
 
 
 def drop_foreign_paths(state: dict, folder: Path) -> bool:
@@ -63,8 +74,9 @@ def drop_foreign_paths(state: dict, folder: Path) -> bool:
     return dropped
 
 
-def adopt_checkpoint(source: Path, ckpt_dir: Path, write: bool = True, module: torch.nn.Module | None = None,
-                     where: str = "resume") -> Path:
+def adopt_checkpoint(
+    source: Path, ckpt_dir: Path, write: bool = True, module: torch.nn.Module | None = None, where: str = "resume"
+) -> Path:
     """Check ``source`` (safe load; its weights fit ``module``), then copy it and its best-* siblings into
     ``ckpt_dir``, rewriting the paths ModelCheckpoint recorded (Lightning restores the best score only when
     the checkpoint folder is unchanged); returns the checkpoint to resume from. ``write=False`` only names it
@@ -83,7 +95,7 @@ def adopt_checkpoint(source: Path, ckpt_dir: Path, write: bool = True, module: t
         return target
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     for best in old_dir.glob("best-*.ckpt") if old_dir != ckpt_dir else ():
-        read_checkpoint(best, where, ("state_dict", "epoch"))   # the fit reads it back at its end
+        read_checkpoint(best, where, ("state_dict", "epoch"))  # the fit reads it back at its end
         shutil.copy2(best, ckpt_dir / best.name)
 
     def moved(path):
@@ -99,7 +111,7 @@ def adopt_checkpoint(source: Path, ckpt_dir: Path, write: bool = True, module: t
                     cb_state[k] = moved(cb_state[k])
             if "best_k_models" in cb_state:
                 cb_state["best_k_models"] = {moved(p): v for p, v in cb_state["best_k_models"].items()}
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")   # never a half-written checkpoint
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")  # never a half-written checkpoint
     torch.save(state, tmp)
     os.replace(tmp, target)
     return target

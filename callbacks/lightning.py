@@ -1,4 +1,5 @@
 """Lightning callbacks: throttled progress and cooperative cancellation."""
+
 import signal
 import threading
 from pathlib import Path
@@ -27,18 +28,33 @@ class ProgressCallback(pl.Callback):
         done = trainer.global_step
         per_epoch = trainer.num_training_batches
         total = trainer.max_epochs * per_epoch if trainer.max_epochs else None
-        self.reporter.emit("fit", kind="step", epoch=trainer.current_epoch, epochs=trainer.max_epochs,
-                           iteration=done, iterations=total, batch=batch_idx + 1, batches=per_epoch,
-                           metrics={"train/loss": float(outputs["loss"])}, eta=self.reporter.eta(done, total))
+        self.reporter.emit(
+            "fit",
+            kind="step",
+            epoch=trainer.current_epoch,
+            epochs=trainer.max_epochs,
+            iteration=done,
+            iterations=total,
+            batch=batch_idx + 1,
+            batches=per_epoch,
+            metrics={"train/loss": float(outputs["loss"])},
+            eta=self.reporter.eta(done, total),
+        )
 
     def on_validation_epoch_end(self, trainer, pl_module):
         if trainer.sanity_checking:
             return
         total = trainer.max_epochs * trainer.num_training_batches if trainer.max_epochs else None
-        self.reporter.emit("fit", kind="epoch", epoch=trainer.current_epoch, epochs=trainer.max_epochs,
-                           iteration=trainer.global_step, iterations=total,
-                           metrics={k: round(v, 5) for k, v in _scalars(trainer.callback_metrics).items()},
-                           eta=self.reporter.eta(trainer.global_step, total))
+        self.reporter.emit(
+            "fit",
+            kind="epoch",
+            epoch=trainer.current_epoch,
+            epochs=trainer.max_epochs,
+            iteration=trainer.global_step,
+            iterations=total,
+            metrics={k: round(v, 5) for k, v in _scalars(trainer.callback_metrics).items()},
+            eta=self.reporter.eta(trainer.global_step, total),
+        )
 
 
 class CancelCallback(pl.Callback):
@@ -53,7 +69,7 @@ class CancelCallback(pl.Callback):
         self.checkpoint_path = Path(checkpoint_path)
         self.every = max(1, int(check_every_n_batches))
         self.stopped_at: dict | None = None
-        self._batches = 0   # training batches of this fit on this rank: the same count on every rank
+        self._batches = 0  # training batches of this fit on this rank: the same count on every rank
 
     def on_train_start(self, trainer, pl_module):
         self._batches = 0
@@ -81,7 +97,8 @@ class CancelCallback(pl.Callback):
             # ``every``-th batch of the fit (counted across epochs, so short epochs are checked too), and any
             # rank's request stops all.
             if self._batches % self.every == 0 and trainer.strategy.reduce_boolean_decision(
-                    self.token.cancelled, all=False):
+                self.token.cancelled, all=False
+            ):
                 self._stop(trainer, {"batch": batch_idx + 1})
             return
         # Lightning chains our SIGTERM handler and then raises its own SIGTERMException at the end of
@@ -89,7 +106,7 @@ class CancelCallback(pl.Callback):
         sigterm = getattr(trainer, "received_sigterm", False)
         if sigterm or self.token.is_set() or ((batch_idx + 1) % self.every == 0 and self.token.cancelled):
             if self._validation_follows(trainer, batch_idx):
-                return   # stopped at its first batch instead: a resumed fit then runs this epoch's validation
+                return  # stopped at its first batch instead: a resumed fit then runs this epoch's validation
             self._stop(trainer, {"batch": batch_idx + 1})
 
     @staticmethod
@@ -97,8 +114,11 @@ class CancelCallback(pl.Callback):
         """Whether this is the epoch's last training batch and the epoch's validation comes next (a checkpoint
         taken between the two resumes with that validation skipped)."""
         every = trainer.check_val_every_n_epoch
-        return (batch_idx + 1 >= trainer.num_training_batches and trainer.enable_validation
-                and (every is None or (trainer.current_epoch + 1) % every == 0))
+        return (
+            batch_idx + 1 >= trainer.num_training_batches
+            and trainer.enable_validation
+            and (every is None or (trainer.current_epoch + 1) % every == 0)
+        )
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
         # The validation loop raises SIGTERMException after this hook: a signal that lands during validation
@@ -110,17 +130,17 @@ class CancelCallback(pl.Callback):
             self.token.cancel("SIGTERM: graceful stop (send again to stop at once)")
             trainer._signal_connector.received_sigterm = False
 
-    def state_dict(self) -> dict:   # in the checkpoint: where it was taken (resume reads it)
+    def state_dict(self) -> dict:  # in the checkpoint: where it was taken (resume reads it)
         return {"stopped_at": self.stopped_at}
 
     def load_state_dict(self, state: dict) -> None:
-        pass   # a resumed fit starts with no stop of its own
+        pass  # a resumed fit starts with no stop of its own
 
     def on_exception(self, trainer, pl_module, exception):
         # A SIGTERM that lands after one of the hooks above ran but before Lightning's own check in the same
         # batch (or after the last validation batch) leaves the fit as SIGTERMException with nothing saved;
         # the state is still intact here (before teardown), so it is kept all the same.
         if isinstance(exception, SIGTERMException) and self.stopped_at is None and trainer.world_size <= 1:
-            during = "validation" if trainer.validating else "signal"   # the former: not resumable as it is
+            during = "validation" if trainer.validating else "signal"  # the former: not resumable as it is
             self.stopped_at = {"epoch": trainer.current_epoch, "during": during, "global_step": trainer.global_step}
             trainer.save_checkpoint(self.checkpoint_path, weights_only=False)

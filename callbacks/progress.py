@@ -2,6 +2,7 @@
 
 Throttling is by skipping (a modulo test in the fit loop), never by waiting.
 """
+
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -9,20 +10,19 @@ from typing import Callable
 
 log = logging.getLogger("candlelab.progress")
 
-FIT_PHASES = ("fit", "control")   # phases that run a model's fit loop (ETA is measured from their start)
-PHASES = ("load", "features", "labels", "split", "fit", "evaluate", "control", "save", "register", "done",
-          "cancelled")
+FIT_PHASES = ("fit", "control")  # phases that run a model's fit loop (ETA is measured from their start)
+PHASES = ("load", "features", "labels", "split", "fit", "evaluate", "control", "save", "register", "done", "cancelled")
 
 
 @dataclass
 class ProgressEvent:
-    phase: str                      # one of PHASES
-    kind: str = "phase"             # phase (a phase starts), step (throttled batch/round), epoch (an epoch ended)
-    epoch: int | None = None        # 0-based
+    phase: str  # one of PHASES
+    kind: str = "phase"  # phase (a phase starts), step (throttled batch/round), epoch (an epoch ended)
+    epoch: int | None = None  # 0-based
     epochs: int | None = None
-    iteration: int | None = None    # global batch (nets) or boosting round (trees), 1-based
+    iteration: int | None = None  # global batch (nets) or boosting round (trees), 1-based
     iterations: int | None = None
-    batch: int | None = None        # batch within the epoch (nets), 1-based
+    batch: int | None = None  # batch within the epoch (nets), 1-based
     batches: int | None = None
     metrics: dict = field(default_factory=dict)
     elapsed: float = 0.0

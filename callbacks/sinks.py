@@ -1,4 +1,5 @@
 """Where progress events go: the log, a live console bar, a JSONL file, W&B, a user callable."""
+
 import json
 import os
 import sys
@@ -32,9 +33,15 @@ class ConsoleBar:
 
     def __init__(self):
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-        self._progress = Progress(TextColumn("[bold]{task.fields[phase]}"), BarColumn(),
-                                  TextColumn("{task.completed}/{task.total}"), TimeRemainingColumn(),
-                                  TextColumn("{task.fields[info]}"), transient=True)
+
+        self._progress = Progress(
+            TextColumn("[bold]{task.fields[phase]}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"),
+            transient=True,
+        )
         self._task = None
 
     def __call__(self, event: ProgressEvent) -> None:
@@ -44,7 +51,7 @@ class ConsoleBar:
                 self._task = self._progress.add_task(event.phase, total=event.iterations, phase=event.phase, info="")
             info = " ".join(f"{k}={v:.4f}" for k, v in event.metrics.items() if isinstance(v, float))
             self._progress.update(self._task, completed=event.iteration, total=event.iterations, info=info)
-        elif event.kind == "phase":   # a new phase (the control's fit included) gets a bar of its own
+        elif event.kind == "phase":  # a new phase (the control's fit included) gets a bar of its own
             self.close()
 
     def close(self) -> None:

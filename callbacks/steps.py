@@ -1,4 +1,5 @@
 """Progress and cancellation for fit loops a family writes itself (not Lightning, not a tree library)."""
+
 from typing import Callable
 
 
@@ -7,7 +8,7 @@ class StepHooks:
     iterations (skipped otherwise, never waited for), the token's in-memory flag read every iteration and
     its stop file polled every ``check_every_n_batches``. Inert when ``ctx.hooks`` is False."""
 
-    def __init__(self, ctx, total: int | None):   # ctx: models.base.FitContext
+    def __init__(self, ctx, total: int | None):  # ctx: models.base.FitContext
         cbs = ctx.callbacks
         self.enabled = bool(ctx.hooks)
         self.reporter = ctx.reporter
@@ -22,8 +23,15 @@ class StepHooks:
         if not self.enabled:
             return False
         if iteration % self.every == 0:
-            self.reporter.emit("fit", kind="step", iteration=iteration, iterations=self.total, metrics=metrics(),
-                               eta=self.reporter.eta(iteration, self.total), **fields)
+            self.reporter.emit(
+                "fit",
+                kind="step",
+                iteration=iteration,
+                iterations=self.total,
+                metrics=metrics(),
+                eta=self.reporter.eta(iteration, self.total),
+                **fields,
+            )
         token = self.token
         if token is not None and (token.is_set() or (iteration % self.check_every == 0 and token.cancelled)):
             self.cancelled_at = iteration

@@ -10,13 +10,14 @@ order the sets give them; null = every feature of the chosen sets. ``compute_fea
 every feature of the chosen sets, so a selection changes what a model is fed, never how a value is computed
 (nor what else reads the frame, e.g. the evaluation's spread estimate).
 """
+
 import numpy as np
 import pandas as pd
 import talib
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from core.errors import UserError
 from data import indicators
-from data.errors import UserError
 
 SETS = ("returns", "ta", "volume", "session", "spread", "regime", "fuzzy")
 _SESSION = ["tokyo", "london", "new_york", "overlap", "hour_sin", "hour_cos", "dow_sin", "dow_cos", "weekend"]
@@ -44,8 +45,7 @@ def _select(names: list[str], select) -> list[str]:
     if select is None:
         return names
     if not isinstance(select, (ListConfig, list, tuple)):
-        raise UserError(f"features.select must be a list of feature names or null, got {select!r}",
-                        "features.select")
+        raise UserError(f"features.select must be a list of feature names or null, got {select!r}", "features.select")
     chosen = [str(s) for s in select]
     unknown = [s for s in chosen if s not in names]
     if unknown:
@@ -113,7 +113,7 @@ def compute_features(candles: pd.DataFrame, cfg: DictConfig) -> pd.DataFrame:
     index = pd.DatetimeIndex(candles["timestamp"], name="timestamp")
     out: dict[str, np.ndarray] = {}
     chosen = _sets(cfg)
-    feature_names(cfg)   # an unknown selected name is refused before any work
+    feature_names(cfg)  # an unknown selected name is refused before any work
     if "returns" in chosen:
         log_close = np.log(close)
         for h in cfg.return_horizons:
@@ -132,16 +132,18 @@ def compute_features(candles: pd.DataFrame, cfg: DictConfig) -> pd.DataFrame:
     if "spread" in chosen:
         out["cs_spread"] = indicators.corwin_schultz_spread(high, low)
         out["roll_spread"] = indicators.roll_spread(close, int(cfg.spread_window)) / close
-        out["slippage"] = indicators.slippage_estimate(high, low, close, volume, int(cfg.slippage_window),
-                                                       cs_spread=out["cs_spread"])
+        out["slippage"] = indicators.slippage_estimate(
+            high, low, close, volume, int(cfg.slippage_window), cs_spread=out["cs_spread"]
+        )
     if "regime" in chosen:
         out["vol_regime"] = indicators.volatility_regime(close, int(cfg.regime_window), int(cfg.regime_lookback))
     if "fuzzy" in chosen:
         sources = {"rsi": (ta["rsi"] + 0.5) * 100.0, "bb_position": ta["bb_position"]}
         for src, sets in _fuzzy_sets(cfg).items():
             if src not in sources:
-                raise UserError(f"fuzzy sets over {src!r}: only rsi and bb_position are available",
-                                "features.fuzzy_sets")
+                raise UserError(
+                    f"fuzzy sets over {src!r}: only rsi and bb_position are available", "features.fuzzy_sets"
+                )
             memberships = indicators.fuzzy_memberships(sources[src], src, sets)
             out.update({k: memberships[k].to_numpy(np.float64) for k in memberships.columns})
     # one array per column, not copied into a 2-D block: fresh memory is what a copy costs most here

@@ -28,6 +28,7 @@ Interpretation rules (the choices a user may need to know):
   not given). Binance kline CSVs (explicit ``open_time``) and Binance JSON (``endTime`` = last millisecond;
   open = endTime + 1 ms - step) state the edge themselves, so ``stamped_at`` does not apply to them.
 """
+
 from __future__ import annotations
 
 import bz2
@@ -46,15 +47,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from data.errors import UserError
+from core.errors import UserError
 from data.schema import CANDLE_COLUMNS, validate_candles
 from data.symbols import name_markets, value_market
 
 log = logging.getLogger(__name__)
 
 FORMATS: tuple[str, ...] = (
-    "parquet", "csv", "freqtrade_json", "freqtrade_feather", "yahoo", "cryptodatadownload",
-    "binance_kline", "binance_json", "lean_zip",
+    "parquet",
+    "csv",
+    "freqtrade_json",
+    "freqtrade_feather",
+    "yahoo",
+    "cryptodatadownload",
+    "binance_kline",
+    "binance_json",
+    "lean_zip",
 )
 STAMPS = ("open", "close")
 # The most a reader takes from one source: a file's size, and what a compressed file or zip member expands to.
@@ -71,8 +79,26 @@ _PRICE_ALIASES = {
     "close": ("close", "c", "close_price", "closeprice"),
 }
 _VOLUME_RE = re.compile(r"^(?:volume|vol)(?:[ _.\-]?\(?([a-z0-9]+)\)?)?$")
-_QUOTE_CCY = {"usd", "usdt", "usdc", "busd", "tusd", "fdusd", "dai", "eur", "gbp", "jpy", "krw", "aud", "cad",
-              "chf", "try", "brl", "quote", "to"}
+_QUOTE_CCY = {
+    "usd",
+    "usdt",
+    "usdc",
+    "busd",
+    "tusd",
+    "fdusd",
+    "dai",
+    "eur",
+    "gbp",
+    "jpy",
+    "krw",
+    "aud",
+    "cad",
+    "chf",
+    "try",
+    "brl",
+    "quote",
+    "to",
+}
 _CDD_HOUR_FORMAT = "%Y-%m-%d %I-%p"
 _LEAN_ZIP_RE = re.compile(r"^(\d{8})_trade\.zip$", re.IGNORECASE)
 _LEAN_DATE_RE = re.compile(r"^(\d{8})_")
@@ -100,8 +126,11 @@ class _Capped(io.RawIOBase):
         n = self._raw.readinto(buffer)
         self._taken += n or 0
         if self._taken > self._max:
-            raise _fail(f"candle file expands to more than data.max_bytes ({_size(self._max)}); raise "
-                        f"data.max_bytes to read it", self._path)
+            raise _fail(
+                f"candle file expands to more than data.max_bytes ({_size(self._max)}); raise "
+                f"data.max_bytes to read it",
+                self._path,
+            )
         return n
 
     def close(self) -> None:
@@ -126,10 +155,13 @@ def _open_binary(path: Path, max_bytes: int = DEFAULT_MAX_BYTES):
             raise _fail(f"a zipped candle file must hold exactly one file, holds {len(members)}", path)
         if members[0].file_size > max_bytes:
             zf.close()
-            raise _fail(f"zip member {members[0].filename!r} is {_size(members[0].file_size)}, over data.max_bytes "
-                        f"({_size(max_bytes)}); raise data.max_bytes to read it", path)
+            raise _fail(
+                f"zip member {members[0].filename!r} is {_size(members[0].file_size)}, over data.max_bytes "
+                f"({_size(max_bytes)}); raise data.max_bytes to read it",
+                path,
+            )
         raw = zf.open(members[0])
-        zf.close()   # the member keeps the archive open until it is closed itself
+        zf.close()  # the member keeps the archive open until it is closed itself
     else:
         opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(suffix)
         raw = opener(path, "rb") if opener else open(path, "rb", buffering=0)
@@ -152,13 +184,24 @@ def _check_source(path: Path, max_bytes: int | None) -> None:
     if stat.S_ISDIR(st.st_mode):
         return
     if not stat.S_ISREG(st.st_mode):
-        kind = ("a FIFO" if stat.S_ISFIFO(st.st_mode) else "a character device" if stat.S_ISCHR(st.st_mode)
-                else "a block device" if stat.S_ISBLK(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode)
-                else "not a regular file")
+        kind = (
+            "a FIFO"
+            if stat.S_ISFIFO(st.st_mode)
+            else "a character device"
+            if stat.S_ISCHR(st.st_mode)
+            else "a block device"
+            if stat.S_ISBLK(st.st_mode)
+            else "a socket"
+            if stat.S_ISSOCK(st.st_mode)
+            else "not a regular file"
+        )
         raise UserError(f"candle source is {kind}: candles are read from regular files only", str(path))
     if max_bytes is not None and st.st_size > max_bytes:
-        raise UserError(f"candle file is {_size(st.st_size)}, over data.max_bytes ({_size(max_bytes)}); raise "
-                        f"data.max_bytes to read it", str(path))
+        raise UserError(
+            f"candle file is {_size(st.st_size)}, over data.max_bytes ({_size(max_bytes)}); raise "
+            f"data.max_bytes to read it",
+            str(path),
+        )
 
 
 def _peek(path: Path, n_bytes: int = 8192) -> str:
@@ -250,8 +293,9 @@ def detect_format(path: Path) -> str:
     except OSError as exc:
         raise _fail(f"cannot read candle file: {exc}", path)
     if fmt is None:
-        raise UserError(f"cannot tell the candle file format; set data.format to one of {', '.join(FORMATS)}",
-                        str(path))
+        raise UserError(
+            f"cannot tell the candle file format; set data.format to one of {', '.join(FORMATS)}", str(path)
+        )
     return fmt
 
 
@@ -303,8 +347,11 @@ def _parse_timestamps(col: pd.Series, name: str, path: Path) -> pd.Series:
         if best is None:
             best = parsed
     i = _first_true(best.isna().to_numpy())
-    raise _fail(f"unparsable timestamp {text.iloc[i]!r} in column {name!r} at row {i} "
-                f"(expected ISO 8601 like 2020-01-01 00:00:00, or epoch seconds/milliseconds)", path)
+    raise _fail(
+        f"unparsable timestamp {text.iloc[i]!r} in column {name!r} at row {i} "
+        f"(expected ISO 8601 like 2020-01-01 00:00:00, or epoch seconds/milliseconds)",
+        path,
+    )
 
 
 def _parse_numbers(col: pd.Series, name: str, path: Path) -> np.ndarray:
@@ -324,8 +371,9 @@ def _parse_numbers(col: pd.Series, name: str, path: Path) -> np.ndarray:
 
 
 def _frame(ts: pd.Series, o, h, l, c, v) -> pd.DataFrame:
-    return pd.DataFrame({"timestamp": ts.reset_index(drop=True), "open": o, "high": h, "low": l, "close": c,
-                         "volume": v})
+    return pd.DataFrame(
+        {"timestamp": ts.reset_index(drop=True), "open": o, "high": h, "low": l, "close": c, "volume": v}
+    )
 
 
 # -------------------------------------------------------------------------------- named-column frames
@@ -352,8 +400,11 @@ def _pick_volume(lower: dict[str, str], symbol_hint: str, path: Path, symbol_col
         if len(non_quote) == 1:
             return non_quote[0]
         if plain is None or non_quote:
-            raise _fail(f"cannot tell which volume column is the base-asset volume among "
-                        f"{sorted(suffixed.values()) + ([plain] if plain else [])}", path)
+            raise _fail(
+                f"cannot tell which volume column is the base-asset volume among "
+                f"{sorted(suffixed.values()) + ([plain] if plain else [])}",
+                path,
+            )
     if plain is None:
         raise _fail(f"missing column 'volume' (have {list(lower.values())})", path)
     return plain
@@ -372,8 +423,7 @@ def _from_named(df: pd.DataFrame, path: Path) -> pd.DataFrame:
         lower[key] = c
     time_key = next((a for a in _TIME_ALIASES if a in lower), None)
     if time_key is None:
-        raise _fail(f"missing timestamp column (one of {', '.join(_TIME_ALIASES)}); have {list(df.columns)}",
-                    path)
+        raise _fail(f"missing timestamp column (one of {', '.join(_TIME_ALIASES)}); have {list(df.columns)}", path)
     tcol = df[lower[time_key]]
     if time_key == "date" and "time" in lower:  # separate date and time-of-day columns
         tcol = df[lower["date"]].astype(str).str.strip() + " " + df[lower["time"]].astype(str).str.strip()
@@ -394,8 +444,11 @@ def _from_named(df: pd.DataFrame, path: Path) -> pd.DataFrame:
     if from_column:
         markets = sorted({m for m in map(value_market, pd.unique(df[lower["symbol"]].dropna())) if m})
         if len(markets) > 1:
-            raise _fail(f"the symbol column names several markets ({', '.join(markets[:5])}"
-                        f"{', ...' if len(markets) > 5 else ''}): one market per file", path)
+            raise _fail(
+                f"the symbol column names several markets ({', '.join(markets[:5])}"
+                f"{', ...' if len(markets) > 5 else ''}): one market per file",
+                path,
+            )
         out.attrs["market"] = (markets[0], "its symbol column") if markets else None
     return out
 
@@ -442,12 +495,15 @@ def _read_freqtrade_json(path: Path, max_bytes: int) -> pd.DataFrame:
     except json.JSONDecodeError as exc:
         raise _fail(f"invalid JSON: {exc}", path)
     if not isinstance(rows, list):
-        raise _fail(f"freqtrade JSON must be a list of [ms, open, high, low, close, volume] rows, "
-                    f"found {type(rows).__name__}", path)
+        raise _fail(
+            f"freqtrade JSON must be a list of [ms, open, high, low, close, volume] rows, found {type(rows).__name__}",
+            path,
+        )
     bad = next((i for i, r in enumerate(rows) if not isinstance(r, list) or len(r) < 6), None)
     if bad is not None:
-        raise _fail(f"freqtrade JSON row {bad} is not a [ms, open, high, low, close, volume] list: "
-                    f"{str(rows[bad])[:80]}", path)
+        raise _fail(
+            f"freqtrade JSON row {bad} is not a [ms, open, high, low, close, volume] list: {str(rows[bad])[:80]}", path
+        )
     df = pd.DataFrame([r[:6] for r in rows], columns=CANDLE_COLUMNS)
     ts = _parse_timestamps(df["timestamp"], "timestamp", path)
     vals = [_parse_numbers(df[k], k, path) for k in CANDLE_COLUMNS[1:]]
@@ -458,8 +514,20 @@ def _read_freqtrade_feather(path: Path, max_bytes: int) -> pd.DataFrame:
     return _from_named(pd.read_feather(path), path)
 
 
-_KLINE_COLUMNS = ["open_time", "open", "high", "low", "close", "volume", "close_time", "quote_volume", "count",
-                  "taker_buy_volume", "taker_buy_quote_volume", "ignore"]
+_KLINE_COLUMNS = [
+    "open_time",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "close_time",
+    "quote_volume",
+    "count",
+    "taker_buy_volume",
+    "taker_buy_quote_volume",
+    "ignore",
+]
 
 
 def _read_binance_kline(path: Path, max_bytes: int) -> pd.DataFrame:
@@ -469,16 +537,25 @@ def _read_binance_kline(path: Path, max_bytes: int) -> pd.DataFrame:
     has_header = not _is_number(lines[0].split(",")[0])
     df = _read_csv(path, max_bytes, header=0 if has_header else None)
     if df.shape[1] < 6:
-        raise _fail(f"Binance kline CSV needs at least 6 columns "
-                    f"(open_time, open, high, low, close, volume), found {df.shape[1]}", path)
+        raise _fail(
+            f"Binance kline CSV needs at least 6 columns "
+            f"(open_time, open, high, low, close, volume), found {df.shape[1]}",
+            path,
+        )
     names = [str(c) for c in df.columns[:6]] if has_header else _KLINE_COLUMNS[:6]
     ts = _parse_timestamps(df.iloc[:, 0], names[0], path)
     vals = [_parse_numbers(df.iloc[:, k], names[k], path) for k in range(1, 6)]
     return _frame(ts, *vals)
 
 
-_BINANCE_JSON_KEYS = {"endTime": "timestamp", "openPrice": "open", "highPrice": "high", "lowPrice": "low",
-                      "closePrice": "close", "volume": "volume"}
+_BINANCE_JSON_KEYS = {
+    "endTime": "timestamp",
+    "openPrice": "open",
+    "highPrice": "high",
+    "lowPrice": "low",
+    "closePrice": "close",
+    "volume": "volume",
+}
 
 
 def _read_binance_json(path: Path, max_bytes: int, step: pd.Timedelta | None) -> pd.DataFrame:
@@ -501,8 +578,11 @@ def _read_binance_json(path: Path, max_bytes: int, step: pd.Timedelta | None) ->
     if (end_ms != np.floor(end_ms)).any():
         raise _fail(f"endTime must be whole milliseconds (row {_first_true(end_ms != np.floor(end_ms))})", path)
     end_ms = end_ms.astype(np.int64)
-    named = [m.group(1) for m in _ISO_DURATION_RE.finditer(f"{doc.get('name', '')} {path.name}")
-             if m.group(1) not in ("P", "PT")]
+    named = [
+        m.group(1)
+        for m in _ISO_DURATION_RE.finditer(f"{doc.get('name', '')} {path.name}")
+        if m.group(1) not in ("P", "PT")
+    ]
     named_step = pd.Timedelta(named[0]) if named else None
     if step is None:
         step = named_step
@@ -531,8 +611,11 @@ def _read_lean_one(path: Path, max_bytes: int) -> tuple[pd.DataFrame, int]:
                 raise _fail("Lean zip name must start with the date, like 20180404_trade.zip", path)
             size = zf.getinfo(members[0]).file_size
             if size > max_bytes:
-                raise _fail(f"Lean zip expands to {_size(size)}, over what data.max_bytes leaves "
-                            f"({_size(max_bytes)}); raise data.max_bytes to read it", path)
+                raise _fail(
+                    f"Lean zip expands to {_size(size)}, over what data.max_bytes leaves "
+                    f"({_size(max_bytes)}); raise data.max_bytes to read it",
+                    path,
+                )
             with io.BufferedReader(_Capped(zf.open(members[0]), max_bytes, path)) as fh:
                 df = pd.read_csv(fh, header=None)
     except zipfile.BadZipFile as exc:
@@ -542,8 +625,11 @@ def _read_lean_one(path: Path, max_bytes: int) -> tuple[pd.DataFrame, int]:
     except pd.errors.ParserError as exc:
         raise _fail(f"cannot parse CSV inside zip: {exc}", path)
     if df.shape[1] != 6:
-        raise _fail(f"Lean trade CSV must have 6 columns (ms since midnight, open, high, low, close, volume), "
-                    f"found {df.shape[1]} (quote zips are not candles)", path)
+        raise _fail(
+            f"Lean trade CSV must have 6 columns (ms since midnight, open, high, low, close, volume), "
+            f"found {df.shape[1]} (quote zips are not candles)",
+            path,
+        )
     try:
         day = pd.Timestamp(m.group(1), tz="UTC")
     except ValueError:
@@ -560,13 +646,16 @@ def _read_lean_one(path: Path, max_bytes: int) -> tuple[pd.DataFrame, int]:
 
 def _read_lean(path: Path, max_bytes: int) -> pd.DataFrame:
     if any(part.lower() == "equity" for part in path.resolve().parts):
-        raise _fail("Lean equity data (prices x10000, exchange-time stamps) is not supported; "
-                    "lean_zip reads Lean crypto trade zips", path)
+        raise _fail(
+            "Lean equity data (prices x10000, exchange-time stamps) is not supported; "
+            "lean_zip reads Lean crypto trade zips",
+            path,
+        )
     if path.is_dir():
         zips = _lean_zips_in(path)
         if not zips:
             raise _fail("directory holds no Lean YYYYMMDD_trade.zip files", path)
-        parts, left = [], max_bytes   # the cap holds for the whole directory, not per zip
+        parts, left = [], max_bytes  # the cap holds for the whole directory, not per zip
         for z in zips:
             part, size = _read_lean_one(z, left)
             parts.append(part)
@@ -601,6 +690,7 @@ def _as_step(step, where: str) -> pd.Timedelta | None:
 class CandleFile:
     """Candles read from one file, and the market (base asset) the file says it holds: None when neither its
     name nor its contents say; ``said_by`` says which did ("its file name", "its symbol column", ...)."""
+
     candles: pd.DataFrame
     market: str | None
     said_by: str | None
@@ -620,8 +710,13 @@ def file_market(path: Path, fmt: str, content: tuple[str, str] | None) -> tuple[
     return (named[0], "its file name") if len(named) == 1 else (None, None)
 
 
-def read_candles(path: Path, fmt: str = "auto", stamped_at: str = "open",
-                 step: pd.Timedelta | None = None, max_bytes: int = DEFAULT_MAX_BYTES) -> pd.DataFrame:
+def read_candles(
+    path: Path,
+    fmt: str = "auto",
+    stamped_at: str = "open",
+    step: pd.Timedelta | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> pd.DataFrame:
     """Read one candle file (or a directory of Lean zips) in ``fmt`` and return validated canonical candles.
 
     ``stamped_at`` says which edge of the candle the file's timestamps mark ("open" or "close"); "close"
@@ -631,13 +726,19 @@ def read_candles(path: Path, fmt: str = "auto", stamped_at: str = "open",
     return read_candle_source(path, fmt, stamped_at, step, max_bytes).candles
 
 
-def read_candle_source(path: Path, fmt: str = "auto", stamped_at: str = "open",
-                       step: pd.Timedelta | None = None, max_bytes: int = DEFAULT_MAX_BYTES) -> CandleFile:
+def read_candle_source(
+    path: Path,
+    fmt: str = "auto",
+    stamped_at: str = "open",
+    step: pd.Timedelta | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> CandleFile:
     """:func:`read_candles`, with the market the file's name or contents say it holds."""
     path = Path(path)
     if fmt != "auto" and fmt not in FORMATS:
-        raise UserError(f"unknown candle file format {fmt!r}; set data.format to auto or one of "
-                        f"{', '.join(FORMATS)}", str(path))
+        raise UserError(
+            f"unknown candle file format {fmt!r}; set data.format to auto or one of {', '.join(FORMATS)}", str(path)
+        )
     if stamped_at not in STAMPS:
         raise UserError(f"stamped_at must be 'open' or 'close', got {stamped_at!r}", str(path))
     _check_source(path, max_bytes)
@@ -647,10 +748,15 @@ def read_candle_source(path: Path, fmt: str = "auto", stamped_at: str = "open",
     if path.is_dir() and fmt != "lean_zip":
         raise UserError(f"{fmt} expects a file, got a directory", str(path))
     readers = {
-        "parquet": _read_parquet, "csv": _read_generic_csv, "yahoo": _read_yahoo,
-        "cryptodatadownload": _read_cryptodatadownload, "freqtrade_json": _read_freqtrade_json,
-        "freqtrade_feather": _read_freqtrade_feather, "binance_kline": _read_binance_kline,
-        "lean_zip": _read_lean, "binance_json": lambda p, cap: _read_binance_json(p, cap, step),
+        "parquet": _read_parquet,
+        "csv": _read_generic_csv,
+        "yahoo": _read_yahoo,
+        "cryptodatadownload": _read_cryptodatadownload,
+        "freqtrade_json": _read_freqtrade_json,
+        "freqtrade_feather": _read_freqtrade_feather,
+        "binance_kline": _read_binance_kline,
+        "lean_zip": _read_lean,
+        "binance_json": lambda p, cap: _read_binance_json(p, cap, step),
     }
     try:
         df = readers[fmt](path, max_bytes)
@@ -701,13 +807,17 @@ def resample(candles: pd.DataFrame, step: pd.Timedelta) -> pd.DataFrame:
     spacing = int(values[np.argmax(counts)])
     step_us = int(step // pd.Timedelta(microseconds=1))
     if step_us < spacing or step_us % spacing:
-        raise UserError(f"step {step} is not a whole multiple of the source spacing "
-                        f"{pd.Timedelta(spacing, unit='us')}", where)
+        raise UserError(
+            f"step {step} is not a whole multiple of the source spacing {pd.Timedelta(spacing, unit='us')}", where
+        )
     off = diffs % spacing != 0
     if off.any():
         i = _first_true(off) + 1
-        raise UserError(f"source candles are not on one {pd.Timedelta(spacing, unit='us')} grid "
-                        f"(row {i}, timestamp {src['timestamp'].iloc[i]})", where)
+        raise UserError(
+            f"source candles are not on one {pd.Timedelta(spacing, unit='us')} grid "
+            f"(row {i}, timestamp {src['timestamp'].iloc[i]})",
+            where,
+        )
     origin = _MONDAY if step_us % (7 * 86_400_000_000) == 0 else _EPOCH
     rel = t_us - int(origin.value // 1000)
     within = rel % step_us
@@ -719,13 +829,15 @@ def resample(candles: pd.DataFrame, step: pd.Timedelta) -> pd.DataFrame:
     starts = np.flatnonzero(np.r_[True, bucket[1:] != bucket[:-1]])
     ends = np.r_[starts[1:], len(bucket)] - 1
     o, h, l, c, v = (src[k].to_numpy() for k in ("open", "high", "low", "close", "volume"))
-    out = pd.DataFrame({
-        "timestamp": pd.to_datetime(bucket[starts] * step_us + int(origin.value // 1000), unit="us", utc=True),
-        "open": o[starts],
-        "high": np.maximum.reduceat(h, starts),
-        "low": np.minimum.reduceat(l, starts),
-        "close": c[ends],
-        "volume": np.add.reduceat(v, starts),
-    })
+    out = pd.DataFrame(
+        {
+            "timestamp": pd.to_datetime(bucket[starts] * step_us + int(origin.value // 1000), unit="us", utc=True),
+            "open": o[starts],
+            "high": np.maximum.reduceat(h, starts),
+            "low": np.minimum.reduceat(l, starts),
+            "close": c[ends],
+            "volume": np.add.reduceat(v, starts),
+        }
+    )
     out["timestamp"] = out["timestamp"].astype(TS_DTYPE)
     return validate_candles(out, where)

@@ -4,6 +4,7 @@ fuzzy memberships.
 Every function takes one symbol's data in time order and the value at t uses inputs at indices <= t only;
 warm-up values are NaN. Callers apply them per symbol so that nothing carries across symbol boundaries.
 """
+
 import numpy as np
 import pandas as pd
 
@@ -59,7 +60,7 @@ def session_features(timestamps: pd.DatetimeIndex) -> pd.DataFrame:
     out["dow_sin"] = np.sin(2.0 * np.pi * dow / 7.0)
     out["dow_cos"] = np.cos(2.0 * np.pi * dow / 7.0)
     out["weekend"] = (dow >= 5).astype(np.int8)
-    return pd.DataFrame(out, index=index, copy=False)   # one array per column, nothing stacked
+    return pd.DataFrame(out, index=index, copy=False)  # one array per column, nothing stacked
 
 
 def corwin_schultz_spread(high: np.ndarray, low: np.ndarray) -> np.ndarray:
@@ -105,9 +106,17 @@ def roll_spread(close: np.ndarray, window: int) -> np.ndarray:
     return spread
 
 
-def slippage_estimate(high: np.ndarray, low: np.ndarray, close: np.ndarray, volume: np.ndarray,
-                      window: int, *, participation: float = 0.1,
-                      order_value: float | None = None, cs_spread: np.ndarray | None = None) -> np.ndarray:
+def slippage_estimate(
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    volume: np.ndarray,
+    window: int,
+    *,
+    participation: float = 0.1,
+    order_value: float | None = None,
+    cs_spread: np.ndarray | None = None,
+) -> np.ndarray:
     """Expected one-way execution cost as a fraction of price; NaN for t < window.
 
     cost_t = 0.5 * mean_w(CS_spread) + mean_w(|r| / DV) * Q_t,  Q_t = participation * mean_w(DV)
@@ -122,7 +131,7 @@ def slippage_estimate(high: np.ndarray, low: np.ndarray, close: np.ndarray, volu
         raise ValueError(f"slippage_estimate window must be >= 1, got {window}")
     close = np.asarray(close, dtype=np.float64)
     volume = np.asarray(volume, dtype=np.float64)
-    if cs_spread is None:   # callers that already hold corwin_schultz_spread(high, low) pass it
+    if cs_spread is None:  # callers that already hold corwin_schultz_spread(high, low) pass it
         cs_spread = corwin_schultz_spread(high, low)
     half_spread = 0.5 * pd.Series(cs_spread).rolling(window, min_periods=window).mean()
     abs_ret = np.abs(np.diff(np.log(close), prepend=np.nan))
@@ -139,8 +148,9 @@ def slippage_estimate(high: np.ndarray, low: np.ndarray, close: np.ndarray, volu
     return cost
 
 
-def volatility_regime(close: np.ndarray, window: int, lookback: int,
-                      thresholds: tuple[float, float] = (0.33, 0.67)) -> np.ndarray:
+def volatility_regime(
+    close: np.ndarray, window: int, lookback: int, thresholds: tuple[float, float] = (0.33, 0.67)
+) -> np.ndarray:
     """Volatility regime 0 (low), 1 (mid), 2 (high) as floats; NaN in warm-up (t < window + lookback - 1).
 
     vol_t = sample std of the last `window` log returns; p_t = rank of vol_t among vol_{t-lookback+1..t}

@@ -4,15 +4,21 @@ aligned by timestamp: a future candle missing from the data (a gap) leaves the l
 Tasks: ``binary`` (direction), ``multiclass`` (3-class direction, quantile bins, triple barrier: classes
 0..k-1), ``regression`` (forward log return).
 """
+
 import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 from omegaconf import DictConfig
 
-from data.errors import UserError
+from core.errors import UserError
 
-TASKS = {"direction": "binary", "direction3": "multiclass", "forward_return": "regression",
-         "quantile": "multiclass", "triple_barrier": "multiclass"}
+TASKS = {
+    "direction": "binary",
+    "direction3": "multiclass",
+    "forward_return": "regression",
+    "quantile": "multiclass",
+    "triple_barrier": "multiclass",
+}
 
 
 _UNITS = ["s", "ms", "us", "ns"]
@@ -24,11 +30,11 @@ def positions_at(index: pd.DatetimeIndex, times: pd.DatetimeIndex) -> np.ndarray
     index, times = pd.DatetimeIndex(index), pd.DatetimeIndex(times)
     unit = max((index.unit, times.unit), key=_UNITS.index)
     have, want = index.as_unit(unit).asi8, times.as_unit(unit).asi8
-    if len(have) > 1 and not np.all(have[1:] > have[:-1]):   # not sorted and unique: pandas' general lookup
+    if len(have) > 1 and not np.all(have[1:] > have[:-1]):  # not sorted and unique: pandas' general lookup
         return index.get_indexer(times)
     if len(have) == 0:
         return np.full(len(want), -1, dtype=np.intp)
-    if np.array_equal(have, want):   # the usual case: both on the same candles
+    if np.array_equal(have, want):  # the usual case: both on the same candles
         return np.arange(len(have))
     pos = np.minimum(np.searchsorted(have, want), len(have) - 1)
     return np.where((have[pos] == want) & ~times.isna(), pos, -1)
@@ -68,8 +74,9 @@ def direction_label(candles: pd.DataFrame, horizon: int, step: pd.Timedelta) -> 
     return pd.DataFrame({"label": label, "t1": fwd["t1"]}, index=fwd.index)
 
 
-def direction3_label(candles: pd.DataFrame, horizon: int, step: pd.Timedelta, dead_zone: float,
-                     vol_window: int | None = None) -> pd.DataFrame:
+def direction3_label(
+    candles: pd.DataFrame, horizon: int, step: pd.Timedelta, dead_zone: float, vol_window: int | None = None
+) -> pd.DataFrame:
     """0 down / 1 flat / 2 up: |return| <= dead_zone is flat. With ``vol_window`` the dead zone is in units
     of trailing volatility scaled to the horizon (dead_zone * vol * sqrt(horizon)), known at t."""
     fwd = forward_log_return(candles, horizon, step)
@@ -111,8 +118,9 @@ def quantile_label(candles: pd.DataFrame, horizon: int, step: pd.Timedelta, bins
     return pd.DataFrame({"label": label, "t1": fwd["t1"]}, index=fwd.index)
 
 
-def triple_barrier_label(candles: pd.DataFrame, max_hold: int, step: pd.Timedelta, take_profit: float,
-                         stop_loss: float, vol_window: int) -> pd.DataFrame:
+def triple_barrier_label(
+    candles: pd.DataFrame, max_hold: int, step: pd.Timedelta, take_profit: float, stop_loss: float, vol_window: int
+) -> pd.DataFrame:
     """Barriers at close[t] * exp(+take_profit * vol * sqrt(max_hold)) and exp(-stop_loss * ...), vol the
     trailing volatility known at t; the vertical barrier is max_hold candles ahead. Classes: 0 = stop hit
     first, 1 = neither by the vertical barrier, 2 = take-profit hit first (a candle touching both counts as
@@ -133,7 +141,7 @@ def triple_barrier_label(candles: pd.DataFrame, max_hold: int, step: pd.Timedelt
     contiguous[: n - max_hold] = ok
     upper = close * np.exp(take_profit * width)
     lower = close * np.exp(-stop_loss * width)
-    hi_path = sliding_window_view(high[1:], max_hold)          # row t: candles t+1 .. t+max_hold
+    hi_path = sliding_window_view(high[1:], max_hold)  # row t: candles t+1 .. t+max_hold
     lo_path = sliding_window_view(low[1:], max_hold)
     m = len(hi_path)
     hit_up = hi_path >= upper[:m, None]
@@ -141,7 +149,7 @@ def triple_barrier_label(candles: pd.DataFrame, max_hold: int, step: pd.Timedelt
     first_up = np.where(hit_up.any(1), hit_up.argmax(1), max_hold)
     first_dn = np.where(hit_dn.any(1), hit_dn.argmax(1), max_hold)
     cls = np.where(first_dn <= first_up, np.where(first_dn < max_hold, 0.0, 1.0), 2.0)
-    decided = np.minimum(first_up, first_dn)                   # 0-based offset of the deciding candle
+    decided = np.minimum(first_up, first_dn)  # 0-based offset of the deciding candle
     valid = contiguous[:m] & ~np.isnan(width[:m])
     label[:m] = np.where(valid, cls, np.nan)
     offsets = np.where(decided < max_hold, decided + 1, max_hold)
@@ -172,8 +180,11 @@ def past_direction(candles: pd.DataFrame, horizon: int, step: pd.Timedelta) -> p
     close = _close(candles)
     past = values_at(close.to_numpy(), close.index, close.index - horizon * step)
     now = close.to_numpy()
-    return pd.Series(np.where(np.isnan(past), np.nan, (now > past).astype(np.float64)),
-                     index=close.index.rename("timestamp"), name="persistence")
+    return pd.Series(
+        np.where(np.isnan(past), np.nan, (now > past).astype(np.float64)),
+        index=close.index.rename("timestamp"),
+        name="persistence",
+    )
 
 
 def make_label(candles: pd.DataFrame, target: DictConfig, step: pd.Timedelta) -> pd.DataFrame:
@@ -189,8 +200,9 @@ def make_label(candles: pd.DataFrame, target: DictConfig, step: pd.Timedelta) ->
     if kind == "quantile":
         return quantile_label(candles, h, step, int(target.bins), int(target.lookback))
     if kind == "triple_barrier":
-        return triple_barrier_label(candles, h, step, float(target.take_profit), float(target.stop_loss),
-                                    int(target.vol_window))
+        return triple_barrier_label(
+            candles, h, step, float(target.take_profit), float(target.stop_loss), int(target.vol_window)
+        )
     raise UserError(f"unknown target type {kind!r}; available: {', '.join(TASKS)}", "target.type")
 
 

@@ -7,9 +7,10 @@ the larger of the scaler fit's temporaries (the training rows and their squared 
 the float32 scaled matrix (4 x F): 992 B for the full set's 30 features on a 70% holdout. A pooled run of k
 symbols grows linearly with k x candles; benchmarks/pipeline.py --pooled measures it (993 B per candle).
 """
+
 import ctypes
 
-from data.errors import UserError
+from core.errors import UserError
 
 CANDLE_BYTES = 48
 TABLE_FIXED_BYTES = 128
@@ -34,7 +35,7 @@ def available_bytes() -> int | None:
     free = info.get("MemAvailable")
     if free is None:
         return None
-    try:   # a container's limit can be below what the machine has free
+    try:  # a container's limit can be below what the machine has free
         with open("/sys/fs/cgroup/memory.max") as f, open("/sys/fs/cgroup/memory.current") as g:
             limit = f.read().strip()
             if limit != "max":
@@ -49,8 +50,9 @@ def train_share(split) -> float:
     return float(split.train) if split.get("type") == "holdout" and split.get("train") is not None else 1.0
 
 
-def check_fits(n_candles: int, n_symbols: int, n_all_features: int, n_features: int, train_share: float,
-               budget_gb: float | None) -> int:
+def check_fits(
+    n_candles: int, n_symbols: int, n_all_features: int, n_features: int, train_share: float, budget_gb: float | None
+) -> int:
     """The estimated peak in bytes; refused with the estimate and the ways out when it exceeds the budget
     (``budget_gb``, or what is available now) instead of running into the out-of-memory killer later."""
     per_candle = peak_bytes_per_candle(n_all_features, n_features, train_share)
@@ -62,7 +64,9 @@ def check_fits(n_candles: int, n_symbols: int, n_all_features: int, n_features: 
         raise UserError(
             f"the data would need about {need / 1e9:.1f} GB at its peak ({n_candles:,} candles x {per_candle} "
             f"bytes for {n_features} features) but {have / 1e9:.1f} GB is available: use fewer rows (data.rows, "
-            f"data.start/data.end), {pooled}or fewer features (features.select)", where)
+            f"data.start/data.end), {pooled}or fewer features (features.select)",
+            where,
+        )
     return need
 
 
@@ -75,8 +79,10 @@ def budget_from(value) -> float | None:
     except (TypeError, ValueError):
         budget = -1.0
     if not budget > 0:
-        raise UserError(f"trainer.memory_budget_gb must be a positive number of GB or null, got {value!r}",
-                        "trainer.memory_budget_gb")
+        raise UserError(
+            f"trainer.memory_budget_gb must be a positive number of GB or null, got {value!r}",
+            "trainer.memory_budget_gb",
+        )
     return budget
 
 
@@ -85,5 +91,5 @@ def release_freed() -> None:
     column's size resident, so later steps (whose large arrays get fresh pages) would count them again."""
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):   # not glibc: nothing to do
+    except (OSError, AttributeError):  # not glibc: nothing to do
         pass

@@ -14,6 +14,7 @@ returns the requested ``[start, end)`` range. The still-open last candle is neve
 ``ccxt`` and ``yfinance`` are optional packages, imported only when their provider is used.
 Rate limiting is ccxt's own (``enableRateLimit=True``); this module never sleeps.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -28,7 +29,7 @@ from urllib.parse import quote
 import numpy as np
 import pandas as pd
 
-from data.errors import UserError
+from core.errors import UserError
 from data.schema import CANDLE_COLUMNS, validate_candles
 from data.timeframes import to_string, to_timedelta
 
@@ -37,9 +38,9 @@ log = logging.getLogger(__name__)
 _EPOCH = pd.Timestamp(0, tz="UTC")
 _MS = pd.Timedelta(1, "ms")
 _TS_DTYPE = "datetime64[ns, UTC]"
-_MAX_CAUSE = 300   # characters of an exception message kept in an error line
+_MAX_CAUSE = 300  # characters of an exception message kept in an error line
 
-Progress = Callable[[int, pd.Timestamp], None]   # (candles fetched so far, open time of the newest one)
+Progress = Callable[[int, pd.Timestamp], None]  # (candles fetched so far, open time of the newest one)
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -66,8 +67,11 @@ def _utc(value: Any, where: str) -> pd.Timestamp:
 
 
 def _opt_utc(value: Any, where: str) -> pd.Timestamp | None:
-    return None if value is None or (isinstance(value, str) and value.strip() in ("", "null", "None")) \
+    return (
+        None
+        if value is None or (isinstance(value, str) and value.strip() in ("", "null", "None"))
         else _utc(value, where)
+    )
 
 
 def _to_ms(value: pd.Timestamp | pd.Timedelta) -> int:
@@ -136,8 +140,12 @@ class CandleCache:
     def path(self, source: str, venue: str, symbol: str, timeframe: str) -> Path:
         """Where the candles of one (source, venue, symbol, timeframe) live; names are percent-encoded."""
         tf = to_string(to_timedelta(timeframe))
-        return (self.root / self._part(source, "source") / self._part(venue, "venue")
-                / f"{self._part(symbol, 'symbol')}_{tf}.parquet")
+        return (
+            self.root
+            / self._part(source, "source")
+            / self._part(venue, "venue")
+            / f"{self._part(symbol, 'symbol')}_{tf}.parquet"
+        )
 
     def load(self, source: str, venue: str, symbol: str, timeframe: str) -> pd.DataFrame | None:
         """The cached candles, validated; ``None`` when nothing is cached. A corrupt file is an error."""
@@ -147,8 +155,10 @@ class CandleCache:
         try:
             df = pd.read_parquet(path)
         except Exception as exc:
-            raise UserError(f"candle cache unreadable ({type(exc).__name__}: {_cause(exc)}); "
-                            f"delete the file to download again", str(path)) from exc
+            raise UserError(
+                f"candle cache unreadable ({type(exc).__name__}: {_cause(exc)}); delete the file to download again",
+                str(path),
+            ) from exc
         out = validate_candles(df, str(path))
         out["timestamp"] = out["timestamp"].astype(_TS_DTYPE)
         return out
@@ -187,8 +197,9 @@ def _exchange_name(exchange: Any) -> str:
 def _now(exchange: Any = None) -> pd.Timestamp:
     """The exchange's clock when it has one (ccxt: ``milliseconds()``), else this machine's."""
     ms = getattr(exchange, "milliseconds", None)
-    return pd.Timestamp(int(ms()), unit="ms", tz="UTC") if callable(ms) else pd.Timestamp(time.time(), unit="s",
-                                                                                         tz="UTC")
+    return (
+        pd.Timestamp(int(ms()), unit="ms", tz="UTC") if callable(ms) else pd.Timestamp(time.time(), unit="s", tz="UTC")
+    )
 
 
 def _check_exchange(exchange: Any, timeframe: str) -> pd.Timedelta:
@@ -199,15 +210,24 @@ def _check_exchange(exchange: Any, timeframe: str) -> pd.Timedelta:
         raise UserError(f"exchange {name} offers no OHLCV candles", "data.exchange")
     offered = getattr(exchange, "timeframes", None)
     if isinstance(offered, dict) and offered and timeframe not in offered:
-        raise UserError(f"exchange {name} has no timeframe {timeframe!r}; it offers {sorted(offered)}",
-                        "data.timeframe")
+        raise UserError(
+            f"exchange {name} has no timeframe {timeframe!r}; it offers {sorted(offered)}", "data.timeframe"
+        )
     if getattr(exchange, "enableRateLimit", True) is False:
         log.warning("exchange %s was built with enableRateLimit=False: requests are not throttled", name)
     return step
 
 
-def fetch_ccxt(exchange: Any, symbol: str, timeframe: str, since: pd.Timestamp, until: pd.Timestamp | None,
-               limit: int = 1000, progress: Progress | None = None, require_data: bool = True) -> pd.DataFrame:
+def fetch_ccxt(
+    exchange: Any,
+    symbol: str,
+    timeframe: str,
+    since: pd.Timestamp,
+    until: pd.Timestamp | None,
+    limit: int = 1000,
+    progress: Progress | None = None,
+    require_data: bool = True,
+) -> pd.DataFrame:
     """Download closed candles with open time in ``[since, until)`` from a ccxt exchange object.
 
     Pages forward with ``exchange.fetch_ohlcv(symbol, timeframe, since=ms, limit=limit)``, each page starting
@@ -243,8 +263,11 @@ def fetch_ccxt(exchange: Any, symbol: str, timeframe: str, since: pd.Timestamp, 
             raise UserError(f"download failed: {type(exc).__name__}: {_cause(exc)}", where) from exc
         if not raw:
             if first and require_data and since + step <= _now(exchange):
-                raise UserError(f"exchange returned no candles for {symbol!r} from {since} "
-                                f"(unknown symbol, or no data in this range)", where)
+                raise UserError(
+                    f"exchange returned no candles for {symbol!r} from {since} "
+                    f"(unknown symbol, or no data in this range)",
+                    where,
+                )
             break
         first = False
         try:
@@ -259,10 +282,10 @@ def fetch_ccxt(exchange: Any, symbol: str, timeframe: str, since: pd.Timestamp, 
         newest = int(page[:, 0].max())
         if progress is not None:
             progress(fetched, pd.Timestamp(newest, unit="ms", tz="UTC"))
-        if newest < cursor:                       # nothing newer than what we asked for
+        if newest < cursor:  # nothing newer than what we asked for
             break
         cursor = newest + step_ms
-        if cursor > _to_ms(_now(exchange)):       # the newest candle is still open: nothing more to come
+        if cursor > _to_ms(_now(exchange)):  # the newest candle is still open: nothing more to come
             break
 
     if not pages:
@@ -288,10 +311,16 @@ def _default_exchange(name: str) -> Any:
     return getattr(ccxt, name)({"enableRateLimit": True})
 
 
-def _incremental(cache: CandleCache, key: tuple[str, str, str, str], start: pd.Timestamp,
-                 end: pd.Timestamp | None, step: pd.Timedelta, now: pd.Timestamp,
-                 fetch: Callable[[pd.Timestamp, pd.Timestamp | None, str], pd.DataFrame],
-                 where: str) -> pd.DataFrame:
+def _incremental(
+    cache: CandleCache,
+    key: tuple[str, str, str, str],
+    start: pd.Timestamp,
+    end: pd.Timestamp | None,
+    step: pd.Timedelta,
+    now: pd.Timestamp,
+    fetch: Callable[[pd.Timestamp, pd.Timestamp | None, str], pd.DataFrame],
+    where: str,
+) -> pd.DataFrame:
     """Shared cache logic: fetch what the cache lacks around ``[start, end)``, merge, save, return the range.
 
     ``fetch(since, until, kind)`` downloads closed candles in ``[since, until)``; ``kind`` is "initial" (no
@@ -307,16 +336,19 @@ def _incremental(cache: CandleCache, key: tuple[str, str, str, str], start: pd.T
             if start < first:
                 new.append(fetch(start, first, "backfill"))
                 if new[-1].empty:
-                    log.warning("%s: the source has no candles before the cached %s; requested start %s",
-                                where, first, start)
-            nxt = last + step    # the next candle is wanted if it opens before end and has closed by now
+                    log.warning(
+                        "%s: the source has no candles before the cached %s; requested start %s", where, first, start
+                    )
+            nxt = last + step  # the next candle is wanted if it opens before end and has closed by now
             if (end is None or nxt < end) and nxt + step <= now:
                 new.append(fetch(nxt, end, "update"))
     except UserError as exc:
         if cached is not None:
-            raise UserError(f"{exc.what}; the cached candles {cached['timestamp'].iloc[0]} .. "
-                            f"{cached['timestamp'].iloc[-1]} are intact but were not returned",
-                            exc.where) from exc
+            raise UserError(
+                f"{exc.what}; the cached candles {cached['timestamp'].iloc[0]} .. "
+                f"{cached['timestamp'].iloc[-1]} are intact but were not returned",
+                exc.where,
+            ) from exc
         raise
     fetched = sum(len(f) for f in new)
     if fetched:
@@ -329,13 +361,17 @@ def _incremental(cache: CandleCache, key: tuple[str, str, str, str], start: pd.T
         raise UserError(f"no closed candles between {start} and {end if end is not None else 'now'}", where)
     out = _select(merged, start, end)
     if out.empty:
-        raise UserError(f"no candles between {start} and {end if end is not None else 'now'}; "
-                        f"available {merged['timestamp'].iloc[0]} .. {merged['timestamp'].iloc[-1]}", where)
+        raise UserError(
+            f"no candles between {start} and {end if end is not None else 'now'}; "
+            f"available {merged['timestamp'].iloc[0]} .. {merged['timestamp'].iloc[-1]}",
+            where,
+        )
     return validate_candles(out, where)
 
 
-def load_ccxt(cfg_like: Any, exchange_factory: Callable[[str], Any] | None = None,
-              progress: Progress | None = None) -> pd.DataFrame:
+def load_ccxt(
+    cfg_like: Any, exchange_factory: Callable[[str], Any] | None = None, progress: Progress | None = None
+) -> pd.DataFrame:
     """Candles of one market from a ccxt exchange, through the incremental cache.
 
     ``cfg_like`` (dict or DictConfig) holds ``exchange`` (ccxt id, e.g. "binance"), ``symbol`` (market
@@ -359,16 +395,32 @@ def load_ccxt(cfg_like: Any, exchange_factory: Callable[[str], Any] | None = Non
     exchange = (exchange_factory or _default_exchange)(name)
     where = f"{name} {symbol}"
     return _incremental(
-        cache, ("ccxt", name, symbol, timeframe), start, end, step, _now(exchange),
-        lambda since, until, kind: fetch_ccxt(exchange, symbol, timeframe, since, until, limit=limit,
-                                              progress=progress, require_data=kind != "backfill"),
+        cache,
+        ("ccxt", name, symbol, timeframe),
+        start,
+        end,
+        step,
+        _now(exchange),
+        lambda since, until, kind: fetch_ccxt(
+            exchange, symbol, timeframe, since, until, limit=limit, progress=progress, require_data=kind != "backfill"
+        ),
         where,
     )
 
 
 # ---------------------------------------------------------------------------------------------- yfinance
-_YAHOO_INTERVALS = {"1m": "1m", "2m": "2m", "5m": "5m", "15m": "15m", "30m": "30m", "1h": "60m", "90m": "90m",
-                    "1d": "1d", "5d": "5d", "1w": "1wk"}
+_YAHOO_INTERVALS = {
+    "1m": "1m",
+    "2m": "2m",
+    "5m": "5m",
+    "15m": "15m",
+    "30m": "30m",
+    "1h": "60m",
+    "90m": "90m",
+    "1d": "1d",
+    "5d": "5d",
+    "1w": "1wk",
+}
 _YAHOO_COLUMNS = {"open": "open", "high": "high", "low": "low", "close": "close", "volume": "volume"}
 
 
@@ -381,8 +433,7 @@ def _yahoo_timeframe(interval: str) -> str:
         raise UserError(f"interval {interval!r} has no fixed length; use 1d or 1w", "data.timeframe")
     tf = to_string(to_timedelta(text, "data.timeframe"))
     if tf not in _YAHOO_INTERVALS:
-        raise UserError(f"Yahoo has no interval {interval!r}; choose from {sorted(_YAHOO_INTERVALS)}",
-                        "data.timeframe")
+        raise UserError(f"Yahoo has no interval {interval!r}; choose from {sorted(_YAHOO_INTERVALS)}", "data.timeframe")
     return tf
 
 
@@ -393,10 +444,11 @@ def _yahoo_download(symbol: str, start: pd.Timestamp, end: pd.Timestamp | None, 
     hide = yf.config.debug.hide_exceptions
     yf.config.debug.hide_exceptions = False
     try:
-        return yf.Ticker(symbol).history(start=start, end=end, interval=interval, auto_adjust=False,
-                                         actions=False, prepost=False)
+        return yf.Ticker(symbol).history(
+            start=start, end=end, interval=interval, auto_adjust=False, actions=False, prepost=False
+        )
     except Exception as exc:
-        if type(exc).__name__ == "YFPricesMissingError":   # a valid ticker without prices in this range
+        if type(exc).__name__ == "YFPricesMissingError":  # a valid ticker without prices in this range
             empty = pd.DataFrame()
             empty.attrs["error"] = _cause(exc)
             return empty
@@ -410,9 +462,10 @@ def _from_yahoo(raw: pd.DataFrame, symbol: str, where: str) -> pd.DataFrame:
 
     The open time becomes UTC; a tz-naive time (yfinance.download's daily default) is taken as UTC."""
     df = raw.copy()
-    if isinstance(df.columns, pd.MultiIndex):        # yfinance.download: (Price, Ticker) columns
-        level = next((i for i in range(df.columns.nlevels)
-                      if {"Open", "Close"} <= set(df.columns.get_level_values(i))), 0)
+    if isinstance(df.columns, pd.MultiIndex):  # yfinance.download: (Price, Ticker) columns
+        level = next(
+            (i for i in range(df.columns.nlevels) if {"Open", "Close"} <= set(df.columns.get_level_values(i))), 0
+        )
         others = [i for i in range(df.columns.nlevels) if i != level]
         tickers = {t for i in others for t in df.columns.get_level_values(i)}
         if len(tickers) > 1:
@@ -437,8 +490,14 @@ def _from_yahoo(raw: pd.DataFrame, symbol: str, where: str) -> pd.DataFrame:
     return out
 
 
-def load_yfinance(symbol: str, interval: str, start: Any, end: Any, cache_dir: Path | str,
-                  download: Callable[..., pd.DataFrame] | None = None) -> pd.DataFrame:
+def load_yfinance(
+    symbol: str,
+    interval: str,
+    start: Any,
+    end: Any,
+    cache_dir: Path | str,
+    download: Callable[..., pd.DataFrame] | None = None,
+) -> pd.DataFrame:
     """Candles of one Yahoo Finance ticker (e.g. "AAPL", "BTC-USD"), through the incremental cache.
 
     ``interval`` is a canonical timeframe or a Yahoo interval (1m 2m 5m 15m 30m 1h/60m 90m 1d 5d 1w/1wk).
@@ -468,7 +527,7 @@ def load_yfinance(symbol: str, interval: str, start: Any, end: Any, cache_dir: P
             raise UserError(f"download failed: {type(exc).__name__}: {_cause(exc)}", where) from exc
         if raw is None or len(raw) == 0:
             reason = (raw.attrs.get("error") if raw is not None else None) or "unknown symbol, or no data"
-            if kind == "initial" and since + step <= now:   # markets close: later empty answers are normal
+            if kind == "initial" and since + step <= now:  # markets close: later empty answers are normal
                 raise UserError(f"Yahoo returned no candles for {symbol!r} from {since} ({reason})", where)
             log.warning("%s: Yahoo returned no candles in [%s, %s) (%s)", where, since, until, reason)
             return _empty_candles()
@@ -480,5 +539,6 @@ def load_yfinance(symbol: str, interval: str, start: Any, end: Any, cache_dir: P
         log.info("%s %s: %d candle(s) downloaded from %s", where, timeframe, len(df), since)
         return validate_candles(df, f"{where} {timeframe}") if len(df) else df
 
-    return _incremental(CandleCache(cache_dir), ("yfinance", "yahoo", symbol, timeframe), start, end, step, now,
-                        fetch, where)
+    return _incremental(
+        CandleCache(cache_dir), ("yfinance", "yahoo", symbol, timeframe), start, end, step, now, fetch, where
+    )

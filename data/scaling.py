@@ -1,4 +1,5 @@
 """Standardisation whose statistics come from the training rows only and travel with the model."""
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,13 +22,12 @@ class Standardizer:
         whole matrix (each value as ((x - mean) / std) cast to float32, the same as in one piece)."""
         out = np.empty(X.shape, dtype=np.float32)
         for start in range(0, len(X), chunk_rows):
-            block = X[start:start + chunk_rows]
-            out[start:start + chunk_rows] = (block - self.mean) / self.std
+            block = X[start : start + chunk_rows]
+            out[start : start + chunk_rows] = (block - self.mean) / self.std
         return out
 
     def to_dict(self) -> dict:
-        return {"names": self.names, "mean": self.mean.tolist(), "std": self.std.tolist(),
-                "fitted_on": "train"}
+        return {"names": self.names, "mean": self.mean.tolist(), "std": self.std.tolist(), "fitted_on": "train"}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Standardizer":

@@ -1,8 +1,9 @@
 """Canonical candle schema and its validation: refuse bad data with one line, never repair it silently."""
+
 import numpy as np
 import pandas as pd
 
-from data.errors import UserError
+from core.errors import UserError
 
 CANDLE_COLUMNS = ["timestamp", "open", "high", "low", "close", "volume"]
 PRICE_COLUMNS = ["open", "high", "low", "close"]
@@ -38,7 +39,7 @@ def validate_candles(df: pd.DataFrame, source: str) -> pd.DataFrame:
     values = out[CANDLE_COLUMNS[1:]].to_numpy()
     _first_bad(~np.isfinite(values).all(axis=1), out, "prices and volume are finite", source)
     _first_bad(ts.isna().to_numpy(), out, "timestamps present (no NaT)", source)
-    t = ts.to_numpy(dtype="datetime64[ns]")   # not object Timestamps: vectorised comparisons
+    t = ts.to_numpy(dtype="datetime64[ns]")  # not object Timestamps: vectorised comparisons
     _first_bad(np.r_[False, t[1:] < t[:-1]], out, "timestamps sorted ascending", source)
     _first_bad(np.r_[False, t[1:] == t[:-1]], out, "timestamps unique", source)
     o, h, l, c, v = (out[k].to_numpy() for k in ["open", "high", "low", "close", "volume"])

@@ -1,28 +1,33 @@
 """Holdout split by global time cutoffs with purge (via label end time t1) and embargo at both boundaries."""
+
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from data.errors import UserError
+from core.errors import UserError
 
 
 @dataclass(frozen=True)
 class Cutoffs:
-    val_start: pd.Timestamp     # first timestamp of the validation segment
-    test_start: pd.Timestamp    # first timestamp of the test segment
-    embargo: pd.Timedelta       # rows this close after a cutoff are dropped
+    val_start: pd.Timestamp  # first timestamp of the validation segment
+    test_start: pd.Timestamp  # first timestamp of the test segment
+    embargo: pd.Timedelta  # rows this close after a cutoff are dropped
 
     def as_dict(self) -> dict:
-        return {"val_start": self.val_start.isoformat(), "test_start": self.test_start.isoformat(),
-                "embargo": str(self.embargo)}
+        return {
+            "val_start": self.val_start.isoformat(),
+            "test_start": self.test_start.isoformat(),
+            "embargo": str(self.embargo),
+        }
 
 
 def holdout_cutoffs(timestamps: pd.Series, train: float, val: float, embargo: pd.Timedelta) -> Cutoffs:
     """The same cutoffs for every symbol: quantiles of the union of labelled timestamps."""
     if not (0 < train < 1 and 0 < val < 1 and train + val < 1):
-        raise UserError(f"split fractions train={train}, val={val} must be > 0 and sum below 1",
-                        "split.train/split.val")
+        raise UserError(
+            f"split fractions train={train}, val={val} must be > 0 and sum below 1", "split.train/split.val"
+        )
     uniq = pd.DatetimeIndex(timestamps).unique().sort_values()
     if len(uniq) < 3:
         raise UserError(f"only {len(uniq)} labelled timestamps: too few to split", "split")
@@ -49,9 +54,10 @@ def assign_rows(timestamp: pd.Series, t1: pd.Series, eligible: np.ndarray, cutof
 @dataclass
 class Fold:
     """One train/val/test assignment; every boundary is purged via t1 and embargoed."""
+
     name: str
-    rows: dict[str, np.ndarray]          # "train", "val", "test" -> row indices
-    cutoffs: dict[str, str]              # the boundaries, ISO timestamps
+    rows: dict[str, np.ndarray]  # "train", "val", "test" -> row indices
+    cutoffs: dict[str, str]  # the boundaries, ISO timestamps
 
     def summary(self) -> dict:
         return {"name": self.name, "cutoffs": self.cutoffs, "rows": {k: int(len(v)) for k, v in self.rows.items()}}
@@ -70,8 +76,16 @@ def _segment(ts, end, eligible, start, stop, embargo, purge_at) -> np.ndarray:
     return np.flatnonzero(np.asarray(mask))
 
 
-def walk_forward_folds(timestamp: pd.Series, t1: pd.Series, eligible: np.ndarray, folds: int, mode: str,
-                       test: float, val: float, embargo: pd.Timedelta) -> list[Fold]:
+def walk_forward_folds(
+    timestamp: pd.Series,
+    t1: pd.Series,
+    eligible: np.ndarray,
+    folds: int,
+    mode: str,
+    test: float,
+    val: float,
+    embargo: pd.Timedelta,
+) -> list[Fold]:
     """K consecutive test blocks covering the last ``test`` fraction of the labelled time; each fold trains
     on what precedes its block (expanding: everything; sliding: a window as long as the first fold's),
     validating on the last ``val`` fraction of that period."""
@@ -97,15 +111,20 @@ def walk_forward_folds(timestamp: pd.Series, t1: pd.Series, eligible: np.ndarray
             "val": _segment(timestamp, t1, eligible, val_start, test_start, embargo, test_start),
             "test": _segment(timestamp, t1, eligible, test_start, test_stop, embargo, far_future),
         }
-        cut = {"train_start": train_start.isoformat(), "val_start": val_start.isoformat(),
-               "test_start": test_start.isoformat(),
-               "test_end": test_stop.isoformat() if i + 1 < folds else None, "embargo": str(embargo)}
+        cut = {
+            "train_start": train_start.isoformat(),
+            "val_start": val_start.isoformat(),
+            "test_start": test_start.isoformat(),
+            "test_end": test_stop.isoformat() if i + 1 < folds else None,
+            "embargo": str(embargo),
+        }
         out.append(Fold(name=f"fold{i}", rows=rows, cutoffs=cut))
     return out
 
 
-def purged_kfold(timestamp: pd.Series, t1: pd.Series, eligible: np.ndarray, folds: int, val: float,
-                 embargo: pd.Timedelta) -> list[Fold]:
+def purged_kfold(
+    timestamp: pd.Series, t1: pd.Series, eligible: np.ndarray, folds: int, val: float, embargo: pd.Timedelta
+) -> list[Fold]:
     """K contiguous test blocks over the whole span (for ranking targets/features, not for honest
     forward-looking scores: most folds train on data after their test block).
 
@@ -144,10 +163,17 @@ def purged_kfold(timestamp: pd.Series, t1: pd.Series, eligible: np.ndarray, fold
             v_start, v_stop = after[0], after[min(len(after) - 1, int(len(after) * val))]
             val_rows = eligible & (ts >= v_start) & (ts < v_stop)
         train_rows = eligible & ~test_rows & ~val_rows & separated(test_rows) & separated(val_rows)
-        rows = {"train": np.flatnonzero(np.asarray(train_rows)), "val": np.flatnonzero(np.asarray(val_rows)),
-                "test": np.flatnonzero(np.asarray(test_rows))}
-        cut = {"test_start": t_start.isoformat(), "test_end": t_stop.isoformat() if i + 1 < folds else None,
-               "val_start": v_start.isoformat(), "embargo": str(embargo)}
+        rows = {
+            "train": np.flatnonzero(np.asarray(train_rows)),
+            "val": np.flatnonzero(np.asarray(val_rows)),
+            "test": np.flatnonzero(np.asarray(test_rows)),
+        }
+        cut = {
+            "test_start": t_start.isoformat(),
+            "test_end": t_stop.isoformat() if i + 1 < folds else None,
+            "val_start": v_start.isoformat(),
+            "embargo": str(embargo),
+        }
         out.append(Fold(name=f"fold{i}", rows=rows, cutoffs=cut))
     return out
 
@@ -159,8 +185,9 @@ def make_folds(split, timestamp: pd.Series, t1: pd.Series, eligible: np.ndarray,
         rows = assign_rows(timestamp, t1, eligible, cut)
         return [Fold(name="holdout", rows=rows, cutoffs=cut.as_dict())]
     if split.type == "walk_forward":
-        return walk_forward_folds(timestamp, t1, eligible, int(split.folds), str(split.mode), float(split.test),
-                                  float(split.val), embargo)
+        return walk_forward_folds(
+            timestamp, t1, eligible, int(split.folds), str(split.mode), float(split.test), float(split.val), embargo
+        )
     if split.type == "purged_kfold":
         return purged_kfold(timestamp, t1, eligible, int(split.folds), float(split.val), embargo)
     raise UserError(f"unknown split type {split.type!r}; choose holdout, walk_forward or purged_kfold", "split.type")

@@ -4,17 +4,18 @@ contents say it holds, and the one name a set of trained symbols goes by (regist
 Names become folder names (run folders, registry slots, promoted links), so they are refused unless they
 match ``NAME_RE``: 1-32 letters, digits, ``.``, ``_`` or ``-``, starting with a letter or digit, no ``..``.
 """
+
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-from data.errors import UserError
+from core.errors import UserError
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}")
 GROUP_DIR = Path(__file__).resolve().parents[1] / "conf" / "coin"
-JOINER = "+"          # several symbols without a matching coin group: BNB+BTC (no symbol may hold a '+')
-MAX_JOINED = 64       # a longer joined name is shortened to its first symbols and a count
+JOINER = "+"  # several symbols without a matching coin group: BNB+BTC (no symbol may hold a '+')
+MAX_JOINED = 64  # a longer joined name is shortened to its first symbols and a count
 
 # Quote currencies a file name may pair a base asset with (ETH_USDT, BTC-USD, BTCUSDT). Crypto quotes
 # (ETH_BTC) are left out: "Binance-ETH-USD" would otherwise read as the market BINANCE.
@@ -26,8 +27,11 @@ _BASE_RE = re.compile(r"(?=[A-Za-z0-9]*[A-Za-z])[A-Za-z0-9]{2,10}")
 def check_name(value, where: str) -> str:
     text = "" if value is None else str(value)
     if not NAME_RE.fullmatch(text) or ".." in text:
-        raise UserError(f"{text!r} is not a market name: 1-32 letters, digits, '.', '_' or '-', starting with a "
-                        f"letter or digit, no '..' (it names folders)", where)
+        raise UserError(
+            f"{text!r} is not a market name: 1-32 letters, digits, '.', '_' or '-', starting with a "
+            f"letter or digit, no '..' (it names folders)",
+            where,
+        )
     return text
 
 
@@ -56,6 +60,7 @@ def group_symbols(name: str) -> list[str] | None:
     if not NAME_RE.fullmatch(name) or ".." in name or not path.is_file():
         return None
     from omegaconf import OmegaConf
+
     return [str(s) for s in OmegaConf.load(path).get("symbols") or []]
 
 
@@ -85,8 +90,13 @@ def name_markets(name: str) -> list[str]:
     found: list[str] = []
     for i, tok in enumerate(tokens):
         nxt = tokens[i + 1] if i + 1 < len(tokens) else ""
-        if (nxt.upper() in _QUOTES and tok.isupper() and tok not in _QUOTES and _BASE_RE.fullmatch(tok)
-                and nxt in (nxt.upper(), nxt.lower())):
+        if (
+            nxt.upper() in _QUOTES
+            and tok.isupper()
+            and tok not in _QUOTES
+            and _BASE_RE.fullmatch(tok)
+            and nxt in (nxt.upper(), nxt.lower())
+        ):
             found.append(tok)
             continue
         base = _concatenated_base(tok)

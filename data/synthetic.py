@@ -12,15 +12,15 @@ the noise is symmetric and every future drift has the sign of today's (AR coeffi
 ``P(close[t+h] > close[t] | state) > 1/2`` exactly when ``drift[t] > 0``. That forecast, scored on the
 model's own test rows, is ``oracle_accuracy``: no honest model can beat it (beyond sampling noise).
 """
-from dataclasses import dataclass
 
 import zlib
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from scipy.signal import lfilter
 
-from data.errors import UserError
+from core.errors import UserError
 from data.timeframes import to_timedelta
 
 # Rough price levels so the synthetic coins look like their namesakes.
@@ -31,8 +31,8 @@ _DRIFT_SCALE = 0.12
 
 @dataclass
 class SyntheticCandles:
-    candles: dict[str, pd.DataFrame]          # symbol -> canonical candles
-    oracle_up: dict[str, pd.Series]           # symbol -> Bayes-optimal "close rises" call, by timestamp
+    candles: dict[str, pd.DataFrame]  # symbol -> canonical candles
+    oracle_up: dict[str, pd.Series]  # symbol -> Bayes-optimal "close rises" call, by timestamp
 
 
 def _ar1(shocks: np.ndarray, phi: float) -> np.ndarray:
@@ -44,6 +44,7 @@ def _ar1(shocks: np.ndarray, phi: float) -> np.ndarray:
 
 def _session_seasonality(hours: np.ndarray) -> np.ndarray:
     """Volatility multiplier by UTC hour: bumps at the Tokyo, London and New York opens."""
+
     def bump(centre, width, height):
         d = np.minimum(np.abs(hours - centre), 24 - np.abs(hours - centre))
         return height * np.exp(-0.5 * (d / width) ** 2)
@@ -118,12 +119,12 @@ def generate(
         frame = pd.DataFrame(
             {"timestamp": timestamps, "open": open_, "high": high, "low": low, "close": close, "volume": volume}
         )
-        if gap_rate > 0:   # occasional outages: runs of 1-30 missing candles, as published feeds have
+        if gap_rate > 0:  # occasional outages: runs of 1-30 missing candles, as published feeds have
             starts = np.flatnonzero(rng.random(rows) < gap_rate)
             lengths = rng.integers(1, 31, len(starts))
             missing = np.zeros(rows, dtype=bool)
-            for s, n in zip(starts, lengths):   # one slice per gap (a handful), not per candle
-                missing[s:s + n] = True
+            for s, n in zip(starts, lengths):  # one slice per gap (a handful), not per candle
+                missing[s : s + n] = True
             missing[0] = False
             frame = frame[~missing].reset_index(drop=True)
         candles[symbol] = frame

@@ -1,4 +1,5 @@
 """Per-symbol features and labels joined by timestamp into one multi-symbol table."""
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,7 +12,7 @@ from data.labels import forward_log_return, forward_volatility, make_label, posi
 
 @dataclass
 class FeatureTable:
-    frame: pd.DataFrame        # symbol, timestamp, features..., label, t1, persistence, aux_*, purge_end;
+    frame: pd.DataFrame  # symbol, timestamp, features..., label, t1, persistence, aux_*, purge_end;
     # sorted by (symbol, timestamp). aux_forward_return / aux_forward_volatility: auxiliary targets over the
     # same horizon for families that need them; purge_end = the later of t1 and t + horizon (what the split purges on)
     # persistence: the label of the move that ended at t (known at t), the naive "same again" call
@@ -29,13 +30,20 @@ class FeatureTable:
     def run_position(self) -> np.ndarray:
         """Index of each row inside its run of consecutive candles (same symbol, no gap)."""
         ts = self.frame["timestamp"].to_numpy(dtype="datetime64[ns]")
-        sym = self.frame["symbol"].array   # compared in its own (string) type, not as one Python str per row
+        sym = self.frame["symbol"].array  # compared in its own (string) type, not as one Python str per row
         starts = np.ones(len(ts), dtype=bool)
         if len(ts) > 1:
             changed = np.asarray(sym[1:] != sym[:-1], dtype=bool)
             starts[1:] = changed | ((ts[1:] - ts[:-1]) != self.step.to_timedelta64())
         run_start = np.maximum.accumulate(np.where(starts, np.arange(len(ts)), 0))
         return np.arange(len(ts)) - run_start
+
+    def eligible_rows(self, window: int) -> np.ndarray:
+        """Rows with every feature defined and, for sequence models, a full window inside one run of candles."""
+        mask = np.ones(len(self.frame), dtype=bool)
+        if window > 1:
+            mask &= self.run_position() >= window - 1
+        return mask
 
 
 def later_of(a: pd.Series | pd.DatetimeIndex, b: pd.Series | pd.DatetimeIndex) -> pd.DatetimeIndex:
@@ -45,7 +53,7 @@ def later_of(a: pd.Series | pd.DatetimeIndex, b: pd.Series | pd.DatetimeIndex) -
     a, b = pd.DatetimeIndex(a), pd.DatetimeIndex(b)
     unit = max((a.unit, b.unit), key=["s", "ms", "us", "ns"].index)
     ticks_a, ticks_b = a.as_unit(unit).asi8, b.as_unit(unit).asi8
-    later = np.maximum(ticks_a, ticks_b)   # NaT's tick is int64's minimum: the other side wins
+    later = np.maximum(ticks_a, ticks_b)  # NaT's tick is int64's minimum: the other side wins
     naive = pd.DatetimeIndex(later.view(f"datetime64[{unit}]"))
     return naive if a.tz is None else naive.tz_localize("UTC").tz_convert(a.tz)
 
@@ -55,8 +63,13 @@ def feature_frames(candles: dict[str, pd.DataFrame], features: DictConfig) -> di
     return {symbol: compute_features(c, features) for symbol, c in candles.items()}
 
 
-def join_labels(candles: dict[str, pd.DataFrame], frames: dict[str, pd.DataFrame], features: DictConfig,
-                target: DictConfig, step: pd.Timedelta) -> FeatureTable:
+def join_labels(
+    candles: dict[str, pd.DataFrame],
+    frames: dict[str, pd.DataFrame],
+    features: DictConfig,
+    target: DictConfig,
+    step: pd.Timedelta,
+) -> FeatureTable:
     """Label, t1 and the persistence call joined to each symbol's features on timestamp (never position).
 
     Rows without every feature (warm-up) are dropped. Timestamps are matched as int64 ticks; each column of
@@ -69,7 +82,7 @@ def join_labels(candles: dict[str, pd.DataFrame], frames: dict[str, pd.DataFrame
         feats = frames[symbol]
         index = pd.DatetimeIndex(feats.index)
         labels = make_label(c, target, step)
-        at = positions_at(labels.index, index)   # each feature row's label row, by timestamp
+        at = positions_at(labels.index, index)  # each feature row's label row, by timestamp
         label = labels["label"].to_numpy(np.float64)
         fwd = forward_log_return(c, int(target.horizon), step)
         t1 = pd.DatetimeIndex(labels["t1"])
@@ -83,19 +96,23 @@ def join_labels(candles: dict[str, pd.DataFrame], frames: dict[str, pd.DataFrame
         }
         other["purge_end"] = later_of(other["t1"], index + lag)
         keep = np.ones(len(feats), dtype=bool)
-        for name in names:   # warm-up rows; labels stay on their own timestamps
+        for name in names:  # warm-up rows; labels stay on their own timestamps
             keep &= ~np.isnan(feats[name].to_numpy(np.float64))
         parts.append((symbol, feats, index, other, keep))
     # column by column: a symbol whose warm-up rows all lead keeps views of its feature columns, no copy
-    kept = [slice(int(np.argmax(keep)), None) if keep.any() and keep[int(np.argmax(keep)):].all() else keep
-            for *_, keep in parts]
+    kept = [
+        slice(int(np.argmax(keep)), None) if keep.any() and keep[int(np.argmax(keep)) :].all() else keep
+        for *_, keep in parts
+    ]
     counts = [int(keep.sum()) for *_, keep in parts]
     # a name broadcast per symbol: pandas builds its string column without a Python object per row
     symbol = [pd.Series(s, index=pd.RangeIndex(n)) for (s, *_), n in zip(parts, counts)]
-    data = {"timestamp": _concat([index[k] for (_, _, index, _, _), k in zip(parts, kept)]),
-            "symbol": symbol[0] if len(symbol) == 1 else pd.concat(symbol, ignore_index=True)}
+    data = {
+        "timestamp": _concat([index[k] for (_, _, index, _, _), k in zip(parts, kept)]),
+        "symbol": symbol[0] if len(symbol) == 1 else pd.concat(symbol, ignore_index=True),
+    }
     for name in columns:
-        if len(parts) == 1 and isinstance(kept[0], slice):   # a pandas view: written to, the table copies it
+        if len(parts) == 1 and isinstance(kept[0], slice):  # a pandas view: written to, the table copies it
             data[name] = parts[0][1][name].iloc[kept[0]].astype(np.float64).reset_index(drop=True)
         else:
             data[name] = _concat([feats[name].to_numpy(np.float64)[k] for (_, feats, _, _, _), k in zip(parts, kept)])

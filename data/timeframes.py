@@ -1,9 +1,10 @@
 """Timeframe strings ("1m", "5m", "1h", "4h", "1d") <-> pandas Timedeltas."""
+
 import re
 
 import pandas as pd
 
-from data.errors import UserError
+from core.errors import UserError
 
 _UNITS = {"s": "s", "m": "min", "h": "h", "d": "D", "w": "W"}
 

@@ -1,5 +1,6 @@
 """Sequence windows as index arithmetic over the feature matrix: batches are gathered on demand,
 never materialised as an N x window x F copy."""
+
 import numpy as np
 import torch
 
@@ -11,8 +12,15 @@ class WindowBatches:
     (see ``FeatureTable.run_position``).
     """
 
-    def __init__(self, features: torch.Tensor, ends: np.ndarray, labels: np.ndarray | None, window: int,
-                 batch_size: int, shuffle_seed: int | None = None):
+    def __init__(
+        self,
+        features: torch.Tensor,
+        ends: np.ndarray,
+        labels: np.ndarray | None,
+        window: int,
+        batch_size: int,
+        shuffle_seed: int | None = None,
+    ):
         self.features = features
         self.ends = torch.as_tensor(np.asarray(ends, dtype=np.int64))
         # int64 class ids or float32 regression targets, as the caller passes them
@@ -21,7 +29,7 @@ class WindowBatches:
         self.batch_size = batch_size
         self.shuffle_seed = shuffle_seed
         self.epoch = 0
-        self.epoch_source = None   # a callable giving the trainer's epoch, so a resumed fit shuffles alike
+        self.epoch_source = None  # a callable giving the trainer's epoch, so a resumed fit shuffles alike
         # a callable giving (rank, world size) of a data-parallel fit: each rank then takes every world-th
         # window of the epoch's order, all ranks the same count (a rank with one batch more would hang DDP)
         self.rank_source = None
@@ -31,9 +39,9 @@ class WindowBatches:
         # a callable giving how many batches of the current epoch the fit has trained on: the loop fetches a
         # batch ahead, so the count of batches handed out overstates it (None: that count is taken)
         self.progress_source = None
-        self._served = 0             # batches handed out in the current epoch
-        self._serving_epoch = 0      # the epoch whose order is being served
-        self._resume_at: tuple[int, int] | None = None   # (epoch, batches done) from a mid-epoch checkpoint
+        self._served = 0  # batches handed out in the current epoch
+        self._serving_epoch = 0  # the epoch whose order is being served
+        self._resume_at: tuple[int, int] | None = None  # (epoch, batches done) from a mid-epoch checkpoint
 
     def to(self, device: str | torch.device, features: torch.Tensor | None = None) -> "WindowBatches":
         """Keep the matrix, the window ends and the labels on ``device`` so every batch is gathered there
@@ -66,13 +74,13 @@ class WindowBatches:
         order = torch.arange(len(self.ends))
         if self.shuffle_seed is not None:  # minibatch order within the training segment only
             g = torch.Generator().manual_seed(self.shuffle_seed + epoch)
-            order = torch.randperm(len(self.ends), generator=g)   # the same order on every rank
+            order = torch.randperm(len(self.ends), generator=g)  # the same order on every rank
             self.epoch += 1
         rank, world = self._rank()
-        if world > 1:   # drops at most world - 1 windows an epoch (others next epoch, in a new order)
-            order = order[rank::world][:len(self.ends) // world]
+        if world > 1:  # drops at most world - 1 windows an epoch (others next epoch, in a new order)
+            order = order[rank::world][: len(self.ends) // world]
         skip = 0
-        if self._resume_at is not None:   # only the epoch the checkpoint stopped in is continued part-way
+        if self._resume_at is not None:  # only the epoch the checkpoint stopped in is continued part-way
             if self._resume_at[0] == epoch:
                 skip = max(0, self._resume_at[1])
             self._resume_at = None
@@ -81,10 +89,10 @@ class WindowBatches:
         pinned = target is not None and torch.device(target).type == "cuda" and self.features.device.type == "cpu"
         for start in range(skip * self.batch_size, len(order), self.batch_size):
             self._served += 1
-            pick = order[start:start + self.batch_size].to(self.ends.device)
+            pick = order[start : start + self.batch_size].to(self.ends.device)
             x = gather(self.features, self.ends[pick, None] + self.offsets, pinned)
             y = None if self.labels is None else self.labels[pick]
-            if pinned:   # the copy overlaps the host's next gather; the pinned block is reused only after it
+            if pinned:  # the copy overlaps the host's next gather; the pinned block is reused only after it
                 x = x.to(target, non_blocking=True)
                 y = None if y is None else y.pin_memory().to(target, non_blocking=True)
             yield (x,) if y is None else (x, y)

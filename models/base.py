@@ -1,4 +1,5 @@
 """The one interface every family implements, nets and trees alike."""
+
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,9 +14,10 @@ from callbacks.progress import ProgressReporter
 @dataclass(frozen=True)
 class Task:
     """What the label asks for: ``binary`` / ``multiclass`` (classes 0..n_classes-1) or ``regression``."""
+
     kind: str = "binary"
     n_classes: int | None = 2
-    class_weight: str | None = None      # None or "balanced" (classification only)
+    class_weight: str | None = None  # None or "balanced" (classification only)
 
     @property
     def is_classification(self) -> bool:
@@ -38,9 +40,10 @@ def sample_weights(task: Task, y: np.ndarray) -> np.ndarray | None:
 @dataclass
 class Rows:
     """Rows of the scaled feature matrix a model sees; sequence models read windows ending at ``rows``."""
-    features: np.ndarray          # (n_total, F) float32, the whole table
-    rows: np.ndarray              # indices into ``features``
-    y: np.ndarray | None = None   # int labels for ``rows``
+
+    features: np.ndarray  # (n_total, F) float32, the whole table
+    rows: np.ndarray  # indices into ``features``
+    y: np.ndarray | None = None  # int labels for ``rows``
     # auxiliary targets aligned with ``rows`` ("forward_return", "forward_volatility"; NaN -> 0), for families
     # that learn from more than the label (reward-based, quantile, multitask)
     aux: dict[str, np.ndarray] | None = None
@@ -58,26 +61,26 @@ class FitContext:
     seed: int
     reporter: ProgressReporter
     token: CancellationToken | None = None
-    callbacks: DictConfig | None = None     # cfg.callbacks
-    trainer: DictConfig | None = None       # cfg.trainer
-    device: DictConfig | None = None        # cfg.device (resolved accelerator)
-    logger: object | None = None            # a Lightning logger or None
-    resume_from: str | None = None          # nets: a checkpoint to continue from
-    hooks: bool = True                      # False only to measure the cost of progress + cancellation
+    callbacks: DictConfig | None = None  # cfg.callbacks
+    trainer: DictConfig | None = None  # cfg.trainer
+    device: DictConfig | None = None  # cfg.device (resolved accelerator)
+    logger: object | None = None  # a Lightning logger or None
+    resume_from: str | None = None  # nets: a checkpoint to continue from
+    hooks: bool = True  # False only to measure the cost of progress + cancellation
     extra: dict = field(default_factory=dict)
 
 
 @dataclass
 class FitReport:
-    metrics: dict                 # training_metrics for result.json
+    metrics: dict  # training_metrics for result.json
     cancelled: bool = False
     checkpoint: str | None = None  # nets: the checkpoint saved when cancelled
     history: dict = field(default_factory=dict)  # curves for plots: name -> list of floats
 
 
 class CandleModel(ABC):
-    input: str = "tabular"        # or "sequence"
-    window: int = 1               # candles of context per prediction
+    input: str = "tabular"  # or "sequence"
+    window: int = 1  # candles of context per prediction
 
     @abstractmethod
     def fit(self, train: Rows, val: Rows, ctx: FitContext) -> FitReport: ...

@@ -15,6 +15,7 @@ sums. Between alarms each sum is the Lindley recursion S_t = max(0, S_{t-1} + u_
 form (S_t = C_t - min(0, min_{s<=t} C_s) over cumulative sums) on blocks that grow until an alarm.
 Derived features per row: rows since the segment began, the segment's running mean and std of the signal,
 changes in the last ``count_window`` rows, and the four CUSUM statistics relative to their alarm levels."""
+
 import json
 import logging
 from pathlib import Path
@@ -23,7 +24,7 @@ import numpy as np
 from omegaconf import DictConfig
 from scipy.signal import lfilter
 
-from data.errors import UserError
+from core.errors import UserError
 from models.base import CandleModel, FitContext, FitReport, Rows, Task
 from models.lightgbm import LightGBMModel
 
@@ -31,12 +32,28 @@ log = logging.getLogger(__name__)
 
 NAME = "change_point"
 _META = "change_point.json"
-_DETECTOR = ("signal_column", "drift", "threshold", "var_drift", "var_threshold", "clip", "count_window",
-             "reference_span")
-FEATURE_NAMES = ["cp_since_change", "cp_segment_mean", "cp_segment_std", "cp_changes_recent",
-                 "cp_cusum_up", "cp_cusum_down", "cp_cusum_var_up", "cp_cusum_var_down"]
+_DETECTOR = (
+    "signal_column",
+    "drift",
+    "threshold",
+    "var_drift",
+    "var_threshold",
+    "clip",
+    "count_window",
+    "reference_span",
+)
+FEATURE_NAMES = [
+    "cp_since_change",
+    "cp_segment_mean",
+    "cp_segment_std",
+    "cp_changes_recent",
+    "cp_cusum_up",
+    "cp_cusum_down",
+    "cp_cusum_var_up",
+    "cp_cusum_var_down",
+]
 _FIRST_BLOCK = 64
-_MIN_VAR = 1e-2     # floor on a segment's reference variance (train units)
+_MIN_VAR = 1e-2  # floor on a segment's reference variance (train units)
 
 
 def _increments(x: np.ndarray, mean: float, var: float, drift: float, var_drift: float, clip: float) -> np.ndarray:
@@ -46,8 +63,16 @@ def _increments(x: np.ndarray, mean: float, var: float, drift: float, var_drift:
     return np.column_stack([d - drift, -d - drift, v - var_drift, -v - var_drift])
 
 
-def cusum(x: np.ndarray, ewm_mean: np.ndarray, ewm_square: np.ndarray, drift: float, threshold: float,
-          var_drift: float, var_threshold: float, clip: float) -> tuple[np.ndarray, np.ndarray]:
+def cusum(
+    x: np.ndarray,
+    ewm_mean: np.ndarray,
+    ewm_square: np.ndarray,
+    drift: float,
+    threshold: float,
+    var_drift: float,
+    var_threshold: float,
+    clip: float,
+) -> tuple[np.ndarray, np.ndarray]:
     """Coupled two-sided CUSUMs (mean and variance) over one run of rows, all reset after any alarm.
 
     A segment's reference is fixed when it begins: mean 0 / variance 1 (the train scaling) at the run's
@@ -59,7 +84,7 @@ def cusum(x: np.ndarray, ewm_mean: np.ndarray, ewm_square: np.ndarray, drift: fl
     stats = np.zeros((n, 4))
     pos, block = 0, _FIRST_BLOCK
     mean, var = 0.0, 1.0
-    level, floor = np.zeros(4), np.zeros(4)      # cumulative sum since the reset, and its running min (with 0)
+    level, floor = np.zeros(4), np.zeros(4)  # cumulative sum since the reset, and its running min (with 0)
     while pos < n:
         stop = min(n, pos + block)
         c = level + np.cumsum(_increments(x[pos:stop], mean, var, drift, var_drift, clip), axis=0)
@@ -68,7 +93,7 @@ def cusum(x: np.ndarray, ewm_mean: np.ndarray, ewm_square: np.ndarray, drift: fl
         hit = np.flatnonzero((s > levels).any(axis=1))
         if len(hit):
             t = pos + int(hit[0])
-            stats[pos:t + 1] = s[:hit[0] + 1]
+            stats[pos : t + 1] = s[: hit[0] + 1]
             alarm[t] = True
             mean, var = float(ewm_mean[t]), max(float(ewm_square[t]) - float(ewm_mean[t]) ** 2, _MIN_VAR)
             level, floor = np.zeros(4), np.zeros(4)
@@ -97,18 +122,34 @@ def run_starts(rows: np.ndarray, run_start: np.ndarray | None = None) -> np.ndar
     return starts
 
 
-def change_point_features(signal: np.ndarray, starts: np.ndarray, drift: float = 0.5, threshold: float = 8.0,
-                          var_drift: float = 0.5, var_threshold: float = 12.0, clip: float = 4.0,
-                          count_window: int = 240, reference_span: int = 60) -> np.ndarray:
+def change_point_features(
+    signal: np.ndarray,
+    starts: np.ndarray,
+    drift: float = 0.5,
+    threshold: float = 8.0,
+    var_drift: float = 0.5,
+    var_threshold: float = 12.0,
+    clip: float = 4.0,
+    count_window: int = 240,
+    reference_span: int = 60,
+) -> np.ndarray:
     """(n, 8) causal features (FEATURE_NAMES) for a standardised signal in time order; ``starts`` marks rows
     where the detector restarts. Row i depends on rows <= i only. Missing values count as 0 (no evidence)."""
     x = np.clip(np.nan_to_num(np.asarray(signal, dtype=np.float64), nan=0.0, posinf=clip, neginf=-clip), -clip, clip)
     out = np.zeros((len(x), len(FEATURE_NAMES)))
     bounds = np.append(np.flatnonzero(starts), len(x))
-    for a, b in zip(bounds[:-1], bounds[1:]):   # runs are independent: a run's features use its own rows only
+    for a, b in zip(bounds[:-1], bounds[1:]):  # runs are independent: a run's features use its own rows only
         run = x[a:b]
-        alarm, stats = cusum(run, ewma(run, reference_span), ewma(run * run, reference_span), drift, threshold,
-                             var_drift, var_threshold, clip)
+        alarm, stats = cusum(
+            run,
+            ewma(run, reference_span),
+            ewma(run * run, reference_span),
+            drift,
+            threshold,
+            var_drift,
+            var_threshold,
+            clip,
+        )
         out[a:b] = _segment_features(run, alarm, stats, count_window)
     return out
 
@@ -140,23 +181,35 @@ class ChangePointModel(CandleModel):
         self.task = task
 
     @classmethod
-    def from_config(cls, cfg: DictConfig, n_features: int, seed: int, num_threads: int,
-                    task: Task = Task()) -> "ChangePointModel":
+    def from_config(
+        cls, cfg: DictConfig, n_features: int, seed: int, num_threads: int, task: Task = Task()
+    ) -> "ChangePointModel":
         if not 0 <= int(cfg.signal_column) < n_features:
-            raise UserError(f"signal_column must be a feature index in [0, {n_features}), got {cfg.signal_column}",
-                            "model.signal_column")
+            raise UserError(
+                f"signal_column must be a feature index in [0, {n_features}), got {cfg.signal_column}",
+                "model.signal_column",
+            )
         for key in ("threshold", "var_threshold", "clip"):
             if not float(cfg[key]) > 0:
                 raise UserError(f"{key} must be positive, got {cfg[key]}", f"model.{key}")
         for key in ("count_window", "reference_span"):
             if int(cfg[key]) < 1:
                 raise UserError(f"{key} must be >= 1, got {cfg[key]}", f"model.{key}")
-        detector = {"signal_column": int(cfg.signal_column), "drift": float(cfg.drift),
-                    "threshold": float(cfg.threshold), "var_drift": float(cfg.var_drift),
-                    "var_threshold": float(cfg.var_threshold), "clip": float(cfg.clip),
-                    "count_window": int(cfg.count_window), "reference_span": int(cfg.reference_span)}
-        return cls(detector, LightGBMModel.from_config(cfg, n_features + len(FEATURE_NAMES), seed, num_threads,
-                                                       task=task), task)
+        detector = {
+            "signal_column": int(cfg.signal_column),
+            "drift": float(cfg.drift),
+            "threshold": float(cfg.threshold),
+            "var_drift": float(cfg.var_drift),
+            "var_threshold": float(cfg.var_threshold),
+            "clip": float(cfg.clip),
+            "count_window": int(cfg.count_window),
+            "reference_span": int(cfg.reference_span),
+        }
+        return cls(
+            detector,
+            LightGBMModel.from_config(cfg, n_features + len(FEATURE_NAMES), seed, num_threads, task=task),
+            task,
+        )
 
     def features(self, data: Rows) -> np.ndarray:
         """The detector's (n, 8) features for ``data.rows``, in their order.
@@ -166,14 +219,21 @@ class ChangePointModel(CandleModel):
         before each row (causal) — and the requested rows are picked out. Without them it restarts per call.
         """
         d = self.detector
-        params = (d["drift"], d["threshold"], d["var_drift"], d["var_threshold"], d["clip"], d["count_window"],
-                  d["reference_span"])
+        params = (
+            d["drift"],
+            d["threshold"],
+            d["var_drift"],
+            d["var_threshold"],
+            d["clip"],
+            d["count_window"],
+            d["reference_span"],
+        )
         rows = np.asarray(data.rows)
         segments = getattr(data, "segments", None)
         if segments is not None and len(rows):
             stop = int(rows.max()) + 1
             starts = np.ones(stop, dtype=bool)
-            starts[1:] = segments[1:stop] != segments[:stop - 1]
+            starts[1:] = segments[1:stop] != segments[: stop - 1]
             full = change_point_features(data.features[:stop, d["signal_column"]], starts, *params)
             return full[rows]
         aux = getattr(data, "aux", None) or {}
@@ -193,8 +253,9 @@ class ChangePointModel(CandleModel):
         aug_train, train_rate = self._augmented(train)
         aug_val, val_rate = self._augmented(val)
         report = self.booster.fit(aug_train, aug_val, ctx)
-        report.metrics.update({"train/change_rate": train_rate, "val/change_rate": val_rate,
-                               "detector": dict(self.detector)})
+        report.metrics.update(
+            {"train/change_rate": train_rate, "val/change_rate": val_rate, "detector": dict(self.detector)}
+        )
         return report
 
     def predict_proba(self, data: Rows) -> np.ndarray:

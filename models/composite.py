@@ -1,5 +1,6 @@
 """Shared by families that fit other families inside them (ensemble, meta_learning): one progress count
 across the member fits, and the log loss they select on."""
+
 import numpy as np
 
 from models.base import FitContext
@@ -27,9 +28,19 @@ class MemberReporter:
 
 
 def member_context(ctx: FitContext, offset: int, total: int) -> FitContext:
-    return FitContext(run_dir=ctx.run_dir, seed=ctx.seed, reporter=MemberReporter(ctx.reporter, offset, total),
-                      token=ctx.token, callbacks=ctx.callbacks, trainer=ctx.trainer, device=ctx.device,
-                      logger=None, resume_from=None, hooks=ctx.hooks, extra=ctx.extra)
+    return FitContext(
+        run_dir=ctx.run_dir,
+        seed=ctx.seed,
+        reporter=MemberReporter(ctx.reporter, offset, total),
+        token=ctx.token,
+        callbacks=ctx.callbacks,
+        trainer=ctx.trainer,
+        device=ctx.device,
+        logger=None,
+        resume_from=None,
+        hooks=ctx.hooks,
+        extra=ctx.extra,
+    )
 
 
 def log_loss(p: np.ndarray, y: np.ndarray) -> float:

@@ -1,7 +1,7 @@
 """Ensemble of families trained in the same fit (e.g. LightGBM + XGBoost + CatBoost), combined by
 weights on the simplex (``average``) or by a logistic regression on the members' outputs (``stacking``).
 
-Members are family names: each is built through the project's family list (``models.registry``) from the
+Members are family names: each is built through the project's family list (``models.families``) from the
 small member config embedded in the ensemble config, each fitted on the training rows and early-stopped on
 the validation rows through its own native callbacks.
 
@@ -18,6 +18,7 @@ Combination, with p_m the member outputs on a row:
 Saved as: members/<name>/ in each member's native format + ensemble.json (weights or stacker coefficients,
 member family names; loading resolves them through the family list, never a class path from the file).
 """
+
 import json
 from pathlib import Path
 
@@ -26,10 +27,10 @@ from omegaconf import DictConfig, OmegaConf
 from scipy.optimize import minimize
 from sklearn.linear_model import LogisticRegression
 
-from data.errors import UserError
+from core.errors import UserError
 from models.base import CandleModel, FitContext, FitReport, Rows, Task
 from models.composite import log_loss, member_context
-from models.registry import family_class, family_target
+from models.families import family_class, family_target
 
 _META = "ensemble.json"
 _MEMBERS = "members"
@@ -45,16 +46,21 @@ def _loss(task: Task, out: np.ndarray, y: np.ndarray) -> float:
 def simplex_weights(outputs: list[np.ndarray], y: np.ndarray, task: Task) -> np.ndarray:
     """Non-negative weights summing to 1 that minimise the loss of the weighted average on (outputs, y)."""
     k = len(outputs)
-    stack = np.stack(outputs)   # (k, n, c)
+    stack = np.stack(outputs)  # (k, n, c)
 
     def objective(w):
         return _loss(task, np.tensordot(w, stack, axes=1), y)
 
     start = np.full(k, 1.0 / k)
-    res = minimize(objective, start, method="SLSQP", bounds=[(0.0, 1.0)] * k,
-                   constraints=[{"type": "eq", "fun": lambda w: np.sum(w) - 1.0}],
-                   options={"ftol": 1e-10, "maxiter": 200})
-    w = np.where(res.x > 1e-9, res.x, 0.0)   # SLSQP leaves ~1e-17 residues on the bounds
+    res = minimize(
+        objective,
+        start,
+        method="SLSQP",
+        bounds=[(0.0, 1.0)] * k,
+        constraints=[{"type": "eq", "fun": lambda w: np.sum(w) - 1.0}],
+        options={"ftol": 1e-10, "maxiter": 200},
+    )
+    w = np.where(res.x > 1e-9, res.x, 0.0)  # SLSQP leaves ~1e-17 residues on the bounds
     w = w / w.sum() if w.sum() > 0 else start
     # the optimiser may stop short; a single member (a vertex) or equal weights are candidates too
     candidates = [w, start, *np.eye(k)]
@@ -65,7 +71,7 @@ def stacking_inputs(outputs: list[np.ndarray], task: Task) -> np.ndarray:
     if not task.is_classification:
         return np.column_stack([o[:, 0] for o in outputs])
     logs = [np.log(np.clip(o, _EPS, 1.0)) for o in outputs]
-    if task.kind == "binary":   # log-odds of up: one column per member
+    if task.kind == "binary":  # log-odds of up: one column per member
         return np.column_stack([lg[:, 1] - lg[:, 0] for lg in logs])
     return np.concatenate(logs, axis=1)
 
@@ -97,8 +103,9 @@ class EnsembleModel(CandleModel):
         self.intercept: np.ndarray | None = None
 
     @classmethod
-    def from_config(cls, cfg: DictConfig, n_features: int, seed: int, num_threads: int,
-                    task: Task = Task()) -> "EnsembleModel":
+    def from_config(
+        cls, cfg: DictConfig, n_features: int, seed: int, num_threads: int, task: Task = Task()
+    ) -> "EnsembleModel":
         if task.kind not in _TASKS:
             raise UserError(f"{cfg.name} supports {', '.join(_TASKS)}, not {task.kind}", "target.type")
         if cfg.method not in _METHODS:
@@ -113,8 +120,10 @@ class EnsembleModel(CandleModel):
             if member_cfg is None:
                 raise UserError(f"member {name!r} has no config in model.member_configs", "model.member_configs")
             if member_cfg.get("_target_") not in (None, family_target(name)):
-                raise UserError(f"member {name}: _target_ {member_cfg._target_} is not the family's class "
-                                f"{family_target(name)}", f"model.member_configs.{name}._target_")
+                raise UserError(
+                    f"member {name}: _target_ {member_cfg._target_} is not the family's class {family_target(name)}",
+                    f"model.member_configs.{name}._target_",
+                )
             member_cfg = OmegaConf.create({**OmegaConf.to_container(member_cfg, resolve=True), "name": name})
             model.members[name] = member_cls.from_config(member_cfg, n_features, seed, num_threads, task=task)
             model.member_totals[name] = int(member_cfg.get("n_estimators") or member_cfg.get("max_epochs") or 0)
@@ -131,7 +140,7 @@ class EnsembleModel(CandleModel):
             metrics["members"][name] = report.metrics
             for key, values in report.history.items():
                 history[f"{name}/{key}"] = list(values)
-            if report.cancelled:   # the members fitted so far (the last one partial) still form a model
+            if report.cancelled:  # the members fitted so far (the last one partial) still form a model
                 at = report.metrics.get("cancelled_at", {}).get("iteration", 0)
                 cancelled_at = {"iteration": offset + int(at)}
                 metrics["cancelled_member"] = name
@@ -149,9 +158,14 @@ class EnsembleModel(CandleModel):
         out_val = self._combine(outputs)
         out_train = self._combine([m.predict_proba(train) for m in fitted.values()])
         member_val = {name: _loss(self.task, o, val.y) for name, o in zip(fitted, outputs)}
-        metrics.update({"method": self.method, "member_val_loss": member_val,
-                        "train/loss": _loss(self.task, out_train, train.y),
-                        "val/loss": _loss(self.task, out_val, val.y)})   # in-sample for the combiner
+        metrics.update(
+            {
+                "method": self.method,
+                "member_val_loss": member_val,
+                "train/loss": _loss(self.task, out_train, train.y),
+                "val/loss": _loss(self.task, out_val, val.y),
+            }
+        )  # in-sample for the combiner
         if self.weights is not None:
             metrics["weights"] = dict(zip(self.names, map(float, self.weights)))
         if self.task.is_classification:
@@ -167,8 +181,9 @@ class EnsembleModel(CandleModel):
         if self.task.is_classification:
             lr = LogisticRegression(C=self.stacking_c, max_iter=1000, random_state=seed).fit(Z, y)
             if len(lr.classes_) != self.task.n_classes:
-                raise UserError(f"stacking needs every class in the validation rows, found {lr.classes_.tolist()}",
-                                "model.method")
+                raise UserError(
+                    f"stacking needs every class in the validation rows, found {lr.classes_.tolist()}", "model.method"
+                )
             self.coef, self.intercept = lr.coef_.astype(np.float64), lr.intercept_.astype(np.float64)
         else:
             A = np.column_stack([Z, np.ones(len(Z))])
@@ -184,15 +199,21 @@ class EnsembleModel(CandleModel):
         return self._combine([m.predict_proba(data) for m in self.members.values()])
 
     def save(self, directory: Path) -> None:
-        meta = {"names": self.names, "method": self.method, "task": vars(self.task), "stacking_C": self.stacking_c,
-                "families": {}, "weights": None if self.weights is None else self.weights.tolist(),
-                "coef": None if self.coef is None else self.coef.tolist(),
-                "intercept": None if self.intercept is None else self.intercept.tolist()}
+        meta = {
+            "names": self.names,
+            "method": self.method,
+            "task": vars(self.task),
+            "stacking_C": self.stacking_c,
+            "families": {},
+            "weights": None if self.weights is None else self.weights.tolist(),
+            "coef": None if self.coef is None else self.coef.tolist(),
+            "intercept": None if self.intercept is None else self.intercept.tolist(),
+        }
         for name, member in self.members.items():
             sub = directory / _MEMBERS / name
             sub.mkdir(parents=True, exist_ok=True)
             member.save(sub)
-            meta["families"][name] = name   # a member is named by its family
+            meta["families"][name] = name  # a member is named by its family
         (directory / _META).write_text(json.dumps(meta, indent=2))
 
     @classmethod
@@ -202,11 +223,13 @@ class EnsembleModel(CandleModel):
         where = str(directory / _META)
         for name in meta["names"]:
             family = (meta.get("families") or {}).get(name, name)
-            member_cls = family_class(family, where)   # also keeps ``name`` a plain folder name
-            old = (meta.get("targets") or {}).get(name)   # ensembles saved before members were family names
+            member_cls = family_class(family, where)  # also keeps ``name`` a plain folder name
+            old = (meta.get("targets") or {}).get(name)  # ensembles saved before members were family names
             if family != name or (old is not None and old != family_target(family, where)):
-                raise UserError(f"member {str(name)[:80]!r} names {str(old or family)[:120]!r}, not the class of "
-                                f"family {name}", where)
+                raise UserError(
+                    f"member {str(name)[:80]!r} names {str(old or family)[:120]!r}, not the class of family {name}",
+                    where,
+                )
             model.members[name] = member_cls.load(directory / _MEMBERS / name)
         if meta["weights"] is not None:
             model.weights = np.asarray(meta["weights"], dtype=np.float64)

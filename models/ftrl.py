@@ -6,6 +6,7 @@ the batch's summed gradient enters z and the per-row squared gradients enter n (
 accumulate with those weights). Epochs early-stop on the validation rows' log loss, best state kept.
 Multiclass is one-vs-rest (K binary models, probabilities normalised); the binary task fits one model for
 class 1. ``partial_fit`` continues learning online. Saved as z and n (safetensors) + JSON hyper-parameters."""
+
 import json
 import logging
 from pathlib import Path
@@ -15,7 +16,7 @@ from omegaconf import DictConfig
 from safetensors.numpy import load_file, save_file
 from scipy.special import expit
 
-from data.errors import UserError
+from core.errors import UserError
 from models.base import CandleModel, FitContext, FitReport, Rows, Task, sample_weights
 
 log = logging.getLogger(__name__)
@@ -31,9 +32,18 @@ _HYPER = ("alpha", "beta", "lambda1", "lambda2", "batch_size", "max_epochs", "pa
 class FTRLModel(CandleModel):
     input = "tabular"
 
-    def __init__(self, n_features: int, alpha: float = 0.05, beta: float = 1.0, lambda1: float = 1.0,
-                 lambda2: float = 1.0, batch_size: int = 256, max_epochs: int = 10, patience: int = 2,
-                 task: Task = Task()):
+    def __init__(
+        self,
+        n_features: int,
+        alpha: float = 0.05,
+        beta: float = 1.0,
+        lambda1: float = 1.0,
+        lambda2: float = 1.0,
+        batch_size: int = 256,
+        max_epochs: int = 10,
+        patience: int = 2,
+        task: Task = Task(),
+    ):
         self.task = task
         self.n_features = int(n_features)
         self.alpha, self.beta = float(alpha), float(beta)
@@ -46,8 +56,9 @@ class FTRLModel(CandleModel):
         self.best_epoch: int | None = None
 
     @classmethod
-    def from_config(cls, cfg: DictConfig, n_features: int, seed: int, num_threads: int,
-                    task: Task = Task()) -> "FTRLModel":
+    def from_config(
+        cls, cfg: DictConfig, n_features: int, seed: int, num_threads: int, task: Task = Task()
+    ) -> "FTRLModel":
         # seed / num_threads: FTRL is deterministic (zero init, time-ordered passes) and numpy-threaded
         if task.kind not in TASKS:
             raise UserError(f"{NAME} supports {' and '.join(TASKS)} targets, not {task.kind}", "target.type")
@@ -79,7 +90,7 @@ class FTRLModel(CandleModel):
         """One mini-batch step; returns the batch's probabilities (under the weights before the step)."""
         w = self.weights()
         p = expit(self._logits(X, w))
-        r = p - Y                                            # d logloss / d logit, (b, K)
+        r = p - Y  # d logloss / d logit, (b, K)
         if weight is not None:
             r = r * weight[:, None]
         g = np.empty_like(self.z)
@@ -131,9 +142,16 @@ class FTRLModel(CandleModel):
                 it += 1
                 if ctx.hooks and it % every == 0:
                     batch_loss = float(-np.mean(np.log(np.clip(np.where(Y == 1, p, 1 - p), _EPS, 1.0))))
-                    ctx.reporter.emit("fit", kind="step", epoch=epoch, epochs=self.max_epochs, iteration=it,
-                                      iterations=total, metrics={"train/batch_loss": batch_loss},
-                                      eta=ctx.reporter.eta(it, total))
+                    ctx.reporter.emit(
+                        "fit",
+                        kind="step",
+                        epoch=epoch,
+                        epochs=self.max_epochs,
+                        iteration=it,
+                        iterations=total,
+                        metrics={"train/batch_loss": batch_loss},
+                        eta=ctx.reporter.eta(it, total),
+                    )
                 if token is not None and (token.is_set() or (it % check_every == 0 and token.cancelled)):
                     cancelled_at = it
                     break
@@ -145,22 +163,34 @@ class FTRLModel(CandleModel):
             history["val/loss"].append(val_loss)
             history["val/acc"].append(val_acc)
             if ctx.hooks:
-                ctx.reporter.emit("fit", kind="epoch", epoch=epoch, epochs=self.max_epochs,
-                                  metrics={"train/loss": train_loss, "val/loss": val_loss, "val/acc": val_acc})
+                ctx.reporter.emit(
+                    "fit",
+                    kind="epoch",
+                    epoch=epoch,
+                    epochs=self.max_epochs,
+                    metrics={"train/loss": train_loss, "val/loss": val_loss, "val/acc": val_acc},
+                )
             if val_loss < best[0]:
                 best, self.best_epoch, waited = (val_loss, self.z.copy(), self.n.copy()), epoch, 0
             else:
                 waited += 1
                 if waited >= self.patience:
                     break
-        if best[1] is not None:   # the best epoch's state (also after a cancel); else the partial pass
+        if best[1] is not None:  # the best epoch's state (also after a cancel); else the partial pass
             self.z, self.n = best[1], best[2]
         train_loss, _ = self._loss(train)
         val_loss, val_acc = self._loss(val)
         w = self.weights()
-        metrics = {"best_epoch": self.best_epoch, "epochs_run": len(history["val/loss"]), "iterations_run": it,
-                   "train/loss": train_loss, "val/loss": val_loss, "val/acc": val_acc,
-                   "nonzero_weights": int(np.count_nonzero(w[:, :-1])), "weights": int(w[:, :-1].size)}
+        metrics = {
+            "best_epoch": self.best_epoch,
+            "epochs_run": len(history["val/loss"]),
+            "iterations_run": it,
+            "train/loss": train_loss,
+            "val/loss": val_loss,
+            "val/acc": val_acc,
+            "nonzero_weights": int(np.count_nonzero(w[:, :-1])),
+            "weights": int(w[:, :-1].size),
+        }
         if cancelled_at is not None:
             metrics["cancelled_at"] = {"iteration": cancelled_at}
             log.info("%s stopped at batch %d", NAME, cancelled_at)
@@ -174,9 +204,16 @@ class FTRLModel(CandleModel):
 
     def save(self, directory: Path) -> None:
         save_file({"z": np.ascontiguousarray(self.z), "n": np.ascontiguousarray(self.n)}, str(directory / _WEIGHTS))
-        (directory / _META).write_text(json.dumps({
-            "n_features": self.n_features, "best_epoch": self.best_epoch, "task": vars(self.task),
-            **{k: getattr(self, k) for k in _HYPER}}))
+        (directory / _META).write_text(
+            json.dumps(
+                {
+                    "n_features": self.n_features,
+                    "best_epoch": self.best_epoch,
+                    "task": vars(self.task),
+                    **{k: getattr(self, k) for k in _HYPER},
+                }
+            )
+        )
 
     @classmethod
     def load(cls, directory: Path) -> "FTRLModel":

@@ -1,13 +1,14 @@
 """Neuro-fuzzy network: membership functions over every input feature (computed in the network, so they
 are differentiable and, by default, learned), a rule layer over the memberships, then an MLP whose output
 feeds the shared head (models.nets). Features arrive standardised, so sets are placed in z-score units."""
+
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from data.errors import UserError
+from core.errors import UserError
 from models.mlp import activation, mlp_stack
 from models.nets import NetModel
 
@@ -37,7 +38,7 @@ class Memberships(nn.Module):
         if learnable:
             self.centres = nn.Parameter(centres)
             self.raw_width = nn.Parameter(raw_width)
-        else:   # fixed at initialisation, still saved with the weights
+        else:  # fixed at initialisation, still saved with the weights
             self.register_buffer("centres", centres)
             self.register_buffer("raw_width", raw_width)
         self.shape = shape
@@ -50,15 +51,26 @@ class Memberships(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         d = (x.unsqueeze(-1) - self.centres) / self.widths()
-        d = torch.where(d * self.shoulder > 0, torch.zeros_like(d), d)   # beyond an outer centre: fully in the set
+        d = torch.where(d * self.shoulder > 0, torch.zeros_like(d), d)  # beyond an outer centre: fully in the set
         if self.shape == "gaussian":
             return torch.exp(-0.5 * d * d)
         return torch.clamp(1.0 - d.abs(), min=0.0)
 
 
 class FuzzyMLPBody(nn.Module):
-    def __init__(self, n_features: int, n_sets: int, membership: str, learn_memberships: bool, span: float,
-                 rule: str, n_rules: int, hidden_sizes: list[int], dropout: float, act: str):
+    def __init__(
+        self,
+        n_features: int,
+        n_sets: int,
+        membership: str,
+        learn_memberships: bool,
+        span: float,
+        rule: str,
+        n_rules: int,
+        hidden_sizes: list[int],
+        dropout: float,
+        act: str,
+    ):
         super().__init__()
         if rule not in RULES:
             raise UserError(f"unknown rule layer {rule!r}; available: {', '.join(RULES)}", "model.rule")
@@ -67,7 +79,7 @@ class FuzzyMLPBody(nn.Module):
         if rule == "dense":
             self.rule_layer = nn.Sequential(nn.Linear(n_features * n_sets, n_rules), activation(act))
             width = n_rules
-        else:   # one rule per (feature i set a, feature j set b), i < j: firing = t-norm(mu_ia, mu_jb)
+        else:  # one rule per (feature i set a, feature j set b), i < j: firing = t-norm(mu_ia, mu_jb)
             if n_features < 2:
                 raise UserError("product/min rules pair features: at least 2 features needed", "model.rule")
             i, j = torch.triu_indices(n_features, n_features, offset=1)
@@ -83,8 +95,8 @@ class FuzzyMLPBody(nn.Module):
         mu = self.memberships(x[:, -1])
         if self.rule == "dense":
             return self.rule_layer(mu.flatten(1))
-        a = mu.index_select(1, self.pair_i).unsqueeze(-1)   # (B, pairs, sets, 1)
-        b = mu.index_select(1, self.pair_j).unsqueeze(-2)   # (B, pairs, 1, sets)
+        a = mu.index_select(1, self.pair_i).unsqueeze(-1)  # (B, pairs, sets, 1)
+        b = mu.index_select(1, self.pair_j).unsqueeze(-2)  # (B, pairs, 1, sets)
         fired = a * b if self.rule == "product" else torch.minimum(a, b)
         return fired.flatten(1)
 
@@ -97,6 +109,15 @@ class FuzzyMLPModel(NetModel):
 
     @staticmethod
     def build_body(arch: dict) -> nn.Module:
-        return FuzzyMLPBody(arch["n_features"], arch["n_sets"], arch["membership"], arch["learn_memberships"],
-                            float(arch.get("span", 2.0)), arch["rule"], arch.get("n_rules", 64),
-                            list(arch["hidden_sizes"]), arch["dropout"], arch.get("activation", "gelu"))
+        return FuzzyMLPBody(
+            arch["n_features"],
+            arch["n_sets"],
+            arch["membership"],
+            arch["learn_memberships"],
+            float(arch.get("span", 2.0)),
+            arch["rule"],
+            arch.get("n_rules", 64),
+            list(arch["hidden_sizes"]),
+            arch["dropout"],
+            arch.get("activation", "gelu"),
+        )

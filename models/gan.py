@@ -7,6 +7,7 @@ windows (smoothed label) against generated ones plus ``cls_weight`` x the class 
 windows, then the generator with the non-saturating loss against the updated discriminator. Predictions
 are the class head's; ``train/loss`` and ``val/loss`` are the class loss, comparable with other families.
 """
+
 import dataclasses
 
 import torch
@@ -25,14 +26,18 @@ class ConvDiscriminator(nn.Module):
     def __init__(self, n_features: int, hidden: int, dropout: float):
         super().__init__()
         self.convs = nn.Sequential(
-            nn.Conv1d(n_features, hidden, 3, padding=1), nn.LeakyReLU(0.2),
-            nn.Conv1d(hidden, hidden, 3, padding=2, dilation=2), nn.LeakyReLU(0.2),
-            nn.Conv1d(hidden, hidden, 3, padding=4, dilation=4), nn.LeakyReLU(0.2))
+            nn.Conv1d(n_features, hidden, 3, padding=1),
+            nn.LeakyReLU(0.2),
+            nn.Conv1d(hidden, hidden, 3, padding=2, dilation=2),
+            nn.LeakyReLU(0.2),
+            nn.Conv1d(hidden, hidden, 3, padding=4, dilation=4),
+            nn.LeakyReLU(0.2),
+        )
         self.dropout = nn.Dropout(dropout)
         self.out_features = 2 * hidden
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.convs(x.transpose(1, 2))   # (B, hidden, W)
+        h = self.convs(x.transpose(1, 2))  # (B, hidden, W)
         return self.dropout(torch.cat([h[:, :, -1], h.mean(dim=2)], dim=1))
 
 
@@ -42,10 +47,12 @@ class WindowGenerator(nn.Module):
     def __init__(self, latent: int, hidden: int, window: int, n_features: int):
         super().__init__()
         self.latent, self.window, self.hidden = latent, window, hidden
-        self.expand = nn.Sequential(nn.Linear(latent, 2 * hidden), nn.LeakyReLU(0.2),
-                                    nn.Linear(2 * hidden, hidden * window), nn.LeakyReLU(0.2))
-        self.to_window = nn.Sequential(nn.Conv1d(hidden, hidden, 3, padding=1), nn.LeakyReLU(0.2),
-                                       nn.Conv1d(hidden, n_features, 1))
+        self.expand = nn.Sequential(
+            nn.Linear(latent, 2 * hidden), nn.LeakyReLU(0.2), nn.Linear(2 * hidden, hidden * window), nn.LeakyReLU(0.2)
+        )
+        self.to_window = nn.Sequential(
+            nn.Conv1d(hidden, hidden, 3, padding=1), nn.LeakyReLU(0.2), nn.Conv1d(hidden, n_features, 1)
+        )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = self.expand(z).view(-1, self.hidden, self.window)
@@ -66,14 +73,20 @@ class GANBody(nn.Module):
 
 
 class GANModule(NetModule):
-    cls_weight = 1.0           # class loss in the discriminator's objective
-    real_label = 0.9           # one-sided label smoothing of real windows
-    gradient_clip_val = None   # clipped here: Lightning clips only under automatic optimisation
+    cls_weight = 1.0  # class loss in the discriminator's objective
+    real_label = 0.9  # one-sided label smoothing of real windows
+    gradient_clip_val = None  # clipped here: Lightning clips only under automatic optimisation
 
-    def __init__(self, body: nn.Module, n_outputs: int, regression: bool = False,
-                 optimizer: dict | None = None, scheduler: dict | None = None):
+    def __init__(
+        self,
+        body: nn.Module,
+        n_outputs: int,
+        regression: bool = False,
+        optimizer: dict | None = None,
+        scheduler: dict | None = None,
+    ):
         super().__init__(body, n_outputs, regression, optimizer, scheduler)
-        self.adversary = nn.Linear(body.out_features, 1)   # real/fake logit
+        self.adversary = nn.Linear(body.out_features, 1)  # real/fake logit
         self.automatic_optimization = False
 
     def sample(self, n: int) -> torch.Tensor:
@@ -96,7 +109,7 @@ class GANModule(NetModule):
             self.clip_gradients(optimizer, gradient_clip_val=self.gradient_clip_val, gradient_clip_algorithm="norm")
         if counted:
             optimizer.step()
-        else:   # through the strategy (precision plugin, hooks) without advancing global_step
+        else:  # through the strategy (precision plugin, hooks) without advancing global_step
             self.trainer.strategy.optimizer_step(optimizer.optimizer, closure=lambda: None, model=self)
 
     def training_step(self, batch, batch_idx):
@@ -109,14 +122,15 @@ class GANModule(NetModule):
         with self.toggled_optimizer(d_opt):
             h = self.body(torch.cat([x, fake.detach()]))
             adv = self.adversary(h)[:, 0]
-            d_adv = (F.binary_cross_entropy_with_logits(adv[:n], real)
-                     + F.binary_cross_entropy_with_logits(adv[n:], generated))
+            d_adv = F.binary_cross_entropy_with_logits(adv[:n], real) + F.binary_cross_entropy_with_logits(
+                adv[n:], generated
+            )
             cls = self.loss(self.head(h[:n]), y)
             d_loss = d_adv + self.cls_weight * cls
             # global_step counts batches (what progress and its ETA read), so only the generator's step counts
             self._update(d_opt, d_loss, counted=False)
 
-        with self.toggled_optimizer(g_opt):   # discriminator frozen: only the generator learns to fool it
+        with self.toggled_optimizer(g_opt):  # discriminator frozen: only the generator learns to fool it
             g_loss = F.binary_cross_entropy_with_logits(self.adversary(self.body(fake))[:, 0], torch.ones_like(real))
             self._update(g_opt, g_loss, counted=True)
 
@@ -125,7 +139,7 @@ class GANModule(NetModule):
         return {"loss": cls.detach()}
 
     def on_train_epoch_end(self):
-        schedulers = self.lr_schedulers()   # manual optimisation steps its schedulers itself
+        schedulers = self.lr_schedulers()  # manual optimisation steps its schedulers itself
         if schedulers is None:
             return
         for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
@@ -135,7 +149,7 @@ class GANModule(NetModule):
 class GANModel(NetModel):
     input = "sequence"
     module_class = GANModule
-    ddp_strategy = "ddp_find_unused_parameters_true"   # each step trains one side only
+    ddp_strategy = "ddp_find_unused_parameters_true"  # each step trains one side only
 
     @staticmethod
     def build_body(arch: dict) -> nn.Module:

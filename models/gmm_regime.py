@@ -8,6 +8,7 @@ every training row, stands in for regimes with too few training rows and for reg
 reach. Every booster early-stops on the time-ordered validation rows, weighted by the regime posterior. The
 mixture's parameters are saved as safetensors and the GaussianMixture rebuilt from them (no pickle); the
 boosters as LightGBM text."""
+
 import json
 import logging
 import re
@@ -21,7 +22,7 @@ from sklearn.mixture import GaussianMixture
 from threadpoolctl import threadpool_limits
 
 from callbacks.boosting import LightGBMHooks
-from data.errors import UserError
+from core.errors import UserError
 from models.base import CandleModel, FitContext, FitReport, Rows, Task, sample_weights
 from models.lightgbm import OBJECTIVES, booster_params
 
@@ -46,6 +47,7 @@ class _OffsetHooks(LightGBMHooks):
     def __call__(self, env: lgb.callback.CallbackEnv) -> None:
         def metrics():
             return {f"{data}/{name}": float(value) for data, name, value, _ in env.evaluation_result_list}
+
         if self._round(self.offset + env.iteration + 1, metrics):
             raise lgb.callback.EarlyStopException(env.iteration, env.evaluation_result_list)
 
@@ -65,7 +67,7 @@ def gmm_from_arrays(arrays: dict[str, np.ndarray], covariance_type: str) -> Gaus
     elif covariance_type == "tied":
         gmm.precisions_ = prec_chol @ prec_chol.T
     else:
-        gmm.precisions_ = prec_chol ** 2
+        gmm.precisions_ = prec_chol**2
     gmm.n_features_in_ = arrays["means_"].shape[1]
     gmm.converged_ = True
     return gmm
@@ -74,10 +76,21 @@ def gmm_from_arrays(arrays: dict[str, np.ndarray], covariance_type: str) -> Gaus
 class GMMRegimeModel(CandleModel):
     input = "tabular"
 
-    def __init__(self, params: dict, n_components: int = 3, covariance_type: str = "full",
-                 columns: list[int] | None = None, max_rows: int = 50000, min_regime_rows: int = 1000,
-                 gmm_max_iter: int = 100, reg_covar: float = 1e-4, n_estimators: int = 500,
-                 early_stopping_rounds: int = 50, seed: int = 0, task: Task = Task()):
+    def __init__(
+        self,
+        params: dict,
+        n_components: int = 3,
+        covariance_type: str = "full",
+        columns: list[int] | None = None,
+        max_rows: int = 50000,
+        min_regime_rows: int = 1000,
+        gmm_max_iter: int = 100,
+        reg_covar: float = 1e-4,
+        n_estimators: int = 500,
+        early_stopping_rounds: int = 50,
+        seed: int = 0,
+        task: Task = Task(),
+    ):
         self.params = dict(params)
         self.task = task
         self.n_components, self.covariance_type = int(n_components), str(covariance_type)
@@ -89,28 +102,43 @@ class GMMRegimeModel(CandleModel):
         self.gmm: GaussianMixture | None = None
         self.boosters: dict[str, lgb.Booster] = {}
         self.best_iterations: dict[str, int] = {}
-        self.regime_model: list[str] = []     # per regime: its own booster's key, or "global"
+        self.regime_model: list[str] = []  # per regime: its own booster's key, or "global"
 
     @classmethod
-    def from_config(cls, cfg: DictConfig, n_features: int, seed: int, num_threads: int,
-                    task: Task = Task()) -> "GMMRegimeModel":
+    def from_config(
+        cls, cfg: DictConfig, n_features: int, seed: int, num_threads: int, task: Task = Task()
+    ) -> "GMMRegimeModel":
         if int(cfg.n_components) < 1:
             raise UserError(f"n_components must be >= 1, got {cfg.n_components}", "model.n_components")
         if cfg.covariance_type not in ("full", "tied", "diag", "spherical"):
-            raise UserError(f"covariance_type must be full, tied, diag or spherical, got {cfg.covariance_type}",
-                            "model.covariance_type")
+            raise UserError(
+                f"covariance_type must be full, tied, diag or spherical, got {cfg.covariance_type}",
+                "model.covariance_type",
+            )
         columns = OmegaConf.to_container(cfg.columns) if cfg.get("columns") is not None else None
         if columns is not None and (not columns or any(not 0 <= int(c) < n_features for c in columns)):
             raise UserError(f"columns must be feature indices in [0, {n_features}), got {columns}", "model.columns")
         params = booster_params(cfg.params, task, seed, num_threads)
-        return cls(params, cfg.n_components, cfg.covariance_type, columns, cfg.max_rows, cfg.min_regime_rows,
-                   cfg.gmm_max_iter, cfg.reg_covar, cfg.n_estimators, cfg.early_stopping_rounds, seed, task)
+        return cls(
+            params,
+            cfg.n_components,
+            cfg.covariance_type,
+            columns,
+            cfg.max_rows,
+            cfg.min_regime_rows,
+            cfg.gmm_max_iter,
+            cfg.reg_covar,
+            cfg.n_estimators,
+            cfg.early_stopping_rounds,
+            seed,
+            task,
+        )
 
     def _gmm_input(self, X: np.ndarray) -> np.ndarray:
         return (X if self.columns is None else X[:, self.columns]).astype(np.float64)
 
     def _posterior(self, X: np.ndarray) -> np.ndarray:
-        with threadpool_limits(self.params["num_threads"], user_api="blas"):   # the configured threads, no more
+        with threadpool_limits(self.params["num_threads"], user_api="blas"):  # the configured threads, no more
             return self.gmm.predict_proba(self._gmm_input(X))
 
     def regime_posterior(self, data: Rows) -> np.ndarray:
@@ -122,10 +150,18 @@ class GMMRegimeModel(CandleModel):
         dtrain = lgb.Dataset(X, label=y, weight=w, free_raw_data=False)
         dval = lgb.Dataset(Xv, label=yv, weight=wv, reference=dtrain)
         booster = lgb.train(
-            self.params, dtrain, num_boost_round=self.n_estimators, valid_sets=[dtrain, dval],
-            valid_names=["train", "val"], keep_training_booster=True,
-            callbacks=[lgb.early_stopping(self.early_stopping_rounds, first_metric_only=True, verbose=False),
-                       lgb.record_evaluation(evals)] + ([hooks] if hooks is not None else []))
+            self.params,
+            dtrain,
+            num_boost_round=self.n_estimators,
+            valid_sets=[dtrain, dval],
+            valid_names=["train", "val"],
+            keep_training_booster=True,
+            callbacks=[
+                lgb.early_stopping(self.early_stopping_rounds, first_metric_only=True, verbose=False),
+                lgb.record_evaluation(evals),
+            ]
+            + ([hooks] if hooks is not None else []),
+        )
         self.boosters[key] = booster
         self.best_iterations[key] = int(booster.best_iteration or booster.current_iteration())
         cancelled = hooks is not None and hooks.cancelled_at is not None
@@ -136,12 +172,20 @@ class GMMRegimeModel(CandleModel):
     def fit(self, train: Rows, val: Rows, ctx: FitContext) -> FitReport:
         X, Xv = train.tabular(), val.tabular()
         every = ctx.callbacks.progress.every_n_batches if ctx.callbacks is not None else 10
-        hooks = _OffsetHooks(ctx.reporter, ctx.token, every, self.n_estimators * (1 + self.n_components)) \
-            if ctx.hooks else None
+        hooks = (
+            _OffsetHooks(ctx.reporter, ctx.token, every, self.n_estimators * (1 + self.n_components))
+            if ctx.hooks
+            else None
+        )
         # The regimes: fitted on training rows only (evenly spaced in time when there are more than max_rows).
         fit_rows = np.linspace(0, len(X) - 1, min(len(X), self.max_rows)).round().astype(np.int64)
-        self.gmm = GaussianMixture(self.n_components, covariance_type=self.covariance_type, max_iter=self.gmm_max_iter,
-                                   reg_covar=self.reg_covar, random_state=self.seed)
+        self.gmm = GaussianMixture(
+            self.n_components,
+            covariance_type=self.covariance_type,
+            max_iter=self.gmm_max_iter,
+            reg_covar=self.reg_covar,
+            random_state=self.seed,
+        )
         with threadpool_limits(self.params["num_threads"], user_api="blas"):
             self.gmm.fit(self._gmm_input(X[fit_rows]))
         post, post_val = self._posterior(X), self._posterior(Xv)
@@ -158,23 +202,38 @@ class GMMRegimeModel(CandleModel):
             if cancelled:
                 break
             if occupancy[k] < self.min_regime_rows or post_val[:, k].sum() < 1.0:
-                log.info("regime %d has %d training rows (< %d): it uses the global model", k, occupancy[k],
-                         self.min_regime_rows)
+                log.info(
+                    "regime %d has %d training rows (< %d): it uses the global model",
+                    k,
+                    occupancy[k],
+                    self.min_regime_rows,
+                )
                 continue
             mine = regime == k
-            _, cancelled = self._boost(f"regime_{k}", X[mine], train.y[mine], weight_all[mine], Xv, val.y,
-                                       np.maximum(post_val[:, k], 0.0), hooks)
+            _, cancelled = self._boost(
+                f"regime_{k}",
+                X[mine],
+                train.y[mine],
+                weight_all[mine],
+                Xv,
+                val.y,
+                np.maximum(post_val[:, k], 0.0),
+                hooks,
+            )
             self.regime_model[k] = f"regime_{k}"
 
         out_train, out_val = self._mix(X, post), self._mix(Xv, post_val)
-        metrics = {"best_iteration": dict(self.best_iterations),
-                   "regime_model": list(self.regime_model),
-                   "regime_occupancy_train": (occupancy / max(len(X), 1)).round(6).tolist(),
-                   "regime_occupancy_val": (np.bincount(post_val.argmax(1), minlength=self.n_components)
-                                            / max(len(Xv), 1)).round(6).tolist(),
-                   "regime_probability_val": post_val.mean(0).round(6).tolist(),
-                   "regime_weights": self.gmm.weights_.round(6).tolist(),
-                   "gmm_converged": bool(self.gmm.converged_)}
+        metrics = {
+            "best_iteration": dict(self.best_iterations),
+            "regime_model": list(self.regime_model),
+            "regime_occupancy_train": (occupancy / max(len(X), 1)).round(6).tolist(),
+            "regime_occupancy_val": (np.bincount(post_val.argmax(1), minlength=self.n_components) / max(len(Xv), 1))
+            .round(6)
+            .tolist(),
+            "regime_probability_val": post_val.mean(0).round(6).tolist(),
+            "regime_weights": self.gmm.weights_.round(6).tolist(),
+            "gmm_converged": bool(self.gmm.converged_),
+        }
         metrics.update(self._scores("train", out_train, train.y))
         metrics.update(self._scores("val", out_val, val.y))
         if self.task.is_classification:
@@ -183,13 +242,15 @@ class GMMRegimeModel(CandleModel):
             metrics["cancelled_at"] = {"iteration": hooks.cancelled_at}
         loss = OBJECTIVES[self.task.kind][1][0]
         history = {name: list(global_evals.get(name, {}).get(loss, [])) for name in ("train", "val")}
-        history = {"train/loss": history["train"], "val/loss": history["val"]}   # empty if cancelled at once
+        history = {"train/loss": history["train"], "val/loss": history["val"]}  # empty if cancelled at once
         return FitReport(metrics=metrics, cancelled=bool(cancelled), history=history)
 
     def _scores(self, split: str, out: np.ndarray, y: np.ndarray) -> dict:
         if not self.task.is_classification:
-            return {f"{split}/loss": float(np.mean((out[:, 0] - y) ** 2)),
-                    f"{split}/mae": float(np.mean(np.abs(out[:, 0] - y)))}
+            return {
+                f"{split}/loss": float(np.mean((out[:, 0] - y) ** 2)),
+                f"{split}/mae": float(np.mean(np.abs(out[:, 0] - y))),
+            }
         y = np.asarray(y, dtype=np.int64)
         scores = {f"{split}/loss": float(-np.mean(np.log(np.clip(out[np.arange(len(y)), y], _EPS, 1.0))))}
         if split == "val":
@@ -217,22 +278,47 @@ class GMMRegimeModel(CandleModel):
         save_file(gmm_to_arrays(self.gmm), str(directory / _GMM))
         for key, booster in self.boosters.items():
             booster.save_model(str(directory / f"{key}.txt"), num_iteration=self.best_iterations[key])
-        (directory / _META).write_text(json.dumps({
-            "params": self.params, "n_components": self.n_components, "covariance_type": self.covariance_type,
-            "columns": self.columns, "max_rows": self.max_rows, "min_regime_rows": self.min_regime_rows,
-            "gmm_max_iter": self.gmm_max_iter, "reg_covar": self.reg_covar, "n_estimators": self.n_estimators,
-            "early_stopping_rounds": self.early_stopping_rounds, "seed": self.seed, "task": vars(self.task),
-            "best_iterations": self.best_iterations, "regime_model": self.regime_model}))
+        (directory / _META).write_text(
+            json.dumps(
+                {
+                    "params": self.params,
+                    "n_components": self.n_components,
+                    "covariance_type": self.covariance_type,
+                    "columns": self.columns,
+                    "max_rows": self.max_rows,
+                    "min_regime_rows": self.min_regime_rows,
+                    "gmm_max_iter": self.gmm_max_iter,
+                    "reg_covar": self.reg_covar,
+                    "n_estimators": self.n_estimators,
+                    "early_stopping_rounds": self.early_stopping_rounds,
+                    "seed": self.seed,
+                    "task": vars(self.task),
+                    "best_iterations": self.best_iterations,
+                    "regime_model": self.regime_model,
+                }
+            )
+        )
 
     @classmethod
     def load(cls, directory: Path) -> "GMMRegimeModel":
         meta = json.loads((directory / _META).read_text())
-        model = cls(meta["params"], meta["n_components"], meta["covariance_type"], meta["columns"], meta["max_rows"],
-                    meta["min_regime_rows"], meta["gmm_max_iter"], meta["reg_covar"], meta["n_estimators"],
-                    meta["early_stopping_rounds"], meta["seed"], Task(**meta["task"]))
+        model = cls(
+            meta["params"],
+            meta["n_components"],
+            meta["covariance_type"],
+            meta["columns"],
+            meta["max_rows"],
+            meta["min_regime_rows"],
+            meta["gmm_max_iter"],
+            meta["reg_covar"],
+            meta["n_estimators"],
+            meta["early_stopping_rounds"],
+            meta["seed"],
+            Task(**meta["task"]),
+        )
         model.gmm = gmm_from_arrays(load_file(str(directory / _GMM)), model.covariance_type)
         model.best_iterations = {k: int(v) for k, v in meta["best_iterations"].items()}
-        for key in [*model.best_iterations, *meta["regime_model"]]:   # keys name files: only the ones fit() makes
+        for key in [*model.best_iterations, *meta["regime_model"]]:  # keys name files: only the ones fit() makes
             if not isinstance(key, str) or not _BOOSTER_KEY.match(key):
                 raise UserError(f"booster key {str(key)[:80]!r} is not {_GLOBAL} or regime_<n>", str(directory / _META))
         model.boosters = {k: lgb.Booster(model_file=str(directory / f"{k}.txt")) for k in model.best_iterations}
@@ -242,8 +328,11 @@ class GMMRegimeModel(CandleModel):
     def n_parameters(self) -> int:
         """Mixture parameters plus fitted leaf values of every kept tree."""
         gmm = sum(getattr(self.gmm, name).size for name in ("weights_", "means_", "covariances_"))
-        leaves = sum(t["num_leaves"] for key, b in self.boosters.items()
-                     for t in b.dump_model(num_iteration=self.best_iterations[key])["tree_info"])
+        leaves = sum(
+            t["num_leaves"]
+            for key, b in self.boosters.items()
+            for t in b.dump_model(num_iteration=self.best_iterations[key])["tree_info"]
+        )
         return int(gmm + leaves)
 
     def feature_importance(self, names: list[str]) -> dict:

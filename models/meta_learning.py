@@ -16,13 +16,14 @@ secondary shrinks the confidence (the bet size) towards 0.5 where it expects the
 a row is "covered" (a bet would be taken) when P(correct) >= ``threshold``; the fit reports the val coverage
 and the primary's accuracy on covered val rows.
 """
+
 import json
 from pathlib import Path
 
 import numpy as np
 from omegaconf import DictConfig
 
-from data.errors import UserError
+from core.errors import UserError
 from models.base import CandleModel, FitContext, FitReport, Rows, Task
 from models.composite import log_loss, member_context
 from models.lightgbm import LightGBMModel
@@ -40,7 +41,7 @@ def time_ordered_parts(rows: np.ndarray, fraction: float, purge: int, block_gap:
     for block in np.split(np.arange(len(rows)), breaks):
         cut = int(round(len(block) * fraction))
         first.append(block[:cut])
-        second.append(block[cut + purge:])
+        second.append(block[cut + purge :])
     return np.concatenate(first), np.concatenate(second)
 
 
@@ -64,44 +65,59 @@ class MetaLabelingModel(CandleModel):
         self.secondary = secondary
         self.opts = dict(opts)
         self.task = task
-        self.fit_rows: dict[str, np.ndarray] = {}   # feature-table rows each model learned on (last fit)
+        self.fit_rows: dict[str, np.ndarray] = {}  # feature-table rows each model learned on (last fit)
 
     @classmethod
-    def from_config(cls, cfg: DictConfig, n_features: int, seed: int, num_threads: int,
-                    task: Task = Task()) -> "MetaLabelingModel":
+    def from_config(
+        cls, cfg: DictConfig, n_features: int, seed: int, num_threads: int, task: Task = Task()
+    ) -> "MetaLabelingModel":
         if task.kind not in _TASKS:
             raise UserError(f"{cfg.name} supports {', '.join(_TASKS)}, not {task.kind}", "target.type")
         if not 0.0 < float(cfg.primary_fraction) < 1.0:
-            raise UserError(f"model.primary_fraction must lie in (0, 1), got {cfg.primary_fraction}",
-                            "model.primary_fraction")
+            raise UserError(
+                f"model.primary_fraction must lie in (0, 1), got {cfg.primary_fraction}", "model.primary_fraction"
+            )
         primary = LightGBMModel.from_config(cfg.primary, n_features, seed, num_threads, task=task)
         secondary = LightGBMModel.from_config(cfg.secondary, n_features + 2, seed, num_threads, task=Task("binary", 2))
-        opts = {"primary_fraction": float(cfg.primary_fraction), "purge_rows": int(cfg.purge_rows),
-                "block_gap": int(cfg.block_gap), "threshold": float(cfg.threshold)}
+        opts = {
+            "primary_fraction": float(cfg.primary_fraction),
+            "purge_rows": int(cfg.purge_rows),
+            "block_gap": int(cfg.block_gap),
+            "threshold": float(cfg.threshold),
+        }
         return cls(primary, secondary, opts, task)
 
     def fit(self, train: Rows, val: Rows, ctx: FitContext) -> FitReport:
         o = self.opts
         first, second = time_ordered_parts(train.rows, o["primary_fraction"], o["purge_rows"], o["block_gap"])
         if len(second) < _MIN_SECONDARY_ROWS:
-            raise UserError(f"meta-labelling leaves {len(second)} training rows for the secondary model, need at "
-                            f"least {_MIN_SECONDARY_ROWS}", "model.primary_fraction")
+            raise UserError(
+                f"meta-labelling leaves {len(second)} training rows for the secondary model, need at "
+                f"least {_MIN_SECONDARY_ROWS}",
+                "model.primary_fraction",
+            )
         self.fit_rows = {_PRIMARY: train.rows[first], _SECONDARY: train.rows[second]}
         n_primary, n_secondary = self.primary.n_estimators, self.secondary.n_estimators
         total = n_primary + n_secondary
-        metrics: dict = {"rows": {"primary": len(first), "secondary": len(second),
-                                  "purged": len(train.rows) - len(first) - len(second)}}
+        metrics: dict = {
+            "rows": {
+                "primary": len(first),
+                "secondary": len(second),
+                "purged": len(train.rows) - len(first) - len(second),
+            }
+        }
         primary_rows = _subset(train, first)
         report = self.primary.fit(primary_rows, val, member_context(ctx, 0, total))
         metrics[_PRIMARY] = report.metrics
         history = {f"{_PRIMARY}/{k}": list(v) for k, v in report.history.items()}
-        if report.cancelled:   # the partial primary alone is the model (P(correct) taken as 1)
+        if report.cancelled:  # the partial primary alone is the model (P(correct) taken as 1)
             self.secondary = None
             return self._report(train, val, second, metrics, history, report.metrics["cancelled_at"]["iteration"])
         sec_rows, sec_y = self._meta_rows(_subset(train, second))
         val_rows, val_y = self._meta_rows(val)
-        report = self.secondary.fit(_dense(sec_rows, sec_y), _dense(val_rows, val_y),
-                                    member_context(ctx, n_primary, total))
+        report = self.secondary.fit(
+            _dense(sec_rows, sec_y), _dense(val_rows, val_y), member_context(ctx, n_primary, total)
+        )
         metrics[_SECONDARY] = report.metrics
         history.update({f"{_SECONDARY}/{k}": list(v) for k, v in report.history.items()})
         cancelled = report.metrics["cancelled_at"]["iteration"] + n_primary if report.cancelled else None
@@ -112,16 +128,26 @@ class MetaLabelingModel(CandleModel):
         p_up = self.primary.predict_proba(data)[:, 1]
         return meta_features(data.tabular(), p_up), ((p_up > 0.5).astype(np.int64) == data.y).astype(np.int64)
 
-    def _report(self, train: Rows, val: Rows, second: np.ndarray, metrics: dict, history: dict,
-                cancelled_at: int | None) -> FitReport:
+    def _report(
+        self, train: Rows, val: Rows, second: np.ndarray, metrics: dict, history: dict, cancelled_at: int | None
+    ) -> FitReport:
         out_val = self.predict_proba(val)
-        metrics.update({"val/loss": log_loss(out_val, val.y), "val/acc": float(np.mean(out_val.argmax(1) == val.y)),
-                        "train/loss": log_loss(self.predict_proba(_subset(train, second)), train.y[second])})
+        metrics.update(
+            {
+                "val/loss": log_loss(out_val, val.y),
+                "val/acc": float(np.mean(out_val.argmax(1) == val.y)),
+                "train/loss": log_loss(self.predict_proba(_subset(train, second)), train.y[second]),
+            }
+        )
         p_correct = self._p_correct(val)
         covered = p_correct >= self.opts["threshold"]
         primary_right = (self.primary.predict_proba(val)[:, 1] > 0.5).astype(np.int64) == val.y
-        metrics.update({"val/coverage": float(np.mean(covered)),
-                        "val/acc_covered": float(np.mean(primary_right[covered])) if covered.any() else None})
+        metrics.update(
+            {
+                "val/coverage": float(np.mean(covered)),
+                "val/acc_covered": float(np.mean(primary_right[covered])) if covered.any() else None,
+            }
+        )
         if self.secondary is not None:
             metrics["secondary/val/acc"] = float(np.mean((p_correct > 0.5) == primary_right))
         if cancelled_at is not None:
@@ -145,8 +171,9 @@ class MetaLabelingModel(CandleModel):
             if model is not None:
                 (directory / name).mkdir(parents=True, exist_ok=True)
                 model.save(directory / name)
-        (directory / _META).write_text(json.dumps({"opts": self.opts, "task": vars(self.task),
-                                                   "has_secondary": self.secondary is not None}))
+        (directory / _META).write_text(
+            json.dumps({"opts": self.opts, "task": vars(self.task), "has_secondary": self.secondary is not None})
+        )
 
     @classmethod
     def load(cls, directory: Path) -> "MetaLabelingModel":

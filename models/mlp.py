@@ -1,8 +1,9 @@
 """Multilayer perceptron over the current candle's feature vector (tabular: windows of one row)."""
+
 import torch
 from torch import nn
 
-from data.errors import UserError
+from core.errors import UserError
 from models.nets import NetModel
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh, "elu": nn.ELU}
@@ -14,8 +15,9 @@ def activation(name: str, where: str = "model.activation") -> nn.Module:
     return ACTIVATIONS[name]()
 
 
-def mlp_stack(n_inputs: int, hidden_sizes: list[int], dropout: float, act: str,
-              where: str = "model.hidden_sizes") -> nn.Sequential:
+def mlp_stack(
+    n_inputs: int, hidden_sizes: list[int], dropout: float, act: str, where: str = "model.hidden_sizes"
+) -> nn.Sequential:
     """Linear -> activation -> dropout per hidden size; an empty list is the identity (a linear model)."""
     sizes = list(hidden_sizes or [])
     if any(not isinstance(w, int) or isinstance(w, bool) or w < 1 for w in sizes):
@@ -34,7 +36,7 @@ class MLPBody(nn.Module):
         self.out_features = hidden_sizes[-1] if hidden_sizes else n_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x[:, -1])   # (B, 1, F) -> the row's features (B, F)
+        return self.net(x[:, -1])  # (B, 1, F) -> the row's features (B, F)
 
 
 class MLPModel(NetModel):

@@ -6,6 +6,7 @@ live in the module's buffers and so travel with the safetensors weights. ``train
 sum (beside ``train/loss_<component>``); predictions are the target head's alone, and ``val/loss`` is the
 target loss, so early stopping and the kept epoch follow what is predicted, comparable with other families.
 """
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -23,8 +24,14 @@ DEFAULT_LOSS_WEIGHTS = {"target": 1.0, "forward_return": 0.5, "volatility": 0.5}
 
 
 class MultitaskModule(NetModule):
-    def __init__(self, body: nn.Module, n_outputs: int, regression: bool = False,
-                 optimizer: dict | None = None, scheduler: dict | None = None):
+    def __init__(
+        self,
+        body: nn.Module,
+        n_outputs: int,
+        regression: bool = False,
+        optimizer: dict | None = None,
+        scheduler: dict | None = None,
+    ):
         super().__init__(body, n_outputs, regression, optimizer, scheduler)
         self.return_head = nn.Linear(body.out_features, 1)
         self.volatility_head = nn.Linear(body.out_features, 1)
@@ -38,9 +45,11 @@ class MultitaskModule(NetModule):
         h = self.body(x)
         out = self.head(h)
         y = labels[:, 0] if self.regression else labels[:, 0].long()
-        losses = {"target": self.loss(out, y),
-                  "forward_return": F.mse_loss(self.return_head(h)[:, 0], labels[:, 1]),
-                  "volatility": F.mse_loss(self.volatility_head(h)[:, 0], labels[:, 2])}
+        losses = {
+            "target": self.loss(out, y),
+            "forward_return": F.mse_loss(self.return_head(h)[:, 0], labels[:, 1]),
+            "volatility": F.mse_loss(self.volatility_head(h)[:, 0], labels[:, 2]),
+        }
         return out, losses
 
     def training_step(self, batch, batch_idx):
@@ -79,13 +88,14 @@ class MultitaskModel(NetModel):
         weights = {**DEFAULT_LOSS_WEIGHTS, **(arch.get("loss_weights") or {})}
         unknown = set(weights) - set(LOSS_NAMES)
         if unknown:
-            raise ValueError(f"model.loss_weights: unknown component(s) {sorted(unknown)}; "
-                             f"choose from {', '.join(LOSS_NAMES)}")
+            raise ValueError(
+                f"model.loss_weights: unknown component(s) {sorted(unknown)}; choose from {', '.join(LOSS_NAMES)}"
+            )
         self.net.loss_weights = {k: float(v) for k, v in weights.items()}
 
     def fit(self, train: Rows, val: Rows, ctx: FitContext) -> FitReport:
         aux = self._aux(train)
-        self.net.aux_mean.copy_(torch.from_numpy(aux.mean(0)))   # training rows only
+        self.net.aux_mean.copy_(torch.from_numpy(aux.mean(0)))  # training rows only
         self.net.aux_std.copy_(torch.from_numpy(np.maximum(aux.std(0), 1e-12)))
         return super().fit(train, val, ctx)
 
@@ -103,5 +113,11 @@ class MultitaskModel(NetModel):
         aux = (self._aux(data) - mean) / std
         # class ids are small integers, exact in float32; the step casts them back
         labels = np.column_stack([data.y.astype(np.float64), aux]).astype(np.float32)
-        return WindowBatches(torch.from_numpy(np.ascontiguousarray(data.features)), data.rows, labels,
-                             self.window, self.train_opts.get("batch_size", 1024), shuffle_seed)
+        return WindowBatches(
+            torch.from_numpy(np.ascontiguousarray(data.features)),
+            data.rows,
+            labels,
+            self.window,
+            self.train_opts.get("batch_size", 1024),
+            shuffle_seed,
+        )

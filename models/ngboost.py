@@ -13,6 +13,7 @@ runs through ``TreeEnsemblePredictor`` - right after the fit as after a load - w
 ``pred_param`` arithmetic in the same order (init + sum of lr * tree_i(X) * scaling_i per parameter), so a
 reload reproduces predictions bit for bit, and a test checks it against the library's own ``pred_dist``.
 """
+
 import json
 import logging
 from pathlib import Path
@@ -25,16 +26,16 @@ from omegaconf import DictConfig
 from safetensors.numpy import load_file, save_file
 from sklearn.tree import DecisionTreeRegressor
 
-from data.errors import UserError
-from models.base import CandleModel, FitContext, FitReport, Rows, Task, sample_weights
 from callbacks.steps import StepHooks
+from core.errors import UserError
+from models.base import CandleModel, FitContext, FitReport, Rows, Task, sample_weights
 
 log = logging.getLogger(__name__)
 
 _WEIGHTS = "trees.safetensors"
 _META = "ngboost.json"
 _TASKS = ("binary", "multiclass", "regression")
-_ROWS_PER_CHUNK = 4096   # bounds the (rows x trees) node matrix while predicting
+_ROWS_PER_CHUNK = 4096  # bounds the (rows x trees) node matrix while predicting
 
 
 class _Stop(Exception):
@@ -49,8 +50,14 @@ class TreeEnsemblePredictor:
     ``max_depth`` steps in lock-step.
     """
 
-    def __init__(self, arrays: dict[str, np.ndarray], init_params: np.ndarray, scalings: np.ndarray,
-                 learning_rate: float, n_params: int):
+    def __init__(
+        self,
+        arrays: dict[str, np.ndarray],
+        init_params: np.ndarray,
+        scalings: np.ndarray,
+        learning_rate: float,
+        n_params: int,
+    ):
         self.arrays = arrays
         self.init_params = np.asarray(init_params, dtype=np.float64)
         self.scalings = np.asarray(scalings, dtype=np.float64)
@@ -77,20 +84,40 @@ class TreeEnsemblePredictor:
                 value.append(t.value[:, 0, 0].astype(np.float64))
                 w, imp = t.weighted_n_node_samples, t.impurity
                 cl, cr = t.children_left, t.children_right
-                split_gain = np.where(is_leaf, 0.0, w * imp - w[np.maximum(cl, 0)] * imp[np.maximum(cl, 0)]
-                                      - w[np.maximum(cr, 0)] * imp[np.maximum(cr, 0)])
+                split_gain = np.where(
+                    is_leaf,
+                    0.0,
+                    w * imp
+                    - w[np.maximum(cl, 0)] * imp[np.maximum(cl, 0)]
+                    - w[np.maximum(cr, 0)] * imp[np.maximum(cr, 0)],
+                )
                 gain.append(split_gain)
                 roots.append(offset)
                 offset += n
-        cat = (lambda xs, dt: np.concatenate(xs).astype(dt) if xs else np.zeros(0, dt))
-        arrays = {"left": cat(left, np.int64), "right": cat(right, np.int64), "feature": cat(feature, np.int64),
-                  "threshold": cat(threshold, np.float64), "nan_left": cat(nan_left, np.uint8),
-                  "value": cat(value, np.float64), "roots": np.asarray(roots, np.int64),
-                  "split_gain": cat(gain, np.float64),
-                  "max_depth": np.asarray([max([m.tree_.max_depth for ms in ngb.base_models[:n_iterations]
-                                                for m in ms], default=0)], np.int64)}
-        return cls(arrays, ngb.init_params, np.asarray(ngb.scalings[:n_iterations], np.float64),
-                   ngb.learning_rate, ngb.Manifold.n_params)
+
+        def cat(xs: list, dt) -> np.ndarray:
+            return np.concatenate(xs).astype(dt) if xs else np.zeros(0, dt)
+
+        arrays = {
+            "left": cat(left, np.int64),
+            "right": cat(right, np.int64),
+            "feature": cat(feature, np.int64),
+            "threshold": cat(threshold, np.float64),
+            "nan_left": cat(nan_left, np.uint8),
+            "value": cat(value, np.float64),
+            "roots": np.asarray(roots, np.int64),
+            "split_gain": cat(gain, np.float64),
+            "max_depth": np.asarray(
+                [max([m.tree_.max_depth for ms in ngb.base_models[:n_iterations] for m in ms], default=0)], np.int64
+            ),
+        }
+        return cls(
+            arrays,
+            ngb.init_params,
+            np.asarray(ngb.scalings[:n_iterations], np.float64),
+            ngb.learning_rate,
+            ngb.Manifold.n_params,
+        )
 
     @property
     def n_iterations(self) -> int:
@@ -102,14 +129,14 @@ class TreeEnsemblePredictor:
         roots = a["roots"]
         out = np.empty((len(X), len(roots)), dtype=np.float64)
         for start in range(0, len(X), _ROWS_PER_CHUNK):
-            x = X[start:start + _ROWS_PER_CHUNK]
+            x = X[start : start + _ROWS_PER_CHUNK]
             node = np.broadcast_to(roots, (len(x), len(roots))).copy()
             r = np.arange(len(x))[:, None]
             for _ in range(int(a["max_depth"][0])):
                 v = x[r, a["feature"][node]]
                 go_left = np.where(np.isnan(v), a["nan_left"][node] == 1, v <= a["threshold"][node])
                 node = np.where(go_left, a["left"][node], a["right"][node])
-            out[start:start + len(x)] = a["value"][node]
+            out[start : start + len(x)] = a["value"][node]
         return out
 
     def params(self, X: np.ndarray) -> np.ndarray:
@@ -141,24 +168,43 @@ class NGBoostModel(CandleModel):
         self.predictor: TreeEnsemblePredictor | None = None
 
     @classmethod
-    def from_config(cls, cfg: DictConfig, n_features: int, seed: int, num_threads: int,
-                    task: Task = Task()) -> "NGBoostModel":
+    def from_config(
+        cls, cfg: DictConfig, n_features: int, seed: int, num_threads: int, task: Task = Task()
+    ) -> "NGBoostModel":
         if task.kind not in _TASKS:
             raise UserError(f"{cfg.name} supports {', '.join(_TASKS)}, not {task.kind}", "target.type")
-        params = {"n_estimators": int(cfg.n_estimators), "early_stopping_rounds": int(cfg.early_stopping_rounds),
-                  "learning_rate": float(cfg.learning_rate), "minibatch_frac": float(cfg.minibatch_frac),
-                  "col_sample": float(cfg.col_sample), "natural_gradient": bool(cfg.natural_gradient),
-                  "max_depth": int(cfg.max_depth), "min_samples_leaf": int(cfg.min_samples_leaf), "seed": int(seed)}
+        params = {
+            "n_estimators": int(cfg.n_estimators),
+            "early_stopping_rounds": int(cfg.early_stopping_rounds),
+            "learning_rate": float(cfg.learning_rate),
+            "minibatch_frac": float(cfg.minibatch_frac),
+            "col_sample": float(cfg.col_sample),
+            "natural_gradient": bool(cfg.natural_gradient),
+            "max_depth": int(cfg.max_depth),
+            "min_samples_leaf": int(cfg.min_samples_leaf),
+            "seed": int(seed),
+        }
         return cls(params, task)
 
     def _estimator(self):
         p = self.params
-        base = DecisionTreeRegressor(criterion="squared_error", max_depth=p["max_depth"],
-                                     min_samples_leaf=p["min_samples_leaf"], random_state=p["seed"])
-        common = dict(Base=base, n_estimators=p["n_estimators"], learning_rate=p["learning_rate"],
-                      minibatch_frac=p["minibatch_frac"], col_sample=p["col_sample"],
-                      natural_gradient=p["natural_gradient"], verbose=False, random_state=p["seed"],
-                      early_stopping_rounds=None)   # passed to fit instead: the constructor route prints
+        base = DecisionTreeRegressor(
+            criterion="squared_error",
+            max_depth=p["max_depth"],
+            min_samples_leaf=p["min_samples_leaf"],
+            random_state=p["seed"],
+        )
+        common = dict(
+            Base=base,
+            n_estimators=p["n_estimators"],
+            learning_rate=p["learning_rate"],
+            minibatch_frac=p["minibatch_frac"],
+            col_sample=p["col_sample"],
+            natural_gradient=p["natural_gradient"],
+            verbose=False,
+            random_state=p["seed"],
+            early_stopping_rounds=None,
+        )  # passed to fit instead: the constructor route prints
         if self.task.is_classification:
             return NGBClassifier(Dist=k_categorical(self.task.n_classes), **common)
         return NGBRegressor(Dist=Normal, **common)
@@ -168,12 +214,13 @@ class NGBoostModel(CandleModel):
         y = train.y.astype(np.int64) if self.task.is_classification else train.y.astype(np.float64)
         yv = val.y.astype(np.int64) if self.task.is_classification else val.y.astype(np.float64)
         if self.task.is_classification and len(np.unique(y)) < self.task.n_classes:
-            raise UserError(f"ngboost needs every class in the training rows, found {np.unique(y).tolist()}",
-                            "target.type")
+            raise UserError(
+                f"ngboost needs every class in the training rows, found {np.unique(y).tolist()}", "target.type"
+            )
         hooks = StepHooks(ctx, self.params["n_estimators"])
         val_curve: list[float] = []
 
-        def val_monitor(dist, Y):   # called once per round, after its trees and scaling are in place
+        def val_monitor(dist, Y):  # called once per round, after its trees and scaling are in place
             loss = float(dist.total_score(Y))
             val_curve.append(loss)
             if hooks.step(len(val_curve), lambda: {"val/loss": loss}):
@@ -182,20 +229,30 @@ class NGBoostModel(CandleModel):
 
         ngb = self._estimator()
         try:
-            ngb.fit(X, y, X_val=Xv, Y_val=yv, sample_weight=sample_weights(self.task, train.y),
-                    val_loss_monitor=val_monitor, early_stopping_rounds=self.params["early_stopping_rounds"])
+            ngb.fit(
+                X,
+                y,
+                X_val=Xv,
+                Y_val=yv,
+                sample_weight=sample_weights(self.task, train.y),
+                val_loss_monitor=val_monitor,
+                early_stopping_rounds=self.params["early_stopping_rounds"],
+            )
         except _Stop:
             log.info("ngboost stopped at round %d by cancellation", hooks.cancelled_at)
         n_rounds = len(ngb.scalings)
         best = int(np.argmin(val_curve)) + 1 if val_curve else n_rounds
         self.predictor = TreeEnsemblePredictor.from_ngboost(ngb, best)
-        self._library = ngb     # kept in memory only, so a test can compare with the library's pred_dist
-        metrics = {"best_iteration": best, "iterations_run": n_rounds,
-                   **self._losses(train, "train"), **self._losses(val, "val")}
+        self._library = ngb  # kept in memory only, so a test can compare with the library's pred_dist
+        metrics = {
+            "best_iteration": best,
+            "iterations_run": n_rounds,
+            **self._losses(train, "train"),
+            **self._losses(val, "val"),
+        }
         if hooks.cancelled_at is not None:
             metrics["cancelled_at"] = {"iteration": hooks.cancelled_at}
-        return FitReport(metrics=metrics, cancelled=hooks.cancelled_at is not None,
-                         history={"val/loss": val_curve})
+        return FitReport(metrics=metrics, cancelled=hooks.cancelled_at is not None, history={"val/loss": val_curve})
 
     def _losses(self, data: Rows, prefix: str) -> dict:
         """Mean log score of the kept model (ngboost's own loss), plus accuracy or MAE."""
@@ -209,7 +266,7 @@ class NGBoostModel(CandleModel):
             return out
         loc, scale = params[:, 0], np.exp(params[:, 1])
         z = (data.y - loc) / scale
-        out = {f"{prefix}/loss": float(np.mean(0.5 * z ** 2 + np.log(scale) + 0.5 * np.log(2 * np.pi)))}
+        out = {f"{prefix}/loss": float(np.mean(0.5 * z**2 + np.log(scale) + 0.5 * np.log(2 * np.pi)))}
         if prefix == "val":
             out["val/mae"] = float(np.mean(np.abs(loc - data.y)))
         return out
@@ -228,17 +285,30 @@ class NGBoostModel(CandleModel):
     def save(self, directory: Path) -> None:
         p = self.predictor
         save_file({k: np.ascontiguousarray(v) for k, v in p.arrays.items()}, str(directory / _WEIGHTS))
-        (directory / _META).write_text(json.dumps({
-            "params": self.params, "task": vars(self.task), "n_params": p.n_params,
-            "learning_rate": p.learning_rate, "init_params": p.init_params.tolist(),
-            "scalings": p.scalings.tolist()}))   # JSON floats round-trip exactly (repr)
+        (directory / _META).write_text(
+            json.dumps(
+                {
+                    "params": self.params,
+                    "task": vars(self.task),
+                    "n_params": p.n_params,
+                    "learning_rate": p.learning_rate,
+                    "init_params": p.init_params.tolist(),
+                    "scalings": p.scalings.tolist(),
+                }
+            )
+        )  # JSON floats round-trip exactly (repr)
 
     @classmethod
     def load(cls, directory: Path) -> "NGBoostModel":
         meta = json.loads((directory / _META).read_text())
         model = cls(meta["params"], Task(**meta["task"]))
-        model.predictor = TreeEnsemblePredictor(load_file(str(directory / _WEIGHTS)), np.asarray(meta["init_params"]),
-                                                np.asarray(meta["scalings"]), meta["learning_rate"], meta["n_params"])
+        model.predictor = TreeEnsemblePredictor(
+            load_file(str(directory / _WEIGHTS)),
+            np.asarray(meta["init_params"]),
+            np.asarray(meta["scalings"]),
+            meta["learning_rate"],
+            meta["n_params"],
+        )
         return model
 
     def n_parameters(self) -> int:

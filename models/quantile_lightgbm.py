@@ -5,6 +5,7 @@ Direction (binary) probabilities come from the predicted distribution itself: th
 piecewise-linear CDF (flat beyond the outermost levels), and P(up) = 1 - F(0). Regression predicts the
 median. Quantile crossing is removed by sorting each row's predictions. Saved as one LightGBM text model
 per quantile plus a JSON card."""
+
 import json
 import logging
 from pathlib import Path
@@ -14,7 +15,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from callbacks.boosting import LightGBMHooks
-from data.errors import UserError
+from core.errors import UserError
 from models.base import CandleModel, FitContext, FitReport, Rows, Task
 
 log = logging.getLogger(__name__)
@@ -35,13 +36,13 @@ def cdf_at(quantiles: np.ndarray, levels: np.ndarray, x: float = 0.0) -> np.ndar
     points, flat beyond them (F = levels[0] left of the lowest point, levels[-1] right of the highest)."""
     q = np.asarray(quantiles, dtype=np.float64)
     levels = np.asarray(levels, dtype=np.float64)
-    k = (q <= x).sum(axis=1)                      # points at or left of x (rows are sorted)
+    k = (q <= x).sum(axis=1)  # points at or left of x (rows are sorted)
     inner = (k > 0) & (k < q.shape[1])
     lo = np.clip(k - 1, 0, q.shape[1] - 1)
     hi = np.clip(k, 0, q.shape[1] - 1)
     rows = np.arange(len(q))
     q_lo, q_hi = q[rows, lo], q[rows, hi]
-    span = np.where(inner, q_hi - q_lo, 1.0)      # inner rows have q_lo <= x < q_hi, so span > 0
+    span = np.where(inner, q_hi - q_lo, 1.0)  # inner rows have q_lo <= x < q_hi, so span > 0
     frac = np.where(inner, (x - q_lo) / span, 0.0)
     f = levels[lo] + frac * (levels[hi] - levels[lo])
     f = np.where(k == 0, levels[0], f)
@@ -75,8 +76,9 @@ def _binary_logloss(p_up: np.ndarray, y: np.ndarray) -> float:
 class QuantileLightGBMModel(CandleModel):
     input = "tabular"
 
-    def __init__(self, params: dict, quantiles, n_estimators: int = 500, early_stopping_rounds: int = 50,
-                 task: Task = Task()):
+    def __init__(
+        self, params: dict, quantiles, n_estimators: int = 500, early_stopping_rounds: int = 50, task: Task = Task()
+    ):
         self.params = dict(params)
         self.quantiles = [float(q) for q in quantiles]
         self.task = task
@@ -86,17 +88,25 @@ class QuantileLightGBMModel(CandleModel):
         self.best_iterations: list[int] = []
 
     @classmethod
-    def from_config(cls, cfg: DictConfig, n_features: int, seed: int, num_threads: int,
-                    task: Task = Task()) -> "QuantileLightGBMModel":
+    def from_config(
+        cls, cfg: DictConfig, n_features: int, seed: int, num_threads: int, task: Task = Task()
+    ) -> "QuantileLightGBMModel":
         if task.kind not in TASKS:
             raise UserError(f"{NAME} supports {' and '.join(TASKS)} targets, not {task.kind}", "target.type")
         levels = [float(q) for q in cfg.quantiles]
         if len(levels) < 2 or any(not 0.0 < q < 1.0 for q in levels) or any(np.diff(levels) <= 0):
-            raise UserError(f"quantiles must be at least two increasing levels inside (0, 1), got {levels}",
-                            "model.quantiles")
+            raise UserError(
+                f"quantiles must be at least two increasing levels inside (0, 1), got {levels}", "model.quantiles"
+            )
         params = OmegaConf.to_container(cfg.params, resolve=True)
-        params.update(objective="quantile", metric="quantile", seed=seed, deterministic=True,
-                      num_threads=num_threads, verbosity=-1)
+        params.update(
+            objective="quantile",
+            metric="quantile",
+            seed=seed,
+            deterministic=True,
+            num_threads=num_threads,
+            verbosity=-1,
+        )
         return cls(params, levels, cfg.n_estimators, cfg.early_stopping_rounds, task)
 
     def _target(self, rows: Rows, split: str) -> np.ndarray:
@@ -104,12 +114,14 @@ class QuantileLightGBMModel(CandleModel):
             return np.asarray(rows.y, dtype=np.float64)
         aux = getattr(rows, "aux", None)
         if not aux or AUX_KEY not in aux:
-            raise UserError(f"{NAME} needs the forward return of the {split} rows (Rows.aux['{AUX_KEY}']) to "
-                            f"fit a direction target", "model")
+            raise UserError(
+                f"{NAME} needs the forward return of the {split} rows (Rows.aux['{AUX_KEY}']) to "
+                f"fit a direction target",
+                "model",
+            )
         target = np.asarray(aux[AUX_KEY], dtype=np.float64)
         if len(target) != len(rows.rows) or not np.isfinite(target).all():
-            raise UserError(f"Rows.aux['{AUX_KEY}'] of the {split} rows must hold one finite value per row",
-                            "model")
+            raise UserError(f"Rows.aux['{AUX_KEY}'] of the {split} rows must hold one finite value per row", "model")
         return target
 
     def fit(self, train: Rows, val: Rows, ctx: FitContext) -> FitReport:
@@ -130,7 +142,7 @@ class QuantileLightGBMModel(CandleModel):
         history = {"train/pinball": [], "val/pinball": []}
         last_train, last_val = [np.nan] * k, [np.nan] * k
         rounds = 0
-        for it in range(1, self.n_estimators + 1):   # lockstep: a stop at any round leaves every level usable
+        for it in range(1, self.n_estimators + 1):  # lockstep: a stop at any round leaves every level usable
             for j, booster in enumerate(self.boosters):
                 if not active[j]:
                     continue
@@ -144,23 +156,25 @@ class QuantileLightGBMModel(CandleModel):
             rounds = it
             history["train/pinball"].append(float(np.mean(last_train)))
             history["val/pinball"].append(float(np.mean(last_val)))
-            if ctx.hooks and hooks._round(it, lambda: {"train/pinball": history["train/pinball"][-1],
-                                                       "val/pinball": history["val/pinball"][-1]}):
+            if ctx.hooks and hooks._round(
+                it, lambda: {"train/pinball": history["train/pinball"][-1], "val/pinball": history["val/pinball"][-1]}
+            ):
                 break
             if not any(active):
                 break
         self.best_iterations = [max(1, b) for b in self.best_iterations]
-        metrics = {"best_iteration": self.best_iterations, "iterations_run": rounds,
-                   "quantiles": self.quantiles}
+        metrics = {"best_iteration": self.best_iterations, "iterations_run": rounds, "quantiles": self.quantiles}
         q_train, q_val = self._quantiles(train.tabular()), self._quantiles(val.tabular())
-        metrics["train/pinball"] = float(np.mean([pinball(r_train, q_train[:, j], lv)
-                                                  for j, lv in enumerate(self.quantiles)]))
-        metrics["val/pinball"] = float(np.mean([pinball(r_val, q_val[:, j], lv)
-                                                for j, lv in enumerate(self.quantiles)]))
+        metrics["train/pinball"] = float(
+            np.mean([pinball(r_train, q_train[:, j], lv) for j, lv in enumerate(self.quantiles)])
+        )
+        metrics["val/pinball"] = float(
+            np.mean([pinball(r_val, q_val[:, j], lv) for j, lv in enumerate(self.quantiles)])
+        )
         inside = (r_val >= q_val[:, 0]) & (r_val <= q_val[:, -1])
         metrics["val/interval"] = [self.quantiles[0], self.quantiles[-1]]
         metrics["val/interval_width"] = float(np.mean(q_val[:, -1] - q_val[:, 0]))
-        metrics["val/interval_coverage"] = float(np.mean(inside))   # nominal: quantiles[-1] - quantiles[0]
+        metrics["val/interval_coverage"] = float(np.mean(inside))  # nominal: quantiles[-1] - quantiles[0]
         if self.task.is_classification:
             p_train = 1.0 - cdf_at(q_train, self.quantiles)
             p_val = 1.0 - cdf_at(q_val, self.quantiles)
@@ -175,13 +189,15 @@ class QuantileLightGBMModel(CandleModel):
         if hooks.cancelled_at is not None:
             metrics["cancelled_at"] = {"iteration": hooks.cancelled_at}
             log.info("%s stopped at round %d", NAME, hooks.cancelled_at)
-        return FitReport(metrics=metrics, cancelled=hooks.cancelled_at is not None,
-                         history={"train/loss": history["train/pinball"], "val/loss": history["val/pinball"]})
+        return FitReport(
+            metrics=metrics,
+            cancelled=hooks.cancelled_at is not None,
+            history={"train/loss": history["train/pinball"], "val/loss": history["val/pinball"]},
+        )
 
     def _quantiles(self, X: np.ndarray) -> np.ndarray:
         """(n, K) predicted quantiles, sorted per row (no crossing)."""
-        out = np.column_stack([b.predict(X, num_iteration=it)
-                               for b, it in zip(self.boosters, self.best_iterations)])
+        out = np.column_stack([b.predict(X, num_iteration=it) for b, it in zip(self.boosters, self.best_iterations)])
         return np.sort(out, axis=1)
 
     def predict_quantiles(self, data: Rows) -> np.ndarray:
@@ -197,16 +213,25 @@ class QuantileLightGBMModel(CandleModel):
     def save(self, directory: Path) -> None:
         for level, booster, it in zip(self.quantiles, self.boosters, self.best_iterations):
             booster.save_model(str(directory / _weights_file(level)), num_iteration=it)
-        (directory / _META).write_text(json.dumps({
-            "quantiles": self.quantiles, "best_iterations": self.best_iterations, "params": self.params,
-            "n_estimators": self.n_estimators, "early_stopping_rounds": self.early_stopping_rounds,
-            "task": vars(self.task)}))
+        (directory / _META).write_text(
+            json.dumps(
+                {
+                    "quantiles": self.quantiles,
+                    "best_iterations": self.best_iterations,
+                    "params": self.params,
+                    "n_estimators": self.n_estimators,
+                    "early_stopping_rounds": self.early_stopping_rounds,
+                    "task": vars(self.task),
+                }
+            )
+        )
 
     @classmethod
     def load(cls, directory: Path) -> "QuantileLightGBMModel":
         meta = json.loads((directory / _META).read_text())
-        model = cls(meta["params"], meta["quantiles"], meta["n_estimators"], meta["early_stopping_rounds"],
-                    Task(**meta["task"]))
+        model = cls(
+            meta["params"], meta["quantiles"], meta["n_estimators"], meta["early_stopping_rounds"], Task(**meta["task"])
+        )
         model.boosters = [lgb.Booster(model_file=str(directory / _weights_file(q))) for q in model.quantiles]
         model.best_iterations = [int(b) for b in meta["best_iterations"]]
         return model

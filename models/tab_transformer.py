@@ -1,6 +1,7 @@
 """FT-Transformer over one candle's feature vector: every feature becomes a token (its own linear
 embedding plus a feature bias), a learned [CLS] token is prepended, and the [CLS] state after the encoder
 feeds the shared head (models.nets). Attention runs across features, not time."""
+
 import math
 
 import torch
@@ -51,5 +52,6 @@ class TabTransformerModel(NetModel):
 
     @staticmethod
     def build_body(arch: dict) -> nn.Module:
-        return TabTransformerBody(arch["n_features"], arch["d_model"], arch["heads"], arch["layers"],
-                                  arch["dropout"], arch.get("ff_mult", 2))
+        return TabTransformerBody(
+            arch["n_features"], arch["d_model"], arch["heads"], arch["layers"], arch["dropout"], arch.get("ff_mult", 2)
+        )

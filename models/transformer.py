@@ -1,11 +1,12 @@
 """Transformer encoder over a window's time steps: each candle's feature row is one token; the last (or
 mean) token state feeds the shared head (models.nets)."""
+
 import math
 
 import torch
 from torch import nn
 
-from data.errors import UserError
+from core.errors import UserError
 from models.nets import NetModel
 
 POSITIONS = ("learned", "sinusoidal")
@@ -16,8 +17,15 @@ def encoder_stack(d_model: int, heads: int, layers: int, dropout: float, ff_mult
     """Pre-norm encoder layers (stable without warm-up at these sizes), batch first: (B, tokens, d_model)."""
     if d_model % heads:
         raise UserError(f"d_model ({d_model}) must be a multiple of heads ({heads})", "model.d_model")
-    layer = nn.TransformerEncoderLayer(d_model, heads, dim_feedforward=ff_mult * d_model, dropout=dropout,
-                                       activation="gelu", batch_first=True, norm_first=True)
+    layer = nn.TransformerEncoderLayer(
+        d_model,
+        heads,
+        dim_feedforward=ff_mult * d_model,
+        dropout=dropout,
+        activation="gelu",
+        batch_first=True,
+        norm_first=True,
+    )
     return nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
 
 
@@ -31,8 +39,19 @@ def sinusoidal_positions(length: int, d_model: int) -> torch.Tensor:
 
 
 class TransformerBody(nn.Module):
-    def __init__(self, n_features: int, window: int, d_model: int, heads: int, layers: int, dropout: float,
-                 ff_mult: int, positions: str, causal: bool, pooling: str):
+    def __init__(
+        self,
+        n_features: int,
+        window: int,
+        d_model: int,
+        heads: int,
+        layers: int,
+        dropout: float,
+        ff_mult: int,
+        positions: str,
+        causal: bool,
+        pooling: str,
+    ):
         super().__init__()
         if positions not in POSITIONS:
             raise UserError(f"unknown positions {positions!r}; available: {', '.join(POSITIONS)}", "model.positions")
@@ -41,14 +60,15 @@ class TransformerBody(nn.Module):
         self.embed = nn.Linear(n_features, d_model)
         if positions == "learned":
             self.positions = nn.Parameter(torch.randn(window, d_model) * 0.02)
-        else:   # a function of the window length, not a weight: rebuilt on load
+        else:  # a function of the window length, not a weight: rebuilt on load
             self.register_buffer("positions", sinusoidal_positions(window, d_model), persistent=False)
         self.encoder = encoder_stack(d_model, heads, layers, dropout, ff_mult)
         self.norm = nn.LayerNorm(d_model)
         self.causal = bool(causal)
         # -inf above the diagonal: token t attends to tokens <= t
-        self.register_buffer("mask", torch.triu(torch.full((window, window), float("-inf")), diagonal=1),
-                             persistent=False)
+        self.register_buffer(
+            "mask", torch.triu(torch.full((window, window), float("-inf")), diagonal=1), persistent=False
+        )
         self.pooling = pooling
         self.out_features = d_model
 
@@ -69,6 +89,15 @@ class TransformerModel(NetModel):
 
     @staticmethod
     def build_body(arch: dict) -> nn.Module:
-        return TransformerBody(arch["n_features"], arch["window"], arch["d_model"], arch["heads"], arch["layers"],
-                               arch["dropout"], arch.get("ff_mult", 2), arch["positions"], arch["causal"],
-                               arch["pooling"])
+        return TransformerBody(
+            arch["n_features"],
+            arch["window"],
+            arch["d_model"],
+            arch["heads"],
+            arch["layers"],
+            arch["dropout"],
+            arch.get("ff_mult", 2),
+            arch["positions"],
+            arch["causal"],
+            arch["pooling"],
+        )

@@ -6,6 +6,7 @@ negative ELBO (reconstruction + beta * KL) per window element. ``train/elbo`` is
 window (a loss: lower is better), beside ``train/recon`` and ``train/kl``. The shared head reads mu, so
 predictions are deterministic; ``val/loss`` is the target loss.
 """
+
 import torch
 from torch import nn
 
@@ -22,13 +23,18 @@ class WindowVAE(nn.Module):
         self.window, self.n_features = window, n_features
         self.encoder = LSTMBody(n_features, hidden, layers, dropout)
         self.to_posterior = nn.Linear(hidden, 2 * latent)
-        self.decoder = nn.Sequential(nn.Linear(latent, hidden), nn.GELU(), nn.Linear(hidden, 2 * hidden), nn.GELU(),
-                                     nn.Linear(2 * hidden, window * n_features))
+        self.decoder = nn.Sequential(
+            nn.Linear(latent, hidden),
+            nn.GELU(),
+            nn.Linear(hidden, 2 * hidden),
+            nn.GELU(),
+            nn.Linear(2 * hidden, window * n_features),
+        )
         self.out_features = latent
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mu, logvar = self.to_posterior(self.encoder(x)).chunk(2, dim=1)
-        return mu, logvar.clamp(-10.0, 10.0)   # keeps exp(logvar) finite early in training
+        return mu, logvar.clamp(-10.0, 10.0)  # keeps exp(logvar) finite early in training
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(z).view(-1, self.window, self.n_features)
@@ -38,8 +44,8 @@ class WindowVAE(nn.Module):
 
 
 class VAEModule(NetModule):
-    beta = 1.0          # KL weight in the (beta-)ELBO
-    elbo_weight = 1.0   # weight of the per-element negative ELBO against the target loss
+    beta = 1.0  # KL weight in the (beta-)ELBO
+    elbo_weight = 1.0  # weight of the per-element negative ELBO against the target loss
 
     def elbo_terms(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per-window reconstruction (sum of squared errors), KL to N(0, I), and the mean mu."""
@@ -62,10 +68,10 @@ class VAEModule(NetModule):
         return loss
 
     def validation_step(self, batch, batch_idx):
-        super().validation_step(batch, batch_idx)   # val/loss: the target loss on mu
+        super().validation_step(batch, batch_idx)  # val/loss: the target loss on mu
         x, y = batch
         mu, logvar = self.body.encode(x)
-        recon = ((self.body.decode(mu) - x) ** 2).sum(dim=(1, 2)).mean()   # decoded at the mean
+        recon = ((self.body.decode(mu) - x) ** 2).sum(dim=(1, 2)).mean()  # decoded at the mean
         kl = (-0.5 * (1.0 + logvar - mu.pow(2) - logvar.exp()).sum(dim=1)).mean()
         self.log("val/recon", recon, on_epoch=True, batch_size=len(y))
         self.log("val/kl", kl, on_epoch=True, batch_size=len(y))
@@ -77,8 +83,9 @@ class VAEModel(NetModel):
 
     @staticmethod
     def build_body(arch: dict) -> nn.Module:
-        return WindowVAE(arch["n_features"], arch["window"], arch["hidden"], arch["layers"], arch["latent"],
-                         arch["dropout"])
+        return WindowVAE(
+            arch["n_features"], arch["window"], arch["hidden"], arch["layers"], arch["latent"], arch["dropout"]
+        )
 
     def __init__(self, arch: dict, train_opts: dict | None = None, task: Task = Task()):
         super().__init__(arch, train_opts, task)

@@ -1,5 +1,6 @@
 """XGBoost direction classifier: native Booster, early-stopped on the time-ordered validation split,
 saved in XGBoost's own JSON format."""
+
 import json
 from pathlib import Path
 
@@ -8,37 +9,57 @@ import xgboost as xgb
 from omegaconf import DictConfig, OmegaConf
 
 from callbacks.boosting import xgboost_hooks
-from data.errors import UserError
+from core.devices import tree_gpu
+from core.errors import UserError
 from models.base import CandleModel, FitContext, FitReport, Rows, Task, sample_weights
-from trainer.devices import tree_gpu
 
 _WEIGHTS = "model.json"
 _META = "xgboost.json"
+
+
 # objective, eval metrics (the last one early-stops; the first is shown as val/acc or val/mae)
 def check_trees(saved: dict, where: str) -> None:
     """XGBoost trusts its JSON model: a split on a feature or a child it does not have reads outside its
     arrays (a crash at prediction). Refuse any tree this project never writes: a booster other than gbtree,
     categorical splits, and every index (features, children, output groups) out of its range."""
+
     def bad(what: str):
         raise UserError(f"not an XGBoost model this project reads: {what}", where)
 
     try:
         learner = saved["learner"]
         n_features = int(learner["learner_model_param"]["num_feature"])
-        n_groups = max(1, int(learner["learner_model_param"]["num_class"]),
-                       int(learner["learner_model_param"].get("num_target", 1)))
+        n_groups = max(
+            1,
+            int(learner["learner_model_param"]["num_class"]),
+            int(learner["learner_model_param"].get("num_target", 1)),
+        )
         booster = learner["gradient_booster"]
         trees, info = booster["model"]["trees"], booster["model"]["tree_info"]
         declared = int(booster["model"]["gbtree_model_param"]["num_trees"])
     except (KeyError, TypeError, ValueError):
         bad("no gbtree learner with feature and tree counts")
-    if booster.get("name") != "gbtree" or not isinstance(trees, list) or len(trees) != declared \
-            or not isinstance(info, list) or len(info) != declared or n_features < 1:
+    if (
+        booster.get("name") != "gbtree"
+        or not isinstance(trees, list)
+        or len(trees) != declared
+        or not isinstance(info, list)
+        or len(info) != declared
+        or n_features < 1
+    ):
         bad("not a gbtree booster whose tree counts agree")
     if any(not isinstance(g, int) or not 0 <= g < n_groups for g in info):
         bad("a tree's output group out of range")
-    keys = ("left_children", "right_children", "split_indices", "split_conditions", "default_left", "parents",
-            "base_weights", "split_type")
+    keys = (
+        "left_children",
+        "right_children",
+        "split_indices",
+        "split_conditions",
+        "default_left",
+        "parents",
+        "base_weights",
+        "split_type",
+    )
     for number, tree in enumerate(trees):
         try:
             n = int(tree["tree_param"]["num_nodes"])
@@ -46,10 +67,13 @@ def check_trees(saved: dict, where: str) -> None:
             left, right, features = arrays[:3]
         except (KeyError, TypeError, ValueError):
             bad(f"tree {number} lacks its node arrays")
-        if n < 1 or any(not isinstance(a, list) or len(a) != n for a in arrays) \
-                or any(t != 0 for t in tree["split_type"]):
+        if (
+            n < 1
+            or any(not isinstance(a, list) or len(a) != n for a in arrays)
+            or any(t != 0 for t in tree["split_type"])
+        ):
             bad(f"tree {number}: node arrays of other lengths than {n}, or a categorical split")
-        seen, stack = set(), [0]   # from the root, every node reached once: no loop, no shared child
+        seen, stack = set(), [0]  # from the root, every node reached once: no loop, no shared child
         while stack:
             node = stack.pop()
             l, r, f = left[node], right[node], features[node]
@@ -63,26 +87,28 @@ def check_trees(saved: dict, where: str) -> None:
             stack += [l, r]
 
 
-_OBJECTIVES = {"binary": ("binary:logistic", ["error", "logloss"]),
-               "multiclass": ("multi:softprob", ["merror", "mlogloss"]),
-               "regression": ("reg:squarederror", ["mae", "rmse"])}
+_OBJECTIVES = {
+    "binary": ("binary:logistic", ["error", "logloss"]),
+    "multiclass": ("multi:softprob", ["merror", "mlogloss"]),
+    "regression": ("reg:squarederror", ["mae", "rmse"]),
+}
 
 
 class XGBoostModel(CandleModel):
     input = "tabular"
 
-    def __init__(self, params: dict, n_estimators: int = 500, early_stopping_rounds: int = 50,
-                 task: Task = Task()):
+    def __init__(self, params: dict, n_estimators: int = 500, early_stopping_rounds: int = 50, task: Task = Task()):
         self.params = dict(params)
         self.task = task
         self.n_estimators = int(n_estimators)
         self.early_stopping_rounds = int(early_stopping_rounds)
         self.booster: xgb.Booster | None = None
-        self.best_iteration: int | None = None   # number of rounds kept
+        self.best_iteration: int | None = None  # number of rounds kept
 
     @classmethod
-    def from_config(cls, cfg: DictConfig, n_features: int, seed: int, num_threads: int,
-                    task: Task = Task()) -> "XGBoostModel":
+    def from_config(
+        cls, cfg: DictConfig, n_features: int, seed: int, num_threads: int, task: Task = Task()
+    ) -> "XGBoostModel":
         params = OmegaConf.to_container(cfg.params, resolve=True)
         objective, metrics = _OBJECTIVES[task.kind]
         params.update(objective=objective, eval_metric=metrics, seed=seed, nthread=num_threads, device="cpu")
@@ -95,25 +121,35 @@ class XGBoostModel(CandleModel):
         hooks = xgboost_hooks(ctx.reporter, ctx.token, every, self.n_estimators)
         evals: dict = {}
         gpu = tree_gpu(ctx.device)
-        if gpu:   # device=gpu: XGBoost's CUDA hist, on the GPU this job was given
+        if gpu:  # device=gpu: XGBoost's CUDA hist, on the GPU this job was given
             self.params["device"] = gpu
-        dtrain = xgb.DMatrix(train.tabular(), label=train.y, weight=sample_weights(self.task, train.y),
-                             nthread=self.params["nthread"])
+        dtrain = xgb.DMatrix(
+            train.tabular(), label=train.y, weight=sample_weights(self.task, train.y), nthread=self.params["nthread"]
+        )
         dval = xgb.DMatrix(val.tabular(), label=val.y, nthread=self.params["nthread"])
-        self.booster = xgb.train(self.params, dtrain, num_boost_round=self.n_estimators,
-                                 evals=[(dtrain, "train"), (dval, "val")], evals_result=evals,
-                                 early_stopping_rounds=self.early_stopping_rounds,
-                                 callbacks=[hooks] if ctx.hooks else [],
-                                 verbose_eval=False)
+        self.booster = xgb.train(
+            self.params,
+            dtrain,
+            num_boost_round=self.n_estimators,
+            evals=[(dtrain, "train"), (dval, "val")],
+            evals_result=evals,
+            early_stopping_rounds=self.early_stopping_rounds,
+            callbacks=[hooks] if ctx.hooks else [],
+            verbose_eval=False,
+        )
         self.params["device"] = "cpu"
-        self.booster.set_param({"device": "cpu"})   # the saved model predicts on any machine
+        self.booster.set_param({"device": "cpu"})  # the saved model predicts on any machine
         rounds = self.booster.num_boosted_rounds()
         best = getattr(self.booster, "best_iteration", None)
         self.best_iteration = (int(best) + 1) if best is not None else rounds
         first, loss = _OBJECTIVES[self.task.kind][1]
         b = self.best_iteration - 1
-        metrics = {"best_iteration": self.best_iteration, "iterations_run": len(evals["val"][loss]),
-                   "train/loss": float(evals["train"][loss][b]), "val/loss": float(evals["val"][loss][b])}
+        metrics = {
+            "best_iteration": self.best_iteration,
+            "iterations_run": len(evals["val"][loss]),
+            "train/loss": float(evals["train"][loss][b]),
+            "val/loss": float(evals["val"][loss][b]),
+        }
         if self.task.is_classification:
             metrics["val/acc"] = float(1.0 - evals["val"][first][b])
         else:
@@ -132,8 +168,9 @@ class XGBoostModel(CandleModel):
 
     def save(self, directory: Path) -> None:
         self.booster.save_model(str(directory / _WEIGHTS))
-        (directory / _META).write_text(json.dumps({"best_iteration": self.best_iteration, "params": self.params,
-                                                   "task": vars(self.task)}))
+        (directory / _META).write_text(
+            json.dumps({"best_iteration": self.best_iteration, "params": self.params, "task": vars(self.task)})
+        )
 
     @classmethod
     def load(cls, directory: Path) -> "XGBoostModel":

@@ -24,8 +24,14 @@ def make_cfg(*overrides: str, run_dir: Path | None = None):
 
 
 # Small, fast variants of the two families for tests.
-FAST_LSTM = ["model=lstm", "model.hidden=16", "model.layers=1", "model.window=16", "model.max_epochs=2",
-             "model.batch_size=1024"]
+FAST_LSTM = [
+    "model=lstm",
+    "model.hidden=16",
+    "model.layers=1",
+    "model.window=16",
+    "model.max_epochs=2",
+    "model.batch_size=1024",
+]
 # The shuffled-label control (a second fit) is exercised in test_promotion; elsewhere it only costs time.
 FAST_DATA = ["data.rows=20000", "trainer.num_threads=2", "logger=none", "eval.leakage.shuffled_control=false"]
 

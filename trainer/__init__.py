@@ -8,8 +8,10 @@ __all__ = ["train", "load_model"]
 def __getattr__(name: str):
     if name == "train":
         from trainer.pipeline import train
+
         return train
     if name == "load_model":
         from trainer.model_dir import load_model
+
         return load_model
     raise AttributeError(f"module 'trainer' has no attribute {name!r}")

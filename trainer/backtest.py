@@ -39,6 +39,7 @@ Rules
   ``profit_factor`` = sum of winning net returns / -sum of losing ones; None with ``no_losing_trades=True``
   when nothing lost (JSON cannot hold inf). Counts are ints; a ratio with nothing to divide is None.
 """
+
 from __future__ import annotations
 
 import logging
@@ -50,7 +51,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from data.errors import UserError
+from core.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +67,18 @@ _SECONDS_PER_YEAR = 365 * 24 * 3600
 _SIGNAL_COLUMNS = ("symbol", "timestamp", "p_long", "p_short")
 _SIDE_COLUMNS = ("symbol", "timestamp", "side")
 _CANDLE_COLUMNS = ("timestamp", "open")
-_TRADE_COLUMNS = ["symbol", "side", "signal_time", "entry_time", "entry_price", "exit_time", "exit_price",
-                  "gross_return", "cost", "net_return"]
+_TRADE_COLUMNS = [
+    "symbol",
+    "side",
+    "signal_time",
+    "entry_time",
+    "entry_price",
+    "exit_time",
+    "exit_price",
+    "gross_return",
+    "cost",
+    "net_return",
+]
 
 
 @dataclass
@@ -129,8 +140,7 @@ def _sides(p_long: np.ndarray, p_short: np.ndarray, s: _Settings) -> np.ndarray:
     return long_.astype(np.int8) - short.astype(np.int8)
 
 
-def _walk(sig_ns: list[int], side: list[int], entry_ok: list[bool], exit_ns: list[int]
-          ) -> tuple[list[int], int, int]:
+def _walk(sig_ns: list[int], side: list[int], entry_ok: list[bool], exit_ns: list[int]) -> tuple[list[int], int, int]:
     """One position per symbol: indices of the signals that open trades, skipped (gap), ignored counts."""
     taken: list[int] = []
     busy_until = -(2**63)
@@ -157,8 +167,9 @@ def _lookup(ts: np.ndarray, wanted: np.ndarray) -> np.ndarray:
     return np.where(found, pos, -1)
 
 
-def _symbol_trades(sym: str, sig: pd.DataFrame, frame: pd.DataFrame, step_ns: int, horizon: int,
-                   s: _Settings, where: str) -> tuple[dict, int, int]:
+def _symbol_trades(
+    sym: str, sig: pd.DataFrame, frame: pd.DataFrame, step_ns: int, horizon: int, s: _Settings, where: str
+) -> tuple[dict, int, int]:
     """Trades of one symbol as arrays (entry/exit candle indices included), skipped and ignored counts."""
     ts = _ns(frame["timestamp"], f"{where}: candles[{sym}].timestamp")
     if len(ts) > 1 and not np.all(np.diff(ts) > 0):
@@ -191,15 +202,21 @@ def _symbol_trades(sym: str, sig: pd.DataFrame, frame: pd.DataFrame, step_ns: in
     gross = direction * (exit_price - entry_price) / entry_price
     cost = 2.0 * (s.fee_bps + s.slippage_bps) / 1e4 + spread
     trades = {
-        "side": direction.astype(np.int64), "signal_ns": sig_ns[k], "entry_idx": entry_idx[k],
-        "exit_idx": exit_idx[k], "entry_price": entry_price, "exit_price": exit_price, "gross_return": gross,
-        "cost": cost, "net_return": gross - cost, "from_signal": from_signal,
+        "side": direction.astype(np.int64),
+        "signal_ns": sig_ns[k],
+        "entry_idx": entry_idx[k],
+        "exit_idx": exit_idx[k],
+        "entry_price": entry_price,
+        "exit_price": exit_price,
+        "gross_return": gross,
+        "cost": cost,
+        "net_return": gross - cost,
+        "from_signal": from_signal,
     }
     return trades, skipped, ignored
 
 
-def _symbol_bar_returns(t: dict, ts: np.ndarray, opens: np.ndarray, grid: np.ndarray) -> tuple[np.ndarray,
-                                                                                              np.ndarray]:
+def _symbol_bar_returns(t: dict, ts: np.ndarray, opens: np.ndarray, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """One symbol's open-to-open bar returns while in position, and the grid positions they belong to."""
     lengths = t["exit_idx"] - t["entry_idx"]
     trade = np.repeat(np.arange(len(lengths)), lengths)
@@ -223,19 +240,38 @@ def _symbol_bar_returns(t: dict, ts: np.ndarray, opens: np.ndarray, grid: np.nda
 def _empty_trades() -> pd.DataFrame:
     when = pd.to_datetime(np.zeros(0, np.int64), utc=True)
     floats = np.zeros(0)
-    return pd.DataFrame({
-        "symbol": np.zeros(0, dtype=object), "side": np.zeros(0, np.int64), "signal_time": when,
-        "entry_time": when, "entry_price": floats, "exit_time": when, "exit_price": floats,
-        "gross_return": floats, "cost": floats, "net_return": floats, "spread_from_signal": np.zeros(0, bool),
-    })
+    return pd.DataFrame(
+        {
+            "symbol": np.zeros(0, dtype=object),
+            "side": np.zeros(0, np.int64),
+            "signal_time": when,
+            "entry_time": when,
+            "entry_price": floats,
+            "exit_time": when,
+            "exit_price": floats,
+            "gross_return": floats,
+            "cost": floats,
+            "net_return": floats,
+            "spread_from_signal": np.zeros(0, bool),
+        }
+    )
 
 
 def _ratio(num: float, den: float, scale: float) -> float | None:
     return float(num / den * scale) if den > 0 and np.isfinite(den) else None
 
 
-def _metrics(trades: pd.DataFrame, equity: np.ndarray, bar_ret: np.ndarray, slots_in_position: int,
-             n_symbols: int, ppy: float, s: _Settings, skipped: int, ignored: int) -> dict:
+def _metrics(
+    trades: pd.DataFrame,
+    equity: np.ndarray,
+    bar_ret: np.ndarray,
+    slots_in_position: int,
+    n_symbols: int,
+    ppy: float,
+    s: _Settings,
+    skipped: int,
+    ignored: int,
+) -> dict:
     net = trades["net_return"].to_numpy()
     n = len(net)
     wins, losses = net[net > 0].sum(), -net[net < 0].sum()
@@ -278,8 +314,14 @@ def _metrics(trades: pd.DataFrame, equity: np.ndarray, bar_ret: np.ndarray, slot
     }
 
 
-def backtest(signals: pd.DataFrame, candles: dict[str, pd.DataFrame], step: pd.Timedelta, horizon: int,
-             cfg: Mapping, where: str = "eval.trading") -> Backtest:
+def backtest(
+    signals: pd.DataFrame,
+    candles: dict[str, pd.DataFrame],
+    step: pd.Timedelta,
+    horizon: int,
+    cfg: Mapping,
+    where: str = "eval.trading",
+) -> Backtest:
     """Trade ``signals`` on ``candles`` under the module's rules; ``where`` prefixes config error locations."""
     s = _settings(cfg, where)
     step_ns = int(pd.Timedelta(step).as_unit("ns").value)
@@ -306,8 +348,13 @@ def backtest(signals: pd.DataFrame, candles: dict[str, pd.DataFrame], step: pd.T
         log.warning("backtest: no signals")
         trades = _empty_trades()
         metrics = _metrics(trades, np.ones(1), np.zeros(0), 0, 0, ppy, s, 0, 0)
-        equity = pd.DataFrame({"timestamp": pd.to_datetime(np.zeros(0, np.int64), utc=True),
-                               "equity": np.zeros(0), "drawdown": np.zeros(0)})
+        equity = pd.DataFrame(
+            {
+                "timestamp": pd.to_datetime(np.zeros(0, np.int64), utc=True),
+                "equity": np.zeros(0),
+                "drawdown": np.zeros(0),
+            }
+        )
         return Backtest(metrics=metrics, trades=trades[_TRADE_COLUMNS], equity=equity)
 
     symbols = sorted(signals["symbol"].astype(str).unique())
@@ -349,14 +396,26 @@ def backtest(signals: pd.DataFrame, candles: dict[str, pd.DataFrame], step: pd.T
         bar_sum[pos] += ret  # a symbol marks each candle at most once, so positions are unique
         entry_ns, exit_ns = ts[t["entry_idx"]], ts[t["exit_idx"]]
         # grid bars (previous timestamp, timestamp] inside [entry, exit] hold the position
-        slots_in_position += int(np.sum(np.searchsorted(grid, exit_ns, "right") - np.searchsorted(grid, entry_ns,
-                                                                                                   "right")))
-        frames.append(pd.DataFrame({
-            "symbol": sym, "side": t["side"], "signal_time": t["signal_ns"], "entry_time": entry_ns,
-            "entry_price": t["entry_price"], "exit_time": exit_ns, "exit_price": t["exit_price"],
-            "gross_return": t["gross_return"], "cost": t["cost"], "net_return": t["net_return"],
-            "spread_from_signal": t["from_signal"],
-        }))
+        slots_in_position += int(
+            np.sum(np.searchsorted(grid, exit_ns, "right") - np.searchsorted(grid, entry_ns, "right"))
+        )
+        frames.append(
+            pd.DataFrame(
+                {
+                    "symbol": sym,
+                    "side": t["side"],
+                    "signal_time": t["signal_ns"],
+                    "entry_time": entry_ns,
+                    "entry_price": t["entry_price"],
+                    "exit_time": exit_ns,
+                    "exit_price": t["exit_price"],
+                    "gross_return": t["gross_return"],
+                    "cost": t["cost"],
+                    "net_return": t["net_return"],
+                    "spread_from_signal": t["from_signal"],
+                }
+            )
+        )
     trades = pd.concat(frames, ignore_index=True)
     for col in ("signal_time", "entry_time", "exit_time"):
         trades[col] = pd.to_datetime(trades[col].to_numpy(np.int64), utc=True)
@@ -365,11 +424,22 @@ def backtest(signals: pd.DataFrame, candles: dict[str, pd.DataFrame], step: pd.T
     bar_ret = bar_sum[1:] / len(symbols)
     equity = np.concatenate([[1.0], np.cumprod(1.0 + bar_ret)])
     metrics = _metrics(trades, equity, bar_ret, slots_in_position, len(symbols), ppy, s, skipped, ignored)
-    if given_sides:   # the sides came from a policy, not from the threshold
+    if given_sides:  # the sides came from a policy, not from the threshold
         metrics["threshold"] = None
-    curve = pd.DataFrame({"timestamp": pd.to_datetime(grid, utc=True), "equity": equity,
-                          "drawdown": 1.0 - equity / np.maximum.accumulate(equity)})
-    log.debug("backtest: %d trades on %d symbols, win rate %s, total return %.4f, %d skipped (gap), "
-             "%d ignored (in position)", metrics["n_trades"], len(symbols), metrics["win_rate"],
-             metrics["total_return"], skipped, ignored)
+    curve = pd.DataFrame(
+        {
+            "timestamp": pd.to_datetime(grid, utc=True),
+            "equity": equity,
+            "drawdown": 1.0 - equity / np.maximum.accumulate(equity),
+        }
+    )
+    log.debug(
+        "backtest: %d trades on %d symbols, win rate %s, total return %.4f, %d skipped (gap), %d ignored (in position)",
+        metrics["n_trades"],
+        len(symbols),
+        metrics["win_rate"],
+        metrics["total_return"],
+        skipped,
+        ignored,
+    )
     return Backtest(metrics=metrics, trades=trades[_TRADE_COLUMNS], equity=curve)

@@ -1,7 +1,8 @@
 """Config values a user can get wrong, checked before any work starts."""
+
 from omegaconf import DictConfig, OmegaConf
 
-from data.errors import UserError
+from core.errors import UserError
 from data.symbols import check_coin, check_name, check_symbols
 
 # key -> (type, low, high, bounds): bounds "[]" inclusive both ends, "[)" high exclusive, "()" both
@@ -112,8 +113,7 @@ def _check_devices(devices) -> None:
     if OmegaConf.is_list(devices):
         ids = list(devices)
         if not ids or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
-            raise UserError(f"device.devices must be a count or a list of GPU ids, got {list(ids)!r}",
-                            "device.devices")
+            raise UserError(f"device.devices must be a count or a list of GPU ids, got {list(ids)!r}", "device.devices")
         return
     check_number("device.devices", devices, int, 1, None, "[]")
 
@@ -126,27 +126,35 @@ def check_config(cfg: DictConfig) -> None:
             raise UserError(f"{key} must be one of {', '.join(allowed)}, got {value!r}", key)
     _check_devices(_get(cfg, "device.devices"))
     if cfg.split.type == "holdout" and cfg.split.train + cfg.split.val >= 1.0:
-        raise UserError(f"split.train + split.val must be below 1 to leave a test segment, got "
-                        f"{cfg.split.train} + {cfg.split.val}", "split.train/split.val")
+        raise UserError(
+            f"split.train + split.val must be below 1 to leave a test segment, got {cfg.split.train} + {cfg.split.val}",
+            "split.train/split.val",
+        )
     if not cfg.model.get("_target_"):
         raise UserError("model config names no implementation (_target_)", f"conf/model/{cfg.model.get('name')}.yaml")
     from data.labels import TASKS
+
     supported = list(cfg.model.get("tasks") or [])
     kind = TASKS.get(cfg.target.type)
     if supported and kind not in supported:
-        raise UserError(f"model {cfg.model.name} supports {', '.join(supported)} targets, not {kind} "
-                        f"(target={cfg.target.type})", "target")
+        raise UserError(
+            f"model {cfg.model.name} supports {', '.join(supported)} targets, not {kind} (target={cfg.target.type})",
+            "target",
+        )
     from trainer.gates import required_symbols
+
     if cfg.get("eval") is not None and cfg.eval.get("gates") is not None:
-        required_symbols(cfg.eval.gates, 1)   # 'all' or a positive number
+        required_symbols(cfg.eval.gates, 1)  # 'all' or a positive number
     if not list(cfg.coin.get("symbols") or []):
         raise UserError("no symbols selected", "coin.symbols")
     check_coin(cfg.coin)
     if cfg.data.get("symbol_from_file") is not None and not isinstance(cfg.data.symbol_from_file, bool):
-        raise UserError(f"data.symbol_from_file must be true or false, got {cfg.data.symbol_from_file!r}",
-                        "data.symbol_from_file")
+        raise UserError(
+            f"data.symbol_from_file must be true or false, got {cfg.data.symbol_from_file!r}", "data.symbol_from_file"
+        )
     if cfg.data.provider == "synthetic":
-        import pandas as pd   # here, not at import: `train.py --help` loads this module and answers in < 1 s
+        import pandas as pd  # here, not at import: `train.py --help` loads this module and answers in < 1 s
+
         try:
             pd.Timestamp(str(cfg.data.start))
         except ValueError:
@@ -164,19 +172,21 @@ def check_name_overrides(argv: list[str]) -> None:
     Hydra makes a run folder from them."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
-    args = [a for a in argv if not a.startswith("-") and a.lstrip("+~").split("=", 1)[0] in ("coin.name",
-                                                                                          "coin.symbols")]
+
+    args = [
+        a for a in argv if not a.startswith("-") and a.lstrip("+~").split("=", 1)[0] in ("coin.name", "coin.symbols")
+    ]
     try:
         overrides = OverridesParser.create().parse_overrides(args)
     except HydraException:
-        return   # Hydra reports its own parse errors
+        return  # Hydra reports its own parse errors
     for o in overrides:
         if o.is_delete():
             continue
         try:
             values = list(o.sweep_iterator()) if o.is_sweep_override() else [o.value()]
         except HydraException:
-            continue   # an interval for a search: not names
+            continue  # an interval for a search: not names
         for value in values:
             if isinstance(value, list):
                 check_symbols(value, o.key_or_group)

@@ -1,4 +1,5 @@
 """What train.py needs around the pipeline: a run summary, and mapping user mistakes to one line + exit 2."""
+
 import logging
 import math
 import os
@@ -8,11 +9,10 @@ from typing import Callable
 
 from omegaconf import DictConfig
 
-from data.errors import UserError
-from hydra_plugins.candlelab_plan_sweeper._errors import PlanIncomplete
+from core.errors import PlanIncomplete, UserError
+from core.runinfo import hydra_mode
 from trainer.checks import check_name_overrides
 from trainer.help import list_groups_from_files
-from trainer.runinfo import hydra_mode
 
 log = logging.getLogger("candlelab")
 
@@ -24,6 +24,7 @@ EXIT_PLAN_INCOMPLETE = 4
 def fmt(value) -> str:
     """The run report's number format; imported when a run reports (the report module loads matplotlib)."""
     from trainer.report import fmt as report_fmt
+
     return report_fmt(value)
 
 
@@ -57,10 +58,11 @@ def run(cfg: DictConfig) -> float:
 
 
 def _train_and_report(cfg: DictConfig) -> float:
-    _refuse_bad_config(cfg)   # before torch and Lightning load: a config mistake answers in well under a second
-    from trainer.pipeline import train   # torch and Lightning load only when a run starts, not for --help
+    _refuse_bad_config(cfg)  # before torch and Lightning load: a config mistake answers in well under a second
+    from trainer.pipeline import train  # torch and Lightning load only when a run starts, not for --help
+
     result = train(cfg)
-    if result["status"] == "worker":   # an extra data-parallel rank: rank 0 reports the run
+    if result["status"] == "worker":  # an extra data-parallel rank: rank 0 reports the run
         return math.nan
     run_dir = result["run"]["run_dir"]
     if result["status"] == "cancelled":
@@ -71,14 +73,25 @@ def _train_and_report(cfg: DictConfig) -> float:
     m, b, d = result["test_metrics"], result["baselines"], result["data_summary"]
     oracle = d["oracle_accuracy"]
     log.info("run folder: %s", run_dir)
-    log.info("test (%d rows): %s", m["n"], " | ".join(f"{k} {fmt(v)}" for k, v in m.items()
-                                                     if k != "n" and not isinstance(v, (list, dict))))
+    log.info(
+        "test (%d rows): %s",
+        m["n"],
+        " | ".join(f"{k} {fmt(v)}" for k, v in m.items() if k != "n" and not isinstance(v, (list, dict))),
+    )
     if "majority_class" in b:
-        log.info("baselines: majority %.4f | persistence %.4f | oracle %s", b["majority_class"]["accuracy"],
-                 b["persistence"]["accuracy"], "n/a" if oracle is None else f"{oracle:.4f}")
+        log.info(
+            "baselines: majority %.4f | persistence %.4f | oracle %s",
+            b["majority_class"]["accuracy"],
+            b["persistence"]["accuracy"],
+            "n/a" if oracle is None else f"{oracle:.4f}",
+        )
     else:
-        log.info("baselines: zero-forecast mae %.6f | persistence ic %s | oracle direction %s", b["zero"]["mae"],
-                 fmt(b["persistence"]["ic"]), "n/a" if oracle is None else f"{oracle:.4f}")
+        log.info(
+            "baselines: zero-forecast mae %.6f | persistence ic %s | oracle direction %s",
+            b["zero"]["mae"],
+            fmt(b["persistence"]["ic"]),
+            "n/a" if oracle is None else f"{oracle:.4f}",
+        )
     _log_verdict(result)
     key = cfg.eval.optimize
     if key == "auto":
@@ -91,15 +104,25 @@ def _train_and_report(cfg: DictConfig) -> float:
 def _refuse_bad_config(cfg: DictConfig) -> None:
     """The pipeline's own config checks, run first; a refused run folder still gets its failed result.json."""
     from trainer.checks import check_config
+
     try:
         check_config(cfg)
     except UserError as exc:
         from hydra.core.hydra_config import HydraConfig
-        from trainer.runinfo import config_hash, ended_result, git_commit, new_run_id, utc_now, write_json_atomic
-        if HydraConfig.initialized() and os.environ.get("LOCAL_RANK", "0") == "0":   # rank 0 writes files
+
+        from core.runinfo import config_hash, ended_result, git_commit, new_run_id, utc_now, write_json_atomic
+
+        if HydraConfig.initialized() and os.environ.get("LOCAL_RANK", "0") == "0":  # rank 0 writes files
             run_dir = Path(HydraConfig.get().runtime.output_dir)
-            run = {"run_id": new_run_id(), "git_commit": git_commit(Path(cfg.paths.root_dir)), "config_hash": config_hash(cfg), "seed": cfg.seed,
-                   "started_at": utc_now(), "finished_at": None, "run_dir": str(run_dir)}
+            run = {
+                "run_id": new_run_id(),
+                "git_commit": git_commit(Path(cfg.paths.root_dir)),
+                "config_hash": config_hash(cfg),
+                "seed": cfg.seed,
+                "started_at": utc_now(),
+                "finished_at": None,
+                "run_dir": str(run_dir),
+            }
             run_dir.mkdir(parents=True, exist_ok=True)
             write_json_atomic(run_dir / "result.json", ended_result(run, "failed", exc.line()))
         raise
@@ -112,8 +135,9 @@ def objective(result: dict, key: str) -> float:
         values = [f["training_metrics"].get(key) for f in result["data_summary"]["folds"]]
         values = [float(v) for v in values if isinstance(v, (int, float))]
         if not values:
-            log.warning("eval.optimize %s: the %s fit reports no such validation metric", key,
-                        result["model_info"]["family"])
+            log.warning(
+                "eval.optimize %s: the %s fit reports no such validation metric", key, result["model_info"]["family"]
+            )
             return math.nan
         return sum(values) / len(values)
     value = result["test_metrics"].get(key)
@@ -123,32 +147,52 @@ def objective(result: dict, key: str) -> float:
 def _log_verdict(result: dict) -> None:
     overall = result["evaluation"]["overall"]
     sig = overall["significance"]
-    log.info("%s %.4f vs best baseline %s %.4f: p=%s, CI %s", result["evaluation"]["hit_metric"],
-             overall["hit_rate"], overall["best_baseline"]["name"], overall["best_baseline"]["value"],
-             "n/a" if sig.get("p_value") is None else f"{sig['p_value']:.2g}",
-             [round(x, 4) for x in sig.get("ci") or []])
+    log.info(
+        "%s %.4f vs best baseline %s %.4f: p=%s, CI %s",
+        result["evaluation"]["hit_metric"],
+        overall["hit_rate"],
+        overall["best_baseline"]["name"],
+        overall["best_baseline"]["value"],
+        "n/a" if sig.get("p_value") is None else f"{sig['p_value']:.2g}",
+        [round(x, 4) for x in sig.get("ci") or []],
+    )
     t = result.get("trading")
     if t:
-        log.info("trading: %d trades | win rate %s | profit factor %s | return %s | sharpe %s | max drawdown %s",
-                 t["n_trades"], fmt(t["win_rate"]), fmt(t["profit_factor"]), fmt(t["total_return"]),
-                 fmt(t["sharpe"]), fmt(t["max_drawdown"]))
+        log.info(
+            "trading: %d trades | win rate %s | profit factor %s | return %s | sharpe %s | max drawdown %s",
+            t["n_trades"],
+            fmt(t["win_rate"]),
+            fmt(t["profit_factor"]),
+            fmt(t["total_return"]),
+            fmt(t["sharpe"]),
+            fmt(t["max_drawdown"]),
+        )
     if result.get("verdict"):
         from trainer.report import economic_lines, policy_line
+
         log.info("policy: %s", policy_line(result.get("policy")))
         for line in economic_lines(result)[:-1]:
             log.info("%s", line)
     leak = result["leakage"]
-    log.info("leakage checks: %s", " | ".join(
-        f"{k} {'not run' if leak[k] is None else ('pass' if leak[k]['passed'] else 'FAIL')}"
-        for k in ("split", "shuffled_control", "too_good")))
+    log.info(
+        "leakage checks: %s",
+        " | ".join(
+            f"{k} {'not run' if leak[k] is None else ('pass' if leak[k]['passed'] else 'FAIL')}"
+            for k in ("split", "shuffled_control", "too_good")
+        ),
+    )
     gates = result["gates"]
-    log.info("gates %s: %s%s", gates["name"], "PASSED" if gates["passed"] else "failed",
-             "" if gates["passed"] else " (" + "; ".join(gates["reasons"]) + ")")
+    log.info(
+        "gates %s: %s%s",
+        gates["name"],
+        "PASSED" if gates["passed"] else "failed",
+        "" if gates["passed"] else " (" + "; ".join(gates["reasons"]) + ")",
+    )
     reg = result.get("registry")
     if reg:
         log.info("registry: %s v%s %s", reg["model_id"], reg["version"], reg["stage"])
     log.info("report: %s", result["artifacts"].get("report"))
-    if result.get("verdict"):   # the last line: predictive or not, tradeable or not, and what failed by how much
+    if result.get("verdict"):  # the last line: predictive or not, tradeable or not, and what failed by how much
         log.info("%s", economic_lines(result)[-1])
 
 
@@ -172,13 +216,13 @@ def guarded(main: Callable[[], object], conf_dir: Path) -> int:
     """Run a Hydra main; user-caused errors end as `error: <what> (<where>)` with exit code 2, a cancelled run
     with exit code 3, a training plan with jobs that did not complete with exit code 4."""
     show_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
-    if show_traceback:   # the user asked for tracebacks: a user error is raised where it happened
+    if show_traceback:  # the user asked for tracebacks: a user error is raised where it happened
         os.environ["CANDLELAB_TRACEBACK"] = "1"
-    os.environ["HYDRA_FULL_ERROR"] = "1"   # let exceptions reach us instead of Hydra's own exit(1)
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # let exceptions reach us instead of Hydra's own exit(1)
     try:
         _check_group_choices(sys.argv[1:], conf_dir)
-        list_groups_from_files(sys.argv[1:], conf_dir)   # --help in < 1 s
-        check_name_overrides(sys.argv[1:])   # Hydra names the run folder after coin.name
+        list_groups_from_files(sys.argv[1:], conf_dir)  # --help in < 1 s
+        check_name_overrides(sys.argv[1:])  # Hydra names the run folder after coin.name
         main()
         if _refused:
             raise _refused.pop()
@@ -188,16 +232,17 @@ def guarded(main: Callable[[], object], conf_dir: Path) -> int:
     except UserError as exc:
         if show_traceback:
             raise
-        sys.stderr.write(exc.line() + "\n")   # the CLI's contract: one last line, exit code 2
+        sys.stderr.write(exc.line() + "\n")  # the CLI's contract: one last line, exit code 2
         return EXIT_USER_ERROR
     except RunCancelled as exc:
         sys.stderr.write(f"cancelled: {exc.result.get('reason')} ({exc.result['run']['run_dir']})\n")
         return EXIT_CANCELLED
     except PlanIncomplete as exc:
-        sys.stderr.write(exc.line() + "\n")   # the summary table is above; plan_summary.json has every row
+        sys.stderr.write(exc.line() + "\n")  # the summary table is above; plan_summary.json has every row
         return EXIT_PLAN_INCOMPLETE
     except Exception as exc:
         from hydra.errors import HydraException
+
         if show_traceback or not isinstance(exc, HydraException):
             raise
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -5,7 +5,8 @@ A symbol passes when every configured check passes on its own test rows; the run
 split is forward-looking, and, if ``leakage_checks``, every leakage check passed.
 A check whose metric does not exist for the task (ECE for regression) is reported as not applicable.
 """
-from data.errors import UserError
+
+from core.errors import UserError
 
 
 def _check(value, limit, ok: bool | None) -> dict:
@@ -24,8 +25,13 @@ def symbol_checks(gates, row: dict, alpha: float) -> dict:
     if gates.get("beat_baselines"):
         sig, best = row["significance"], row["best_baseline"]
         p = sig.get("p_value")
-        checks["beat_baselines"] = {"value": row["hit_rate"], "baseline": best, "p_value": p, "alpha": alpha,
-                                    "passed": p is not None and p < alpha and row["hit_rate"] > best["value"]}
+        checks["beat_baselines"] = {
+            "value": row["hit_rate"],
+            "baseline": best,
+            "p_value": p,
+            "alpha": alpha,
+            "passed": p is not None and p < alpha and row["hit_rate"] > best["value"],
+        }
     if gates.get("min_trades") is not None:
         v, lim = row.get("trades"), int(gates.min_trades)
         checks["min_trades"] = _check(v, lim, v is not None and v >= lim)
@@ -60,23 +66,35 @@ def evaluate_gates(gates, evaluation: dict, alpha: float, symbols: list[str] | N
         verdicts[sym] = {"passed": all(c["passed"] is not False for c in checks.values()), "checks": checks}
     passing = sum(v["passed"] for v in verdicts.values())
     k = required_symbols(gates, len(configured))
-    verdict = {"name": gates.get("name"), "min_symbols": k, "symbols_passing": passing,
-               "symbols_total": len(configured), "symbols": verdicts,
-               "overall_checks": symbol_checks(gates, evaluation["overall"], alpha)}
+    verdict = {
+        "name": gates.get("name"),
+        "min_symbols": k,
+        "symbols_passing": passing,
+        "symbols_total": len(configured),
+        "symbols": verdicts,
+        "overall_checks": symbol_checks(gates, evaluation["overall"], alpha),
+    }
     reasons = []
     if k > len(configured):
         reasons.append(f"min_symbols={k} but the run has {len(configured)} symbol(s): k of n needs n >= k")
     elif passing < k:
-        failed = {sym: [name for name, c in v["checks"].items() if c["passed"] is False]
-                  for sym, v in verdicts.items() if not v["passed"]}
+        failed = {
+            sym: [name for name, c in v["checks"].items() if c["passed"] is False]
+            for sym, v in verdicts.items()
+            if not v["passed"]
+        }
         reasons.append(f"{passing} of {len(configured)} symbols pass, {k} required; failed: {failed}")
     if evaluation.get("forward_looking") is False:
-        reasons.append("the split is not forward-looking (purged k-fold trains on later data): "
-                       "use holdout or walk_forward to qualify for promotion")
+        reasons.append(
+            "the split is not forward-looking (purged k-fold trains on later data): "
+            "use holdout or walk_forward to qualify for promotion"
+        )
     if gates.get("leakage_checks"):
         leak = evaluation["leakage"]
-        verdict["leakage"] = {name: leak[name]["passed"] if leak.get(name) is not None else None
-                              for name in ("split", "shuffled_control", "too_good")}
+        verdict["leakage"] = {
+            name: leak[name]["passed"] if leak.get(name) is not None else None
+            for name in ("split", "shuffled_control", "too_good")
+        }
         for name, ok in verdict["leakage"].items():
             if ok is None:
                 reasons.append(f"leakage check {name} was not run")
@@ -90,8 +108,7 @@ def evaluate_gates(gates, evaluation: dict, alpha: float, symbols: list[str] | N
 def may_auto_promote(gates) -> bool:
     """Only gates that test for skill against the baselines, for leaks and for money after costs may move the
     promoted model without a person: a comparison preset (``legacy``) records its verdict but never promotes."""
-    return bool(gates.get("beat_baselines")) and bool(gates.get("leakage_checks")) \
-        and gates.get("economic") is not None
+    return bool(gates.get("beat_baselines")) and bool(gates.get("leakage_checks")) and gates.get("economic") is not None
 
 
 # What the verdict's tradeable half asks when the gates preset has no ``economic`` block (legacy): the same
@@ -105,12 +122,24 @@ def _economic_checks(econ: dict, row: dict, n_trials: int) -> dict:
     alpha, min_pf, min_dsr = float(econ["alpha"]), float(econ["min_profit_factor"]), float(econ["min_dsr"])
     return {
         "min_trades": _check(n, int(econ["min_trades"]), n >= int(econ["min_trades"])),
-        "mean_net_return": {"value_bps": mean, "p_value": p, "alpha": alpha,
-                            "passed": mean is not None and mean > 0 and p is not None and p < alpha},
-        "profit_factor": {"value": pf, "limit": min_pf, "no_losing_trades": row["no_losing_trades"],
-                          "passed": (pf is not None and pf > min_pf) or bool(row["no_losing_trades"])},
-        "deflated_sharpe": {"value": row["dsr"], "limit": min_dsr, "n_trials": n_trials,
-                            "passed": row["dsr"] is not None and row["dsr"] >= min_dsr},
+        "mean_net_return": {
+            "value_bps": mean,
+            "p_value": p,
+            "alpha": alpha,
+            "passed": mean is not None and mean > 0 and p is not None and p < alpha,
+        },
+        "profit_factor": {
+            "value": pf,
+            "limit": min_pf,
+            "no_losing_trades": row["no_losing_trades"],
+            "passed": (pf is not None and pf > min_pf) or bool(row["no_losing_trades"]),
+        },
+        "deflated_sharpe": {
+            "value": row["dsr"],
+            "limit": min_dsr,
+            "n_trials": n_trials,
+            "passed": row["dsr"] is not None and row["dsr"] >= min_dsr,
+        },
     }
 
 
@@ -123,15 +152,17 @@ def _shortfalls(where: str, checks: dict) -> list[str]:
     c = checks["mean_net_return"]
     if not c["passed"] and c["value_bps"] is not None:
         p = "n/a" if c["p_value"] is None else f"{c['p_value']:.3g}"
-        out.append(f"{where}: mean net trade return {c['value_bps']:+.1f} bps (p = {p}), needs > 0 with "
-                   f"p < {c['alpha']:g}")
+        out.append(
+            f"{where}: mean net trade return {c['value_bps']:+.1f} bps (p = {p}), needs > 0 with p < {c['alpha']:g}"
+        )
     c = checks["profit_factor"]
     if not c["passed"] and c["value"] is not None:
         out.append(f"{where}: profit factor {c['value']:.2f}, needs > {c['limit']:g}")
     c = checks["deflated_sharpe"]
     if not c["passed"] and c["value"] is not None:
-        out.append(f"{where}: deflated Sharpe {c['value']:.3f} at N = {c['n_trials']} trial(s), "
-                   f"needs >= {c['limit']:g}")
+        out.append(
+            f"{where}: deflated Sharpe {c['value']:.3f} at N = {c['n_trials']} trial(s), needs >= {c['limit']:g}"
+        )
     return out
 
 
@@ -141,9 +172,16 @@ def economic_verdict(gates, stats: dict | None, policy: dict | None, symbols: li
     trading evaluation is disabled (nothing can be judged: not passed)."""
     configured = gates.get("economic")
     econ = {**ECONOMIC_DEFAULTS, **(dict(configured) if configured is not None else {})}
-    out = {"gating": configured is not None, "settings": econ, "passed": False,
-           "n_trials": stats["n_trials"] if stats else None, "dsr": None, "checks": {}, "symbols": {},
-           "reasons": []}
+    out = {
+        "gating": configured is not None,
+        "settings": econ,
+        "passed": False,
+        "n_trials": stats["n_trials"] if stats else None,
+        "dsr": None,
+        "checks": {},
+        "symbols": {},
+        "reasons": [],
+    }
     if stats is None:
         out["reasons"].append("the trading evaluation is disabled (eval.trading.enabled=false): nothing to judge")
         return out
@@ -153,8 +191,11 @@ def economic_verdict(gates, stats: dict | None, policy: dict | None, symbols: li
     out["statistics"] = stats
     reasons = []
     if policy is not None and policy.get("long_threshold") is None and policy.get("short_threshold") is None:
-        reasons.append("the policy chosen on validation never trades (" +
-                       str((policy.get("validation") or {}).get("reason", "no edge after costs")) + ")")
+        reasons.append(
+            "the policy chosen on validation never trades ("
+            + str((policy.get("validation") or {}).get("reason", "no edge after costs"))
+            + ")"
+        )
     reasons += _shortfalls("overall", out["checks"])
     passing = 0
     for sym in symbols:
@@ -182,6 +223,9 @@ def final_verdict(skill: dict, economic: dict) -> dict:
     if economic["gating"]:
         skill["reasons"] = skill["reasons"] + [f"not tradeable after costs: {r}" for r in economic["reasons"]]
         skill["passed"] = tradeable
-    return {"predictive": predictive, "tradeable": tradeable,
-            "label": LABELS.get((predictive, tradeable), "not predictive"),
-            "failed": failed}
+    return {
+        "predictive": predictive,
+        "tradeable": tradeable,
+        "label": LABELS.get((predictive, tradeable), "not predictive"),
+        "failed": failed,
+    }

@@ -1,5 +1,6 @@
 """`train.py --help` in well under a second: Hydra lists the config groups by composing every group (about a
 second on its own); the same listing is read from the config folder instead."""
+
 from pathlib import Path
 
 

@@ -1,11 +1,11 @@
 """Permutation importance on validation rows, for families without a native importance."""
+
 import numpy as np
 
 from models.base import CandleModel, Rows
 
 
-def permutation_importance(model: CandleModel, val: Rows, names: list[str], seed: int,
-                           max_rows: int = 2000) -> dict:
+def permutation_importance(model: CandleModel, val: Rows, names: list[str], seed: int, max_rows: int = 2000) -> dict:
     """Increase in validation loss (log loss; MSE for regression) when one feature column is shuffled."""
     rng = np.random.default_rng(seed)
     rows = val.rows if len(val.rows) <= max_rows else np.sort(rng.choice(val.rows, max_rows, replace=False))

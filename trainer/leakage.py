@@ -8,10 +8,10 @@
 - ``too_good``: scores that the timeframe does not allow (configurable ceilings; on synthetic data,
   anything significantly above the Bayes oracle).
 """
+
 import numpy as np
 import pandas as pd
 from scipy.stats import binomtest, spearmanr
-
 
 
 def _merged_spans(start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -30,7 +30,7 @@ def _overlapping(start: np.ndarray, end: np.ndarray, span_start: np.ndarray, spa
     """Which intervals [start, end] touch any of the disjoint sorted spans."""
     if len(span_start) == 0 or len(start) == 0:
         return np.zeros(len(start), dtype=bool)
-    i = np.searchsorted(span_start, end, side="right") - 1   # last span starting at or before `end`
+    i = np.searchsorted(span_start, end, side="right") - 1  # last span starting at or before `end`
     ok = i >= 0
     return ok & (span_end[np.maximum(i, 0)] >= start)
 
@@ -44,13 +44,16 @@ def _gap_after(start: np.ndarray, span_end: np.ndarray) -> np.ndarray:
     return gap
 
 
-def verify_fold(rows: dict[str, np.ndarray], timestamp: np.ndarray, label_end: np.ndarray,
-                embargo: pd.Timedelta) -> dict:
+def verify_fold(
+    rows: dict[str, np.ndarray], timestamp: np.ndarray, label_end: np.ndarray, embargo: pd.Timedelta
+) -> dict:
     """Purge and embargo of one fold, from its rows (timestamps and label ends as int64 nanoseconds)."""
     emb = float(embargo.value)
     seg = {k: (timestamp[v], label_end[v]) for k, v in rows.items()}
-    shared = {f"{a}&{b}": int(len(np.intersect1d(rows[a], rows[b])))
-              for a, b in (("train", "val"), ("train", "test"), ("val", "test"))}
+    shared = {
+        f"{a}&{b}": int(len(np.intersect1d(rows[a], rows[b])))
+        for a, b in (("train", "val"), ("train", "test"), ("val", "test"))
+    }
     out = {"rows_in_two_segments": shared}
     purge_violations, embargo_violations = {}, {}
     for earlier, held in (("train", "val"), ("train", "test"), ("val", "test")):
@@ -70,8 +73,9 @@ def verify_fold(rows: dict[str, np.ndarray], timestamp: np.ndarray, label_end: n
         embargo_violations["val/test boundary"] = int(gap < emb)
     out["purge_violations"] = purge_violations
     out["embargo_violations"] = embargo_violations
-    out["passed"] = not any(shared.values()) and not any(purge_violations.values()) \
-        and not any(embargo_violations.values())
+    out["passed"] = (
+        not any(shared.values()) and not any(purge_violations.values()) and not any(embargo_violations.values())
+    )
     return out
 
 
@@ -87,9 +91,18 @@ def _binomial_above(k: int, n: int, p: float) -> float:
     return float(binomtest(k, n, p=min(max(p, 1e-9), 1 - 1e-9), alternative="greater").pvalue)
 
 
-def control_verdict(hit: np.ndarray, chance: float, score: np.ndarray, forward_return: np.ndarray, horizon: int,
-                    alpha: float, trades: pd.DataFrame | None = None, up_share: float | None = None,
-                    max_rank_corr: float = 0.2, max_win_edge: float = 0.10) -> dict:
+def control_verdict(
+    hit: np.ndarray,
+    chance: float,
+    score: np.ndarray,
+    forward_return: np.ndarray,
+    horizon: int,
+    alpha: float,
+    trades: pd.DataFrame | None = None,
+    up_share: float | None = None,
+    max_rank_corr: float = 0.2,
+    max_win_edge: float = 0.10,
+) -> dict:
     """The shuffled-label control (a model fitted to permuted labels) must look like no skill on three
     counts, each tested one-sided at ``alpha`` on rows / horizon effective trials:
 
@@ -106,8 +119,13 @@ def control_verdict(hit: np.ndarray, chance: float, score: np.ndarray, forward_r
     n = len(hit)
     n_eff = max(1, n // max(1, int(horizon)))
     rate = float(np.mean(hit)) if n else float("nan")
-    verdict = {"rate": rate, "chance": float(chance), "n_effective": n_eff, "alpha": alpha,
-               "p_value": _binomial_above(int(round(rate * n_eff)), n_eff, chance)}
+    verdict = {
+        "rate": rate,
+        "chance": float(chance),
+        "n_effective": n_eff,
+        "alpha": alpha,
+        "p_value": _binomial_above(int(round(rate * n_eff)), n_eff, chance),
+    }
     varies = len(score) > 1 and float(np.std(score)) > 0
     rho = float(spearmanr(score, forward_return).statistic) if varies and np.std(forward_return) > 0 else 0.0
     verdict.update(rank_corr=rho, rank_corr_z=float(abs(rho) * np.sqrt(n_eff)), conclusive=bool(varies))
@@ -116,15 +134,20 @@ def control_verdict(hit: np.ndarray, chance: float, score: np.ndarray, forward_r
         wins = int((trades["gross_return"] > 0).sum())
         longs = float(np.mean(trades["side"] > 0))
         null = longs * up_share + (1 - longs) * (1 - up_share)
-        verdict["trading"] = {"trades": int(len(trades)), "win_rate": wins / len(trades), "chance": null,
-                              "p_value": _binomial_above(wins, len(trades), null)}
+        verdict["trading"] = {
+            "trades": int(len(trades)),
+            "win_rate": wins / len(trades),
+            "chance": null,
+            "p_value": _binomial_above(wins, len(trades), null),
+        }
         ok = ok and not (verdict["trading"]["p_value"] < alpha and wins / len(trades) >= null + max_win_edge)
     verdict["passed"] = bool(ok)
     return verdict
 
 
-def too_good(metrics: dict, best_baseline: float | None, trading: dict | None, timeframe: str,
-             oracle_accuracy: float | None, cfg) -> dict:
+def too_good(
+    metrics: dict, best_baseline: float | None, trading: dict | None, timeframe: str, oracle_accuracy: float | None, cfg
+) -> dict:
     """Flags scores no honest model reaches. ``cfg``: ``max_edge`` (hit rate minus the best naive baseline;
     a number or a mapping timeframe -> number with a ``default``), ``oracle_margin`` (synthetic data: the
     exact Bayes ceiling replaces ``max_edge``), ``max_win_rate`` (over >= 30 trades), ``max_sharpe``."""
@@ -143,8 +166,10 @@ def too_good(metrics: dict, best_baseline: float | None, trading: dict | None, t
     else:
         limit = ceiling(cfg.get("max_edge"))
         if acc is not None and best_baseline is not None and limit is not None and acc - best_baseline > limit:
-            flags.append(f"accuracy {acc:.3f} is {acc - best_baseline:.3f} above the best naive baseline "
-                         f"{best_baseline:.3f}; the {timeframe} ceiling is {limit}")
+            flags.append(
+                f"accuracy {acc:.3f} is {acc - best_baseline:.3f} above the best naive baseline "
+                f"{best_baseline:.3f}; the {timeframe} ceiling is {limit}"
+            )
     if trading:
         win, limit = trading.get("win_rate"), ceiling(cfg.get("max_win_rate"))
         if win is not None and limit is not None and (trading.get("n_trades") or 0) >= 30 and win > limit:

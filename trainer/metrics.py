@@ -1,4 +1,5 @@
 """Every test metric and baseline is computed here, once."""
+
 import numpy as np
 from scipy.stats import binomtest, spearmanr
 from sklearn.metrics import roc_auc_score
@@ -28,7 +29,7 @@ def reliability_curve(p_up: np.ndarray, y: np.ndarray, bins: int = 10) -> dict:
 
 
 TIER_EDGES = (0.5, 0.55, 0.6, 0.65, 0.7, 0.8, 1.0)
-MULTICLASS_TIER_EDGES = (0.0, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0)   # top-label confidence starts at 1/k
+MULTICLASS_TIER_EDGES = (0.0, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0)  # top-label confidence starts at 1/k
 
 
 def confidence_tiers(confidence: np.ndarray, hit: np.ndarray, edges=TIER_EDGES) -> list[dict]:
@@ -40,10 +41,15 @@ def confidence_tiers(confidence: np.ndarray, hit: np.ndarray, edges=TIER_EDGES) 
     for lo, hi in zip(edges[:-1], edges[1:]):
         m = (confidence >= lo) & ((confidence < hi) if hi < 1.0 else (confidence <= hi))
         n = int(m.sum())
-        tiers.append({"tier": f"{lo:.2f}-{hi:.2f}", "n": n,
-                      "mean_confidence": float(confidence[m].mean()) if n else None,
-                      "observed": float(hit[m].mean()) if n else None,
-                      "gap": float(hit[m].mean() - confidence[m].mean()) if n else None})
+        tiers.append(
+            {
+                "tier": f"{lo:.2f}-{hi:.2f}",
+                "n": n,
+                "mean_confidence": float(confidence[m].mean()) if n else None,
+                "observed": float(hit[m].mean()) if n else None,
+                "gap": float(hit[m].mean() - confidence[m].mean()) if n else None,
+            }
+        )
     return tiers
 
 
@@ -129,8 +135,10 @@ def baselines(task: Task, y_test: np.ndarray, y_train: np.ndarray, persistence: 
     if not task.is_classification:
         past = np.where(np.isnan(persistence), 0.0, persistence)
         zero = regression_metrics(np.zeros(len(y_test)), y_test)
-        return {"zero": {"mae": zero["mae"], "rmse": zero["rmse"]},
-                "persistence": {**regression_metrics(past, y_test), "undefined_rows": undefined}}
+        return {
+            "zero": {"mae": zero["mae"], "rmse": zero["rmse"]},
+            "persistence": {**regression_metrics(past, y_test), "undefined_rows": undefined},
+        }
     y_test = np.asarray(y_test, dtype=np.int64)
     majority = int(np.bincount(np.asarray(y_train, dtype=np.int64)).argmax())
     persist = np.where(np.isnan(persistence), majority, persistence).astype(np.int64)
@@ -165,8 +173,9 @@ def no_skill_rate(call: np.ndarray, truth: np.ndarray) -> float:
     return float(sum(np.mean(call == v) * np.mean(truth == v) for v in values))
 
 
-def baseline_hits(task: Task, y_test: np.ndarray, y_train: np.ndarray, persistence: np.ndarray,
-                  seed: int) -> dict[str, np.ndarray]:
+def baseline_hits(
+    task: Task, y_test: np.ndarray, y_train: np.ndarray, persistence: np.ndarray, seed: int
+) -> dict[str, np.ndarray]:
     """Per-row correctness of each naive call on the test rows (so any subset, e.g. one symbol, can be
     scored): majority (the training segment's majority label or sign), persistence (the move that just
     ended; the majority call where that is unknown), random (drawn with the training label frequencies)."""
@@ -175,20 +184,25 @@ def baseline_hits(task: Task, y_test: np.ndarray, y_train: np.ndarray, persisten
     if task.is_classification:
         freq = np.bincount(np.asarray(y_train, dtype=np.int64), minlength=task.n_classes) / len(y_train)
         majority = int(freq.argmax())
-        guesses = {"majority_class": np.full(len(truth), majority),
-                   "persistence": np.where(np.isnan(persistence), majority, persistence).astype(np.int64),
-                   "random": rng.choice(task.n_classes, size=len(truth), p=freq)}
+        guesses = {
+            "majority_class": np.full(len(truth), majority),
+            "persistence": np.where(np.isnan(persistence), majority, persistence).astype(np.int64),
+            "random": rng.choice(task.n_classes, size=len(truth), p=freq),
+        }
     else:
         up = float(np.mean(np.asarray(y_train) > 0))
         majority = 1.0 if up >= 0.5 else -1.0
-        guesses = {"majority_class": np.full(len(truth), majority),
-                   "persistence": np.where(np.isnan(persistence), majority, np.sign(persistence)),
-                   "random": np.where(rng.random(len(truth)) < up, 1.0, -1.0)}
+        guesses = {
+            "majority_class": np.full(len(truth), majority),
+            "persistence": np.where(np.isnan(persistence), majority, np.sign(persistence)),
+            "random": np.where(rng.random(len(truth)) < up, 1.0, -1.0),
+        }
     return {k: (v == truth).astype(np.float64) for k, v in guesses.items()}
 
 
-def block_bootstrap_ci(hit: np.ndarray, block: int, resamples: int = 1000, level: float = 0.95,
-                       seed: int = 0) -> tuple[float, float]:
+def block_bootstrap_ci(
+    hit: np.ndarray, block: int, resamples: int = 1000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
     """Circular block bootstrap of the hit rate: blocks of consecutive rows keep the serial dependence that
     overlapping labels and volatility clusters create, so the interval is not falsely narrow."""
     hit = np.asarray(hit, dtype=np.float64)
@@ -204,8 +218,15 @@ def block_bootstrap_ci(hit: np.ndarray, block: int, resamples: int = 1000, level
     return float(np.quantile(rates, alpha)), float(np.quantile(rates, 1.0 - alpha))
 
 
-def significance(hit: np.ndarray, baseline: float, horizon: int, block: int | None = None,
-                 resamples: int = 1000, level: float = 0.95, seed: int = 0) -> dict:
+def significance(
+    hit: np.ndarray,
+    baseline: float,
+    horizon: int,
+    block: int | None = None,
+    resamples: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict:
     """Is the hit rate above the majority baseline? A one-sided binomial test on the effective number of
     independent calls (rows / horizon: labels that overlap in time are not independent trials) and a
     block-bootstrap confidence interval (block = max(horizon, n^(1/3)) unless given)."""
@@ -218,7 +239,12 @@ def significance(hit: np.ndarray, baseline: float, horizon: int, block: int | No
     k_eff = int(round(float(hit.mean()) * n_eff))
     block = int(block) if block else max(horizon, int(np.ceil(n ** (1 / 3))))
     lo, hi = block_bootstrap_ci(hit, block, resamples, level, seed)
-    return {"rate": float(hit.mean()), "baseline": float(baseline),
-            "p_value": float(binomtest(k_eff, n_eff, p=min(max(baseline, 1e-9), 1 - 1e-9),
-                                       alternative="greater").pvalue),
-            "ci": [lo, hi], "level": level, "n_effective": n_eff, "block": block}
+    return {
+        "rate": float(hit.mean()),
+        "baseline": float(baseline),
+        "p_value": float(binomtest(k_eff, n_eff, p=min(max(baseline, 1e-9), 1 - 1e-9), alternative="greater").pvalue),
+        "ci": [lo, hi],
+        "level": level,
+        "n_effective": n_eff,
+        "block": block,
+    }

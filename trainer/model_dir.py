@@ -4,6 +4,7 @@ statistics, label definition and a model card. ``load_model`` rebuilds the exact
 A model folder is data, not code: its family is looked up in the project's family list (``family_class``),
 every file must be one of the known formats (checked by content, not only by name), and nothing in it is
 imported or unpickled."""
+
 import json
 import struct
 from pathlib import Path
@@ -12,17 +13,17 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
-from data.errors import UserError
+from core.errors import UserError
+from core.runinfo import fresh_temp_dir, publish_dir
+from data.files import infer_step
+from data.labels import output_columns
 from data.scaling import Standardizer
 from data.schema import validate_candles
 from data.table import FeatureTable, build_table
-from data.files import infer_step
-from data.labels import output_columns
 from data.timeframes import to_string, to_timedelta
 from models.base import CandleModel, Rows
-from models.registry import family_class, family_target
+from models.families import family_class, family_target
 from trainer.registry import resolve_link
-from trainer.runinfo import fresh_temp_dir, publish_dir
 
 CARD = "model_card.json"
 SCALER = "scaler.json"
@@ -68,8 +69,11 @@ def check_model_files(directory: Path) -> None:
             raise UserError("a model folder may hold only regular files", where)
         fmt = _FORMATS.get(path.suffix.lower())
         if fmt is None:
-            raise UserError(f"unexpected file in a model folder (known formats: {', '.join(sorted(_FORMATS))}); "
-                            "model folders are read as data, never as code or pickles", where)
+            raise UserError(
+                f"unexpected file in a model folder (known formats: {', '.join(sorted(_FORMATS))}); "
+                "model folders are read as data, never as code or pickles",
+                where,
+            )
         with path.open("rb") as f:
             head = f.read(_HEAD_BYTES)
         if not fmt[1](head, path.stat().st_size):
@@ -112,7 +116,7 @@ def check_lightgbm_text(path: Path) -> None:
         sizes = [int(v) for v in header.get("tree_sizes", "").split()]
     except (KeyError, ValueError):
         bad("its header lacks max_feature_idx or has a malformed number")
-    blocks = text[first + 1:end + 1].split("\nTree=") if first < end else []
+    blocks = text[first + 1 : end + 1].split("\nTree=") if first < end else []
     blocks = [b if i == 0 else "Tree=" + b for i, b in enumerate(blocks)]
     if n_features < 1 or per_iteration < 1 or len(blocks) % per_iteration:
         bad("feature or tree counts out of range")
@@ -143,7 +147,7 @@ def check_lightgbm_text(path: Path) -> None:
         for node in range(n - 1):
             if not 0 <= features[node] < n_features or kinds[node] & 1:
                 bad(f"tree {number} node {node}: a split on feature {features[node]} or a categorical split")
-            for child in (left[node], right[node]):   # an inner child comes after its parent, a leaf is ~index
+            for child in (left[node], right[node]):  # an inner child comes after its parent, a leaf is ~index
                 if not (node < child < n - 1 if child >= 0 else ~child < n):
                     bad(f"tree {number} node {node}: child {child} out of range")
 
@@ -151,7 +155,7 @@ def check_lightgbm_text(path: Path) -> None:
 def read_json(path: Path) -> dict:
     try:
         value = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:   # RecursionError: nested too deep
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:  # RecursionError: nested too deep
         raise UserError(f"unreadable JSON: {str(exc)[:200]}", str(path)) from None
     if not isinstance(value, dict):
         raise UserError("expected a JSON object", str(path))
@@ -180,21 +184,17 @@ def card_family(card: dict, where: str) -> type:
     cls = family_class(card.get("family"), where)
     stored = card.get("target_class")
     if stored is not None and stored != family_target(card["family"], where):
-        raise UserError(f"target_class {str(stored)[:120]!r} is not the class of family {card['family']} "
-                        f"({family_target(card['family'], where)})", where)
+        raise UserError(
+            f"target_class {str(stored)[:120]!r} is not the class of family {card['family']} "
+            f"({family_target(card['family'], where)})",
+            where,
+        )
     return cls
 
 
-def eligible_rows(table: FeatureTable, window: int) -> np.ndarray:
-    """Rows with every feature defined and, for sequence models, a full window inside one run of candles."""
-    mask = np.ones(len(table.frame), dtype=bool)
-    if window > 1:
-        mask &= table.run_position() >= window - 1
-    return mask
-
-
-def save_model_dir(final: Path, model: CandleModel, card: dict, config_yaml: str, scaler: Standardizer,
-                   feature_cfg: dict, label: dict) -> Path:
+def save_model_dir(
+    final: Path, model: CandleModel, card: dict, config_yaml: str, scaler: Standardizer, feature_cfg: dict, label: dict
+) -> Path:
     tmp = fresh_temp_dir(final)
     model.save(tmp)
     (tmp / CARD).write_text(json.dumps(card, indent=2, default=str))
@@ -222,9 +222,12 @@ class LoadedModel:
             self.model: CandleModel = cls.load(directory)
         except UserError:
             raise
-        except Exception as exc:   # a folder that passed the format checks but does not hold what it says
-            raise UserError(f"model folder unreadable as a {self.card['family']} model: {type(exc).__name__}: "
-                            f"{str(exc).splitlines()[0][:200] if str(exc) else ''}", str(directory)) from exc
+        except Exception as exc:  # a folder that passed the format checks but does not hold what it says
+            raise UserError(
+                f"model folder unreadable as a {self.card['family']} model: {type(exc).__name__}: "
+                f"{str(exc).splitlines()[0][:200] if str(exc) else ''}",
+                str(directory),
+            ) from exc
 
     def table(self, candles: pd.DataFrame) -> FeatureTable:
         if "symbol" in candles.columns:
@@ -235,8 +238,11 @@ class LoadedModel:
         step = to_timedelta(self.label["timeframe"])
         for s, g in groups.items():
             if len(g) > 1 and infer_step(g, f"candles[{s}]") != step:
-                raise UserError(f"candles are {to_string(infer_step(g, s))} but the model was trained on "
-                                f"{self.label['timeframe']} candles", f"candles[{s}]")
+                raise UserError(
+                    f"candles are {to_string(infer_step(g, s))} but the model was trained on "
+                    f"{self.label['timeframe']} candles",
+                    f"candles[{s}]",
+                )
         return build_table(groups, self.feature_config, OmegaConf.create(self.label["target"]), step)
 
     def predict_proba(self, candles: pd.DataFrame, last: int | None = None) -> pd.DataFrame:
@@ -245,7 +251,7 @@ class LoadedModel:
         features (or a full window) are not yet defined. ``last`` = score only each symbol's last ``last``
         candles (the rest NaN): what a runtime needs per new candle, with the same features and scaler."""
         table = self.table(candles)
-        eligible = eligible_rows(table, self.model.window)
+        eligible = table.eligible_rows(self.model.window)
         if last is not None:
             eligible &= (table.frame.groupby("symbol", sort=False).cumcount(ascending=False) < int(last)).to_numpy()
         rows = np.flatnonzero(eligible)
@@ -253,18 +259,22 @@ class LoadedModel:
         proba = self.model.predict_proba(Rows(features=X, rows=rows, segments=table.segments()))
         columns = output_columns(OmegaConf.create(self.label["target"]))
         scored = table.frame.iloc[rows][["symbol", "timestamp"]].assign(**dict(zip(columns, proba.T)))
-        keys = pd.DataFrame({
-            "symbol": candles["symbol"].astype(str).to_numpy() if "symbol" in candles.columns
-            else self.card["symbols"][0],
-            "timestamp": candles["timestamp"].to_numpy(),
-        }, index=candles.index)
+        keys = pd.DataFrame(
+            {
+                "symbol": candles["symbol"].astype(str).to_numpy()
+                if "symbol" in candles.columns
+                else self.card["symbols"][0],
+                "timestamp": candles["timestamp"].to_numpy(),
+            },
+            index=candles.index,
+        )
         out = keys.merge(scored, on=["symbol", "timestamp"], how="left")
         out.index = candles.index
         return out[columns]
 
 
 def load_model(path: str | Path) -> LoadedModel:
-    directory = resolve_link(path)   # a promoted/... link serves only what the registry promoted there
+    directory = resolve_link(path)  # a promoted/... link serves only what the registry promoted there
     if (directory / "model").is_dir() and not (directory / CARD).exists():
         directory = directory / "model"  # a run folder was given
     if not (directory / CARD).is_file():

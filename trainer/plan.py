@@ -24,6 +24,7 @@ most restrictive eligibility (every feature defined, the longest window of the p
 a job that selects fewer features or reads no window has more early rows and so a cutoff no earlier.
 The plan records ``ranked_until`` and, per target, the last timestamp and label end the probe read.
 """
+
 import dataclasses
 import hashlib
 import json
@@ -44,23 +45,21 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from data.errors import UserError
+from core.errors import UserError
+from core.runinfo import config_hash, data_fingerprint, git_commit, new_run_id, utc_now, write_json_atomic
 from data.features import feature_names
-from data.providers import Candles
 from data.labels import TASKS, make_label, n_classes
-from data.providers import load_candles
+from data.providers import Candles, load_candles
 from data.scaling import Standardizer
 from data.splits import purged_kfold
 from data.table import FeatureTable, feature_frames, join_labels
 from models.base import Task
+from models.families import families as model_families
 from models.lightgbm import booster_params
-from models.registry import families as model_families
 from trainer.backtest import backtest
+from trainer.checks import check_config, check_number, check_numbers
 from trainer.evaluation import causal_spread, choose_policy, trade_signals
 from trainer.policy import DecisionPolicy
-from trainer.checks import check_config, check_number, check_numbers
-from trainer.model_dir import eligible_rows
-from trainer.runinfo import config_hash, data_fingerprint, git_commit, new_run_id, utc_now, write_json_atomic
 
 log = logging.getLogger("candlelab")
 
@@ -111,9 +110,9 @@ def compose_config(overrides: list[str]) -> DictConfig:
 @dataclass
 class Candidate:
     index: int
-    name: str                 # <type>_h<horizon>
-    spec: dict                # the plan entry: type, horizon and any other target keys
-    target: DictConfig        # the composed target config
+    name: str  # <type>_h<horizon>
+    spec: dict  # the plan entry: type, horizon and any other target keys
+    target: DictConfig  # the composed target config
     task: Task
 
 
@@ -121,11 +120,11 @@ class Candidate:
 class ProbeResult:
     skill: float
     fold_skills: list[float]
-    gain: np.ndarray          # summed over the folds
+    gain: np.ndarray  # summed over the folds
     rows: int
     last_timestamp: pd.Timestamp
     last_label_end: pd.Timestamp
-    trades: dict | None = None   # the held-out trades of each fold's validation-chosen policy (classifiers)
+    trades: dict | None = None  # the held-out trades of each fold's validation-chosen policy (classifiers)
 
 
 def servable(task: Task) -> bool:
@@ -168,10 +167,14 @@ def check_settings(cfg: DictConfig) -> None:
     p = cfg.plan
     check_numbers(cfg, _NUMBERS)
     quantiles = p.probe.get("policy_quantiles")
-    if quantiles is not None and (not isinstance(quantiles, ListConfig) or not quantiles or not all(
-            isinstance(q, float) and 0.0 < q < 1.0 for q in quantiles)):
-        raise UserError(f"must be a list of quantiles in (0, 1) or null, got {quantiles!r}",
-                        "plan.probe.policy_quantiles")
+    if quantiles is not None and (
+        not isinstance(quantiles, ListConfig)
+        or not quantiles
+        or not all(isinstance(q, float) and 0.0 < q < 1.0 for q in quantiles)
+    ):
+        raise UserError(
+            f"must be a list of quantiles in (0, 1) or null, got {quantiles!r}", "plan.probe.policy_quantiles"
+        )
     for key in ("auto_targets.enabled", "auto_features.enabled", "probe.trading"):
         if not isinstance(OmegaConf.select(p, key), bool):
             raise UserError(f"must be true or false, got {OmegaConf.select(p, key)!r}", f"plan.{key}")
@@ -186,15 +189,19 @@ def check_settings(cfg: DictConfig) -> None:
     if not chosen:
         raise UserError("no family given", "plan.families")
     if unknown:
-        raise UserError(f"unknown family {', '.join(map(repr, unknown))}; available: {', '.join(known)}",
-                        "plan.families")
+        raise UserError(
+            f"unknown family {', '.join(map(repr, unknown))}; available: {', '.join(known)}", "plan.families"
+        )
     if len(set(chosen)) != len(chosen):
         raise UserError(f"a family is named twice in {chosen}", "plan.families")
     if not list(p.targets or []):
         raise UserError("no candidate target given", "plan.targets")
     if cfg.split.type == "purged_kfold":
-        raise UserError("a plan ranks on the time before the jobs' test period; purged_kfold tests every block "
-                        "(use holdout or walk_forward)", "split")
+        raise UserError(
+            "a plan ranks on the time before the jobs' test period; purged_kfold tests every block "
+            "(use holdout or walk_forward)",
+            "split",
+        )
 
 
 def _candidates(cfg: DictConfig, base: list[str]) -> list[Candidate]:
@@ -209,8 +216,7 @@ def _candidates(cfg: DictConfig, base: list[str]) -> list[Candidate]:
         check_number(f"{where}.horizon", spec["horizon"], int, 1, None, "[]")
         name = f"{spec['type']}_h{spec['horizon']}"
         if name in seen:
-            raise UserError(f"{name} is already plan.targets[{seen[name]}] (one candidate per type and horizon)",
-                            where)
+            raise UserError(f"{name} is already plan.targets[{seen[name]}] (one candidate per type and horizon)", where)
         seen[name] = i
         try:
             target = compose_config([*base, *target_overrides(spec)]).target
@@ -232,8 +238,15 @@ def _fraction_before_test(split: DictConfig) -> float:
     return float(split.train) + float(split.val)
 
 
-def _earliest_test_start(table: FeatureTable, candles: dict[str, pd.DataFrame], target: DictConfig,
-                         step: pd.Timedelta, symbols: list[str], window: int, fraction: float) -> pd.Timestamp:
+def _earliest_test_start(
+    table: FeatureTable,
+    candles: dict[str, pd.DataFrame],
+    target: DictConfig,
+    step: pd.Timedelta,
+    symbols: list[str],
+    window: int,
+    fraction: float,
+) -> pd.Timestamp:
     """A lower bound on the test cutoff of any job on these symbols with this target.
 
     A job's cutoff is ``uniq(E)[int(len(uniq(E)) * fraction)]`` over its eligible timestamps E. E lies within
@@ -244,7 +257,7 @@ def _earliest_test_start(table: FeatureTable, candles: dict[str, pd.DataFrame], 
     uniq_l = pd.DatetimeIndex(np.concatenate([lab.index[lab.notna().to_numpy()].to_numpy() for lab in labelled]))
     uniq_l = uniq_l.unique().sort_values()
     frame = table.frame
-    e_min = eligible_rows(table, window) & frame["label"].notna().to_numpy() & frame["symbol"].isin(symbols).to_numpy()
+    e_min = table.eligible_rows(window) & frame["label"].notna().to_numpy() & frame["symbol"].isin(symbols).to_numpy()
     n_min = len(pd.DatetimeIndex(frame["timestamp"][e_min]).unique())
     if n_min < 3:
         raise UserError(f"too little data to plan: {n_min} labelled timestamps for {','.join(symbols)}", "data.rows")
@@ -265,14 +278,22 @@ def _skill(task: Task, pred: np.ndarray, y: np.ndarray, y_train: np.ndarray) -> 
     k = task.n_classes
     proba = np.column_stack([1.0 - pred, pred]) if pred.ndim == 1 else pred
     yi = y.astype(np.int64)
-    freq = (np.bincount(y_train.astype(np.int64), minlength=k) + 1.0) / (len(y_train) + k)   # Laplace: no log(0)
+    freq = (np.bincount(y_train.astype(np.int64), minlength=k) + 1.0) / (len(y_train) + k)  # Laplace: no log(0)
     model_loss = -np.mean(np.log(np.clip(proba[np.arange(len(yi)), yi], 1e-15, 1.0)))
     prior_loss = -np.mean(np.log(freq[yi]))
     return 1.0 - float(model_loss / prior_loss) if prior_loss > 0 else 0.0
 
 
-def fit_probe(params: dict, probe: DictConfig, X: np.ndarray, y: np.ndarray, train: np.ndarray, val: np.ndarray,
-              test: np.ndarray, predict_val: bool = False):
+def fit_probe(
+    params: dict,
+    probe: DictConfig,
+    X: np.ndarray,
+    y: np.ndarray,
+    train: np.ndarray,
+    val: np.ndarray,
+    test: np.ndarray,
+    predict_val: bool = False,
+):
     """One probe fit on train (early-stopped on val); returns test predictions and the gain per feature (and
     the validation predictions with ``predict_val``)."""
     dtrain = lgb.Dataset(X[train], label=y[train], free_raw_data=True)
@@ -280,8 +301,7 @@ def fit_probe(params: dict, probe: DictConfig, X: np.ndarray, y: np.ndarray, tra
     if probe.get("early_stopping_rounds") and len(val):
         valid = [lgb.Dataset(X[val], label=y[val], reference=dtrain)]
         callbacks = [lgb.early_stopping(int(probe.early_stopping_rounds), first_metric_only=True, verbose=False)]
-    booster = lgb.train(params, dtrain, num_boost_round=int(probe.n_estimators), valid_sets=valid,
-                        callbacks=callbacks)
+    booster = lgb.train(params, dtrain, num_boost_round=int(probe.n_estimators), valid_sets=valid, callbacks=callbacks)
     best = booster.best_iteration or booster.current_iteration()
     out = booster.predict(X[test], num_iteration=best), booster.feature_importance("gain", iteration=best)
     return (*out, booster.predict(X[val], num_iteration=best) if len(val) else None) if predict_val else out
@@ -291,8 +311,16 @@ def _as_proba(task: Task, pred: np.ndarray) -> np.ndarray:
     return np.column_stack([1.0 - pred, pred]) if task.kind == "binary" else pred
 
 
-def fold_trades(trading: DictConfig, task: Task, frame: pd.DataFrame, candles: Candles, val: np.ndarray,
-                test: np.ndarray, pred_val: np.ndarray | None, pred_test: np.ndarray) -> tuple[np.ndarray, dict]:
+def fold_trades(
+    trading: DictConfig,
+    task: Task,
+    frame: pd.DataFrame,
+    candles: Candles,
+    val: np.ndarray,
+    test: np.ndarray,
+    pred_val: np.ndarray | None,
+    pred_test: np.ndarray,
+) -> tuple[np.ndarray, dict]:
     """Net returns of one CV fold's held-out trades under the policy chosen on that fold's validation rows.
 
     ``trading`` holds ``eval`` and ``target`` as training composes them; ``candles`` end before the plan's
@@ -317,28 +345,54 @@ def fold_trades(trading: DictConfig, task: Task, frame: pd.DataFrame, candles: C
     return net, policy.to_dict()
 
 
-def probe_cv(table: FeatureTable, ranking: np.ndarray, task: Task, settings: DictConfig, embargo: pd.Timedelta,
-             seed: int, threads: int, trading: DictConfig | None = None, candles: Candles | None = None) -> ProbeResult:
+def probe_cv(
+    table: FeatureTable,
+    ranking: np.ndarray,
+    task: Task,
+    settings: DictConfig,
+    embargo: pd.Timedelta,
+    seed: int,
+    threads: int,
+    trading: DictConfig | None = None,
+    candles: Candles | None = None,
+) -> ProbeResult:
     """Purged k-fold CV of the probe over the ranking rows; scaler fit on each fold's training rows. With
     ``trading`` (eval + target config) and ``candles``, each fold's held-out block is also traded (fold_trades)."""
     frame = table.frame.iloc[np.flatnonzero(ranking)].reset_index(drop=True)
     probe = settings.probe
-    folds = purged_kfold(frame["timestamp"], frame["purge_end"], np.ones(len(frame), dtype=bool),
-                         int(settings.auto_targets.folds), float(probe.val), embargo)
+    folds = purged_kfold(
+        frame["timestamp"],
+        frame["purge_end"],
+        np.ones(len(frame), dtype=bool),
+        int(settings.auto_targets.folds),
+        float(probe.val),
+        embargo,
+    )
     raw = frame[table.feature_names].to_numpy(np.float64)
     y = frame["label"].to_numpy()
     y = y.astype(np.int64) if task.is_classification else y.astype(np.float64)
-    params = booster_params(OmegaConf.create({"learning_rate": float(probe.learning_rate),
-                                              "num_leaves": int(probe.num_leaves),
-                                              "min_child_samples": int(probe.min_child_samples)}),
-                            task, seed, threads)
+    params = booster_params(
+        OmegaConf.create(
+            {
+                "learning_rate": float(probe.learning_rate),
+                "num_leaves": int(probe.num_leaves),
+                "min_child_samples": int(probe.min_child_samples),
+            }
+        ),
+        task,
+        seed,
+        threads,
+    )
     skills, gain, nets, policies = [], np.zeros(len(table.feature_names)), [], []
     for fold in folds:
         train = _evenly(fold.rows["train"], probe.get("max_rows"))
         val, test = fold.rows["val"], fold.rows["test"]
         if len(train) < 50 or len(test) < 10:
-            raise UserError(f"too little data to rank: {len(train)} training and {len(test)} test rows in "
-                            f"{fold.name} before the holdout test cutoff", "data.rows")
+            raise UserError(
+                f"too little data to rank: {len(train)} training and {len(test)} test rows in "
+                f"{fold.name} before the holdout test cutoff",
+                "data.rows",
+            )
         X = Standardizer.fit(raw[train], table.feature_names).transform(raw)
         if trading is None:
             pred, fold_gain = fit_probe(params, probe, X, y, train, val, test)
@@ -346,18 +400,34 @@ def probe_cv(table: FeatureTable, ranking: np.ndarray, task: Task, settings: Dic
             pred, fold_gain, pred_val = fit_probe(params, probe, X, y, train, val, test, predict_val=True)
             net, policy = fold_trades(trading, task, frame, candles, val, test, pred_val, pred)
             nets.append(net)
-            policies.append({"fold": fold.name, "policy": policy, "trades": int(len(net)),
-                             "expectancy_bps": float(net.mean() * 1e4) if len(net) else None})
+            policies.append(
+                {
+                    "fold": fold.name,
+                    "policy": policy,
+                    "trades": int(len(net)),
+                    "expectancy_bps": float(net.mean() * 1e4) if len(net) else None,
+                }
+            )
         skills.append(_skill(task, pred, y[test], y[train]))
         gain += fold_gain
     trades = None
     if trading is not None:
         net = np.concatenate(nets) if nets else np.zeros(0)
-        trades = {"n_trades": int(len(net)), "expectancy_bps": float(net.mean() * 1e4) if len(net) else 0.0,
-                  "total_net_return": float(net.sum()), "folds": policies}
-    return ProbeResult(skill=float(np.mean(skills)), fold_skills=[float(s) for s in skills], gain=gain,
-                       rows=len(frame), last_timestamp=frame["timestamp"].max(),
-                       last_label_end=frame["purge_end"].max(), trades=trades)
+        trades = {
+            "n_trades": int(len(net)),
+            "expectancy_bps": float(net.mean() * 1e4) if len(net) else 0.0,
+            "total_net_return": float(net.sum()),
+            "folds": policies,
+        }
+    return ProbeResult(
+        skill=float(np.mean(skills)),
+        fold_skills=[float(s) for s in skills],
+        gain=gain,
+        rows=len(frame),
+        last_timestamp=frame["timestamp"].max(),
+        last_label_end=frame["purge_end"].max(),
+        trades=trades,
+    )
 
 
 def _trading_config(cfg: DictConfig, target: DictConfig) -> DictConfig:
@@ -372,8 +442,12 @@ def _trading_config(cfg: DictConfig, target: DictConfig) -> DictConfig:
 
 def _rank_key(res: ProbeResult, cand: Candidate) -> tuple:
     """Servable targets first; among them the higher net expectancy (when traded), then the higher skill."""
-    return (0 if servable(cand.task) else 1, -(res.trades["expectancy_bps"] if res.trades else 0.0), -res.skill,
-            cand.index)
+    return (
+        0 if servable(cand.task) else 1,
+        -(res.trades["expectancy_bps"] if res.trades else 0.0),
+        -res.skill,
+        cand.index,
+    )
 
 
 def _label_correlation(frame: pd.DataFrame, symbols: list[str]) -> tuple[dict, float | None]:
@@ -381,7 +455,7 @@ def _label_correlation(frame: pd.DataFrame, symbols: list[str]) -> tuple[dict, f
     wide = frame.pivot(index="timestamp", columns="symbol", values="label")
     pairs = {}
     for i, a in enumerate(symbols):
-        for b in symbols[i + 1:]:
+        for b in symbols[i + 1 :]:
             both = wide[[a, b]].dropna() if a in wide and b in wide else pd.DataFrame()
             corr = both[a].corr(both[b]) if len(both) > 2 else np.nan
             pairs[f"{a}-{b}"] = None if np.isnan(corr) else float(corr)
@@ -389,8 +463,15 @@ def _label_correlation(frame: pd.DataFrame, symbols: list[str]) -> tuple[dict, f
     return pairs, float(np.mean(values)) if values else None
 
 
-def _route(table: FeatureTable, ranking: np.ndarray, cand: Candidate, pooled: ProbeResult, cfg: DictConfig,
-           embargo: pd.Timedelta, threads: int) -> dict:
+def _route(
+    table: FeatureTable,
+    ranking: np.ndarray,
+    cand: Candidate,
+    pooled: ProbeResult,
+    cfg: DictConfig,
+    embargo: pd.Timedelta,
+    threads: int,
+) -> dict:
     settings, symbols = cfg.plan, [str(s) for s in cfg.plan.symbols]
     rule = settings.routing
     if len(symbols) == 1:
@@ -408,10 +489,17 @@ def _route(table: FeatureTable, ranking: np.ndarray, cand: Candidate, pooled: Pr
     correlated = mean_corr is not None and mean_corr >= threshold
     pooled_ok = pooled.skill >= mean_symbol - tolerance
     corr_text = "n/a" if mean_corr is None else f"{mean_corr:.3f}"
-    reason = (f"label correlation {corr_text} {'>=' if correlated else '<'} {threshold}; pooled skill "
-              f"{pooled.skill:.4f} {'>=' if pooled_ok else '<'} mean per-symbol skill {mean_symbol:.4f} - {tolerance}")
-    return {"route": "pooled" if correlated and pooled_ok else "symbol", "reason": reason, **out,
-            "symbol_skill": per_symbol, "mean_symbol_skill": mean_symbol}
+    reason = (
+        f"label correlation {corr_text} {'>=' if correlated else '<'} {threshold}; pooled skill "
+        f"{pooled.skill:.4f} {'>=' if pooled_ok else '<'} mean per-symbol skill {mean_symbol:.4f} - {tolerance}"
+    )
+    return {
+        "route": "pooled" if correlated and pooled_ok else "symbol",
+        "reason": reason,
+        **out,
+        "symbol_skill": per_symbol,
+        "mean_symbol_skill": mean_symbol,
+    }
 
 
 def _family_info(base: list[str], names: list[str]) -> dict[str, dict]:
@@ -421,8 +509,9 @@ def _family_info(base: list[str], names: list[str]) -> dict[str, dict]:
         window = int(model.window) if model.get("input") == "sequence" else 1
         info[name] = {"stage": str(model.stage), "tasks": list(model.get("tasks") or []), "window": window}
         if info[name]["stage"] not in STAGES:
-            raise UserError(f"family {name} has stage {model.stage!r}; a plan runs cpu and gpu stages",
-                            f"conf/model/{name}.yaml")
+            raise UserError(
+                f"family {name} has stage {model.stage!r}; a plan runs cpu and gpu stages", f"conf/model/{name}.yaml"
+            )
     return info
 
 
@@ -433,8 +522,9 @@ def _coin_overrides(symbols: list[str]) -> tuple[str, list[str]]:
     return name, [f"coin.name={name}", f"coin.symbols={_hydra_value(symbols)}"]
 
 
-def _jobs(kept: list[Candidate], routing: dict, selected: dict, families: dict[str, dict], symbols: list[str],
-          base: list[str]) -> tuple[list[dict], list[dict]]:
+def _jobs(
+    kept: list[Candidate], routing: dict, selected: dict, families: dict[str, dict], symbols: list[str], base: list[str]
+) -> tuple[list[dict], list[dict]]:
     jobs, skipped = [], []
     for stage in STAGES:
         for cand in kept:
@@ -444,8 +534,13 @@ def _jobs(kept: list[Candidate], routing: dict, selected: dict, families: dict[s
                 if info["stage"] != stage:
                     continue
                 if info["tasks"] and cand.task.kind not in info["tasks"]:
-                    skipped.append({"family": family, "target_name": cand.name,
-                                    "reason": f"{family} supports {', '.join(info['tasks'])}, not {cand.task.kind}"})
+                    skipped.append(
+                        {
+                            "family": family,
+                            "target_name": cand.name,
+                            "reason": f"{family} supports {', '.join(info['tasks'])}, not {cand.task.kind}",
+                        }
+                    )
                     continue
                 for coin_symbols in coins:
                     coin, coin_args = _coin_overrides(coin_symbols)
@@ -453,10 +548,20 @@ def _jobs(kept: list[Candidate], routing: dict, selected: dict, families: dict[s
                     args = [*base, f"model={family}", *coin_args, *target_overrides(cand.spec)]
                     if features is not None:
                         args.append(f"features.select={_hydra_value(features)}")
-                    jobs.append({"id": f"{len(jobs):03d}_{family}_{coin}_{cand.name}", "stage": stage,
-                                 "family": family, "coin": coin, "symbols": list(coin_symbols), "route": route,
-                                 "target_name": cand.name, "target_type": cand.spec["type"],
-                                 "features": features, "overrides": args})
+                    jobs.append(
+                        {
+                            "id": f"{len(jobs):03d}_{family}_{coin}_{cand.name}",
+                            "stage": stage,
+                            "family": family,
+                            "coin": coin,
+                            "symbols": list(coin_symbols),
+                            "route": route,
+                            "target_name": cand.name,
+                            "target_type": cand.spec["type"],
+                            "features": features,
+                            "overrides": args,
+                        }
+                    )
     return jobs, skipped
 
 
@@ -466,9 +571,13 @@ def verify_jobs(jobs: list[dict]) -> None:
         for job in jobs:
             cfg = compose(config_name="config", overrides=job["overrides"])
             check_config(cfg)
-            got = {"stage": str(cfg.model.stage), "family": str(cfg.model.name), "coin": str(cfg.coin.name),
-                   "symbols": [str(s) for s in cfg.coin.symbols],
-                   "target_name": f"{cfg.target.type}_h{cfg.target.horizon}"}
+            got = {
+                "stage": str(cfg.model.stage),
+                "family": str(cfg.model.name),
+                "coin": str(cfg.coin.name),
+                "symbols": [str(s) for s in cfg.coin.symbols],
+                "target_name": f"{cfg.target.type}_h{cfg.target.horizon}",
+            }
             want = {k: job[k] for k in got}
             if got != want:
                 raise RuntimeError(f"job {job['id']} composes to {got}, not {want}")
@@ -477,8 +586,13 @@ def verify_jobs(jobs: list[dict]) -> None:
 
 
 def _views(jobs: list[dict], symbols: list[str]) -> dict:
-    views = {"by_target": {}, "by_symbol": {s: [] for s in symbols}, "by_type": {},
-             "by_route": {r: [] for r in ROUTES}, "by_stage": {s: [] for s in STAGES}}
+    views = {
+        "by_target": {},
+        "by_symbol": {s: [] for s in symbols},
+        "by_type": {},
+        "by_route": {r: [] for r in ROUTES},
+        "by_stage": {s: [] for s in STAGES},
+    }
     for job in jobs:
         views["by_target"].setdefault(job["target_name"], []).append(job["id"])
         views["by_type"].setdefault(job["target_type"], []).append(job["id"])
@@ -491,8 +605,11 @@ def _views(jobs: list[dict], symbols: list[str]) -> dict:
 
 def plan_hash(cfg: DictConfig) -> str:
     """The training config's hash (which ignores ``plan``) combined with the plan settings."""
-    blob = json.dumps({"config": config_hash(cfg), "plan": OmegaConf.to_container(cfg.plan, resolve=True)},
-                      sort_keys=True, default=str).encode()
+    blob = json.dumps(
+        {"config": config_hash(cfg), "plan": OmegaConf.to_container(cfg.plan, resolve=True)},
+        sort_keys=True,
+        default=str,
+    ).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
@@ -523,55 +640,87 @@ def build_plan(cfg: DictConfig, overrides: list[str] = ()) -> dict:
     tables = {c.name: join_labels(candles.by_symbol, frames, cfg.features, c.target, step) for c in candidates}
     # the bound first: every candidate is ranked on the same time, safe for every job the plan can emit
     symbol_sets = [symbols] + ([[s] for s in symbols] if len(symbols) > 1 else [])
-    ranked_until = min(_earliest_test_start(tables[c.name], candles.by_symbol, c.target, step, subset, window,
-                                            fraction) for c in candidates for subset in symbol_sets)
-    log.info("ranking on rows whose label ends before %s (the earliest holdout test cutoff of any job)",
-             ranked_until.isoformat())
+    ranked_until = min(
+        _earliest_test_start(tables[c.name], candles.by_symbol, c.target, step, subset, window, fraction)
+        for c in candidates
+        for subset in symbol_sets
+    )
+    log.info(
+        "ranking on rows whose label ends before %s (the earliest holdout test cutoff of any job)",
+        ranked_until.isoformat(),
+    )
 
     embargo = embargo_candles * step
     # the probe's trades may read no price from the holdout test period on
-    seen = dataclasses.replace(candles, by_symbol={s: c[c["timestamp"] < ranked_until].reset_index(drop=True)
-                                                   for s, c in candles.by_symbol.items()})
+    seen = dataclasses.replace(
+        candles,
+        by_symbol={s: c[c["timestamp"] < ranked_until].reset_index(drop=True) for s, c in candles.by_symbol.items()},
+    )
     results, target_rows = {}, []
     for cand in candidates:
         t0 = time.perf_counter()
         frame = tables[cand.name].frame
         ranking = (frame["label"].notna() & (frame["purge_end"] < ranked_until)).to_numpy()
         if ranking.sum() < 100 * int(settings.auto_targets.folds):
-            raise UserError(f"too little data to rank {cand.name}: {int(ranking.sum())} labelled rows before "
-                            f"{ranked_until.isoformat()}", "data.rows")
+            raise UserError(
+                f"too little data to rank {cand.name}: {int(ranking.sum())} labelled rows before "
+                f"{ranked_until.isoformat()}",
+                "data.rows",
+            )
         trading = _trading_config(cfg, cand.target) if servable(cand.task) and settings.probe.trading else None
-        res = probe_cv(tables[cand.name], ranking, cand.task, settings, embargo, int(cfg.seed), threads, trading,
-                       seen)
+        res = probe_cv(tables[cand.name], ranking, cand.task, settings, embargo, int(cfg.seed), threads, trading, seen)
         results[cand.name] = (res, ranking)
-        log.info("target %s: skill %.4f (folds %s), %s on %d rows, %.1fs", cand.name, res.skill,
-                 " ".join(f"{s:.4f}" for s in res.fold_skills),
-                 f"net expectancy {res.trades['expectancy_bps']:+.2f} bps over {res.trades['n_trades']} trades"
-                 if res.trades else "not traded" if servable(cand.task) else "not servable", res.rows,
-                 time.perf_counter() - t0)
+        log.info(
+            "target %s: skill %.4f (folds %s), %s on %d rows, %.1fs",
+            cand.name,
+            res.skill,
+            " ".join(f"{s:.4f}" for s in res.fold_skills),
+            f"net expectancy {res.trades['expectancy_bps']:+.2f} bps over {res.trades['n_trades']} trades"
+            if res.trades
+            else "not traded"
+            if servable(cand.task)
+            else "not servable",
+            res.rows,
+            time.perf_counter() - t0,
+        )
 
     order = sorted(candidates, key=lambda c: _rank_key(results[c.name][0], c))
     min_edge = settings.auto_targets.get("min_expectancy_bps")
     if settings.auto_targets.enabled:
         min_score = float(settings.auto_targets.min_score)
-        kept = [c for c in order if servable(c.task) and results[c.name][0].skill > min_score
-                and (min_edge is None or (results[c.name][0].trades or {}).get("expectancy_bps", 0.0)
-                     > float(min_edge))]
-        kept = kept[:int(settings.auto_targets.top_k)]
+        kept = [
+            c
+            for c in order
+            if servable(c.task)
+            and results[c.name][0].skill > min_score
+            and (min_edge is None or (results[c.name][0].trades or {}).get("expectancy_bps", 0.0) > float(min_edge))
+        ]
+        kept = kept[: int(settings.auto_targets.top_k)]
     else:
         kept = list(candidates)
     kept_names = {c.name for c in kept}
     for name in [n for n in tables if n not in kept_names]:
-        del tables[name]   # only kept targets are routed
+        del tables[name]  # only kept targets are routed
     for cand in order:
         res = results[cand.name][0]
-        target_rows.append({"name": cand.name, "type": cand.spec["type"], "horizon": int(cand.spec["horizon"]),
-                            "spec": cand.spec, "task": cand.task.kind, "score": res.skill,
-                            "fold_scores": res.fold_skills, "servable": servable(cand.task),
-                            "expectancy_bps": res.trades["expectancy_bps"] if res.trades else None,
-                            "probe_trades": res.trades, "rows": res.rows, "kept": cand.name in kept_names,
-                            "last_timestamp": res.last_timestamp.isoformat(),
-                            "last_label_end": res.last_label_end.isoformat()})
+        target_rows.append(
+            {
+                "name": cand.name,
+                "type": cand.spec["type"],
+                "horizon": int(cand.spec["horizon"]),
+                "spec": cand.spec,
+                "task": cand.task.kind,
+                "score": res.skill,
+                "fold_scores": res.fold_skills,
+                "servable": servable(cand.task),
+                "expectancy_bps": res.trades["expectancy_bps"] if res.trades else None,
+                "probe_trades": res.trades,
+                "rows": res.rows,
+                "kept": cand.name in kept_names,
+                "last_timestamp": res.last_timestamp.isoformat(),
+                "last_label_end": res.last_label_end.isoformat(),
+            }
+        )
 
     feature_rankings, selected, routing = {}, {}, {}
     base_select = list(cfg.features.select) if cfg.features.get("select") is not None else None
@@ -582,25 +731,33 @@ def build_plan(cfg: DictConfig, overrides: list[str] = ()) -> dict:
         ranked = sorted(zip(names, share), key=lambda kv: (-kv[1], names.index(kv[0])))
         feature_rankings[cand.name] = [{"name": n, "importance": float(v)} for n, v in ranked]
         if settings.auto_features.enabled:
-            top = {n for n, _ in ranked[:int(settings.auto_features.top_n)]}
+            top = {n for n, _ in ranked[: int(settings.auto_features.top_n)]}
             selected[cand.name] = [n for n in names if n in top]
         else:
             selected[cand.name] = list(names) if base_select is not None else None
         routing[cand.name] = _route(tables[cand.name], ranking, cand, res, cfg, embargo, threads)
-        log.info("target %s: %d features, route %s (%s)", cand.name, len(selected[cand.name] or names),
-                 routing[cand.name]["route"], routing[cand.name]["reason"])
+        log.info(
+            "target %s: %d features, route %s (%s)",
+            cand.name,
+            len(selected[cand.name] or names),
+            routing[cand.name]["route"],
+            routing[cand.name]["reason"],
+        )
 
     if not kept:
         best = target_rows[0] if target_rows else None
-        raise UserError(f"no candidate target scored above min_score {settings.auto_targets.min_score}"
-                        + (f" (best: {best['name']} {best['score']:+.4f})" if best else "")
-                        + "; nothing to train, so no plan was written", "plan.auto_targets.min_score")
+        raise UserError(
+            f"no candidate target scored above min_score {settings.auto_targets.min_score}"
+            + (f" (best: {best['name']} {best['score']:+.4f})" if best else "")
+            + "; nothing to train, so no plan was written",
+            "plan.auto_targets.min_score",
+        )
     # every job carries the bound: the pipeline refuses a test period that starts inside the ranked time
     base = [*base, f"plan.ranked_until='{ranked_until.isoformat()}'"]
     jobs, skipped = _jobs(kept, routing, selected, families, symbols, base)
     verify_jobs(jobs)
     for job in jobs:
-        del job["features"]   # the selection is in the overrides and in rankings.features
+        del job["features"]  # the selection is in the overrides and in rankings.features
     created_at = utc_now()
     digest = plan_hash(cfg)
     plan_id = f"{datetime.fromisoformat(created_at).strftime('%Y%m%dT%H%M%S')}_{digest[:8]}"
@@ -609,19 +766,39 @@ def build_plan(cfg: DictConfig, overrides: list[str] = ()) -> dict:
         "version": 1,
         "plan_id": plan_id,
         "metadata": {
-            "run_id": new_run_id(), "git_commit": git_commit(Path(cfg.paths.root_dir)), "config_hash": digest,
-            "training_config_hash": config_hash(cfg), "created_at": created_at,
-            "data_fingerprint": data_fingerprint(candles.by_symbol), "ranked_until": ranked_until.isoformat(),
-            "ranking": {"split": cfg.split.type, "fraction_before_test": fraction, "longest_window": window,
-                        "cv": "purged_kfold", "folds": int(settings.auto_targets.folds),
-                        "embargo_candles": embargo_candles, "seed": int(cfg.seed), "feature_candidates": names},
-            "data": {"provider": candles.provider, "symbols": symbols, "timeframe": candles.timeframe,
-                     "candles": {s: len(c) for s, c in candles.by_symbol.items()}, "sources": candles.sources},
+            "run_id": new_run_id(),
+            "git_commit": git_commit(Path(cfg.paths.root_dir)),
+            "config_hash": digest,
+            "training_config_hash": config_hash(cfg),
+            "created_at": created_at,
+            "data_fingerprint": data_fingerprint(candles.by_symbol),
+            "ranked_until": ranked_until.isoformat(),
+            "ranking": {
+                "split": cfg.split.type,
+                "fraction_before_test": fraction,
+                "longest_window": window,
+                "cv": "purged_kfold",
+                "folds": int(settings.auto_targets.folds),
+                "embargo_candles": embargo_candles,
+                "seed": int(cfg.seed),
+                "feature_candidates": names,
+            },
+            "data": {
+                "provider": candles.provider,
+                "symbols": symbols,
+                "timeframe": candles.timeframe,
+                "candles": {s: len(c) for s, c in candles.by_symbol.items()},
+                "sources": candles.sources,
+            },
             "base_overrides": base,
             "settings": OmegaConf.to_container(settings, resolve=True),
         },
-        "rankings": {"targets": target_rows, "features": feature_rankings, "selected_features": selected,
-                     "routing": routing},
+        "rankings": {
+            "targets": target_rows,
+            "features": feature_rankings,
+            "selected_features": selected,
+            "routing": routing,
+        },
         "jobs": jobs,
         "skipped": skipped,
         "views": _views(jobs, symbols),
@@ -642,17 +819,25 @@ def write_plan(plan: dict, cfg: DictConfig) -> Path:
 
 def summary(plan: dict, path: Path) -> str:
     r = plan["rankings"]
-    lines = [f"plan {plan['plan_id']}: ranked on labels ending before {plan['metadata']['ranked_until']}",
-             "targets (net = mean net-of-cost return per held-out trade of the policy chosen on each fold's "
-             "validation; skill = 1 - loss / prior loss; purged CV):"]
+    lines = [
+        f"plan {plan['plan_id']}: ranked on labels ending before {plan['metadata']['ranked_until']}",
+        "targets (net = mean net-of-cost return per held-out trade of the policy chosen on each fold's "
+        "validation; skill = 1 - loss / prior loss; purged CV):",
+    ]
     for t in r["targets"]:
-        net = ("not servable (the runtime trades classifiers only)" if not t.get("servable")
-               else "not traded (plan.probe.trading=false)" if t.get("expectancy_bps") is None
-               else f"net {t['expectancy_bps']:+7.2f} bps over {t['probe_trades']['n_trades']:>5} trades")
+        net = (
+            "not servable (the runtime trades classifiers only)"
+            if not t.get("servable")
+            else "not traded (plan.probe.trading=false)"
+            if t.get("expectancy_bps") is None
+            else f"net {t['expectancy_bps']:+7.2f} bps over {t['probe_trades']['n_trades']:>5} trades"
+        )
         lines.append(f"  {'kept' if t['kept'] else 'drop'}  {t['name']:<24} skill {t['score']:+.4f}  {net}")
     for name, chosen in r["selected_features"].items():
-        lines.append(f"features {name}: " + ("all of features.sets" if chosen is None
-                                             else f"{len(chosen)} [{', '.join(chosen)}]"))
+        lines.append(
+            f"features {name}: "
+            + ("all of features.sets" if chosen is None else f"{len(chosen)} [{', '.join(chosen)}]")
+        )
     for name, route in r["routing"].items():
         lines.append(f"route {name}: {route['route']} ({route['reason']})")
     stages = ", ".join(f"{stage} {len(ids)}" for stage, ids in plan["views"]["by_stage"].items())

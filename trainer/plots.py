@@ -1,4 +1,5 @@
 """Run plots: reliability diagram and training curves (PNG, headless)."""
+
 from pathlib import Path
 
 import matplotlib
@@ -31,7 +32,7 @@ def curves_plot(history: dict, path: Path, title: str) -> Path | None:
         ax.plot(range(1, len(values) + 1), values, label=name)
     ax.set(xlabel="epoch / boosting round", title=title)
     ax.legend()
-    if rates:   # learning rates are orders of magnitude below losses: their own axis
+    if rates:  # learning rates are orders of magnitude below losses: their own axis
         lr_ax = ax.twinx()
         for name, values in rates.items():
             lr_ax.plot(range(1, len(values) + 1), values, label=name, color="grey", linestyle=":")
@@ -46,16 +47,31 @@ def curves_plot(history: dict, path: Path, title: str) -> Path | None:
 def confusion_plot(matrix: list[list[int]], labels: list[str], path: Path, title: str) -> Path:
     """Rows: true class; columns: predicted class; cells: counts and the row share."""
     import numpy as np
+
     m = np.asarray(matrix, dtype=np.float64)
     share = m / np.maximum(m.sum(1, keepdims=True), 1.0)
     fig, ax = plt.subplots(figsize=(1.6 + 1.1 * len(labels), 1.2 + 1.1 * len(labels)))
     ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     for i in range(len(labels)):
         for j in range(len(labels)):
-            ax.text(j, i, f"{int(m[i, j])}\n{share[i, j]:.0%}", ha="center", va="center",
-                    color="white" if share[i, j] > 0.6 else "black", fontsize=8)
-    ax.set(xticks=range(len(labels)), yticks=range(len(labels)), xticklabels=labels, yticklabels=labels,
-           xlabel="predicted", ylabel="true", title=title)
+            ax.text(
+                j,
+                i,
+                f"{int(m[i, j])}\n{share[i, j]:.0%}",
+                ha="center",
+                va="center",
+                color="white" if share[i, j] > 0.6 else "black",
+                fontsize=8,
+            )
+    ax.set(
+        xticks=range(len(labels)),
+        yticks=range(len(labels)),
+        xticklabels=labels,
+        yticklabels=labels,
+        xlabel="predicted",
+        ylabel="true",
+        title=title,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

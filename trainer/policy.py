@@ -9,6 +9,7 @@ Rule at a candle: long when ``p_long >= long_threshold`` and ``p_long > p_short`
 never taken; both None is the "never trade" policy. Each position is held ``horizon`` candles (the label
 horizon), entered at the next candle's open.
 """
+
 from __future__ import annotations
 
 import math
@@ -17,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from data.errors import UserError
+from core.errors import UserError
 
 CHOSEN_ON = ("validation", "fixed")
 
@@ -36,12 +37,12 @@ def _threshold(value, key: str, where: str) -> float | None:
 
 @dataclass(frozen=True)
 class DecisionPolicy:
-    long_threshold: float | None     # go long when p_long >= this (and p_long > p_short); None = never long
-    short_threshold: float | None    # go short when p_short >= this (and p_short > p_long); None = never short
-    horizon: int                     # holding period in candles = the label horizon
-    min_edge_bps: float = 0.0        # expected net edge per trade (after costs) a threshold had to clear
-    chosen_on: str = "validation"    # validation (learned) or fixed (eval.policy.mode=fixed)
-    validation: dict = field(default_factory=dict)   # what it scored there: expectancy_bps, n_trades, win_rate...
+    long_threshold: float | None  # go long when p_long >= this (and p_long > p_short); None = never long
+    short_threshold: float | None  # go short when p_short >= this (and p_short > p_long); None = never short
+    horizon: int  # holding period in candles = the label horizon
+    min_edge_bps: float = 0.0  # expected net edge per trade (after costs) a threshold had to clear
+    chosen_on: str = "validation"  # validation (learned) or fixed (eval.policy.mode=fixed)
+    validation: dict = field(default_factory=dict)  # what it scored there: expectancy_bps, n_trades, win_rate...
 
     def __post_init__(self):
         _threshold(self.long_threshold, "long_threshold", "policy")
@@ -71,32 +72,39 @@ class DecisionPolicy:
         """A policy read from an untrusted card: every field checked, one UserError on anything else."""
         if not isinstance(d, dict):
             raise UserError(f"policy must be a mapping, got {type(d).__name__}", where)
-        unknown = sorted(set(d) - {"long_threshold", "short_threshold", "horizon", "min_edge_bps", "chosen_on",
-                                   "validation"})
+        unknown = sorted(
+            set(d) - {"long_threshold", "short_threshold", "horizon", "min_edge_bps", "chosen_on", "validation"}
+        )
         if unknown:
             raise UserError(f"policy has unknown fields {unknown}", where)
         if "horizon" not in d:
             raise UserError("policy lacks horizon", where)
         horizon = d["horizon"]
         if isinstance(horizon, bool) or not isinstance(horizon, numbers.Integral) or horizon < 1:
-            raise UserError(f"policy horizon must be a whole number of candles >= 1, got {horizon!r}",
-                            f"{where}.horizon")
+            raise UserError(
+                f"policy horizon must be a whole number of candles >= 1, got {horizon!r}", f"{where}.horizon"
+            )
         edge = d.get("min_edge_bps", 0.0)
-        if isinstance(edge, bool) or not isinstance(edge, numbers.Real) or not math.isfinite(float(edge)) \
-                or edge < 0:
+        if isinstance(edge, bool) or not isinstance(edge, numbers.Real) or not math.isfinite(float(edge)) or edge < 0:
             raise UserError(f"policy min_edge_bps must be a number >= 0, got {edge!r}", f"{where}.min_edge_bps")
         chosen_on = d.get("chosen_on", "validation")
         if chosen_on not in CHOSEN_ON:
-            raise UserError(f"policy chosen_on must be one of {list(CHOSEN_ON)}, got {chosen_on!r}",
-                            f"{where}.chosen_on")
+            raise UserError(
+                f"policy chosen_on must be one of {list(CHOSEN_ON)}, got {chosen_on!r}", f"{where}.chosen_on"
+            )
         validation = d.get("validation") or {}
         if not isinstance(validation, dict):
-            raise UserError(f"policy validation must be a mapping, got {type(validation).__name__}",
-                            f"{where}.validation")
-        return cls(long_threshold=_threshold(d.get("long_threshold"), "long_threshold", where),
-                   short_threshold=_threshold(d.get("short_threshold"), "short_threshold", where),
-                   horizon=int(horizon), min_edge_bps=float(edge), chosen_on=chosen_on,
-                   validation=dict(validation))
+            raise UserError(
+                f"policy validation must be a mapping, got {type(validation).__name__}", f"{where}.validation"
+            )
+        return cls(
+            long_threshold=_threshold(d.get("long_threshold"), "long_threshold", where),
+            short_threshold=_threshold(d.get("short_threshold"), "short_threshold", where),
+            horizon=int(horizon),
+            min_edge_bps=float(edge),
+            chosen_on=chosen_on,
+            validation=dict(validation),
+        )
 
     def describe(self, source: bool = True) -> str:
         """One line for logs and reports; ``source`` adds where it was chosen."""

@@ -18,6 +18,7 @@ its family's member too; ``promote --member`` adds a family's model beside the s
 
 CLI: ``python -m trainer.registry [--root DIR] list|show|compare|promote|rollback|prune|export``.
 """
+
 import argparse
 import fcntl
 import hashlib
@@ -35,18 +36,31 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator
 
-from data.errors import UserError
+from core.errors import UserError
 
 log = logging.getLogger("candlelab")
 
 DB_NAME = "registry.db"
-MODEL_CARD = "model_card.json"    # trainer.model_dir.CARD: names the run that made the model
+MODEL_CARD = "model_card.json"  # trainer.model_dir.CARD: names the run that made the model
 STAGING_PREFIX = ".incoming-"
 EXPORT_NAME = "registry.json"
 BUSY_TIMEOUT_S = 60.0
 STAGES = ("candidate", "promoted", "archived")
-RECORD_KEYS = ("family", "symbol", "timeframe", "target", "headline", "headline_value", "metrics", "gates",
-               "run_id", "run_dir", "git_commit", "config_hash", "data_fingerprint")
+RECORD_KEYS = (
+    "family",
+    "symbol",
+    "timeframe",
+    "target",
+    "headline",
+    "headline_value",
+    "metrics",
+    "gates",
+    "run_id",
+    "run_dir",
+    "git_commit",
+    "config_hash",
+    "data_fingerprint",
+)
 # optional record key "economics": {"trading": backtest metrics, "policy": the decision policy,
 # "economic": the economic checks (passed, n_trials, dsr, ...), "verdict": predictive/tradeable}
 ECONOMICS_KEYS = ("trading", "policy", "economic", "verdict")
@@ -130,7 +144,7 @@ class Registry:
             con = self._connect()
             try:
                 if con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-                    con.execute("PRAGMA journal_mode=WAL")   # persistent in the file: set once
+                    con.execute("PRAGMA journal_mode=WAL")  # persistent in the file: set once
                 con.execute("BEGIN IMMEDIATE")
                 for statement in filter(str.strip, _SCHEMA.split(";")):
                     con.execute(statement)
@@ -140,8 +154,9 @@ class Registry:
             finally:
                 con.close()
 
-    def register(self, record: dict, model_dir: Path, auto_promote: bool = True,
-                 keep_candidates: int | None = 20) -> dict:
+    def register(
+        self, record: dict, model_dir: Path, auto_promote: bool = True, keep_candidates: int | None = 20
+    ) -> dict:
         """Copy ``model_dir`` into the store as the next version of its model id and add its row.
 
         With ``auto_promote`` the new row is promoted iff its gates passed and the slot has no promoted model
@@ -179,11 +194,29 @@ class Registry:
                     " run_dir, git_commit, config_hash, data_fingerprint, model_dir, economics_json,"
                     " data_sources_json)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, 'candidate', ?, NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (model_id, version, rec["slot"], rec["family"], rec["symbol"], rec["timeframe"],
-                     rec["target"], now, rec["headline"], rec["headline_value"], _dumps(rec["metrics"]),
-                     _dumps(rec["gates"]), rec["run_id"], rec["run_dir"], rec["git_commit"], rec["config_hash"],
-                     rec["data_fingerprint"], f"models/{model_id}/v{version}", _dumps(rec["economics"]),
-                     _dumps(rec["data_sources"])))
+                    (
+                        model_id,
+                        version,
+                        rec["slot"],
+                        rec["family"],
+                        rec["symbol"],
+                        rec["timeframe"],
+                        rec["target"],
+                        now,
+                        rec["headline"],
+                        rec["headline_value"],
+                        _dumps(rec["metrics"]),
+                        _dumps(rec["gates"]),
+                        rec["run_id"],
+                        rec["run_dir"],
+                        rec["git_commit"],
+                        rec["config_hash"],
+                        rec["data_fingerprint"],
+                        f"models/{model_id}/v{version}",
+                        _dumps(rec["economics"]),
+                        _dumps(rec["data_sources"]),
+                    ),
+                )
                 row = self._get_in(tx.con, model_id, version)
                 promoted = auto_promote and _beats(row, self._promoted_in(tx.con, row["slot"]))
                 if promoted:
@@ -208,7 +241,7 @@ class Registry:
             row = _passed_or_forced(self._get_in(tx.con, model_id, version), force, "promote it")
             current = self._promoted_in(tx.con, row["slot"])
             if current is not None and _key(current) == _key(row):
-                self._point_link(tx, row)   # heal a link a crashed writer may have left elsewhere
+                self._point_link(tx, row)  # heal a link a crashed writer may have left elsewhere
                 changed, previous = False, None
             else:
                 self._promote_in(tx, row, action="promote")
@@ -225,8 +258,11 @@ class Registry:
             row = _passed_or_forced(self._get_in(tx.con, model_id, version), force, "make it a member")
             current = self._promoted_in(tx.con, row["slot"])
             if current is not None and current["family"] == row["family"] and _key(current) != _key(row):
-                raise UserError(f"the {row['family']} member of {row['slot']} is its promoted model "
-                                f"{_ref(current)}: promote {_ref(row)} to replace it", row["slot"])
+                raise UserError(
+                    f"the {row['family']} member of {row['slot']} is its promoted model "
+                    f"{_ref(current)}: promote {_ref(row)} to replace it",
+                    row["slot"],
+                )
             self._set_member(tx, row)
             row = self._get_in(tx.con, row["model_id"], row["version"])
         self.export_json()
@@ -253,8 +289,7 @@ class Registry:
                 raise UserError("nothing is promoted in this slot, so nothing to roll back", slot)
             target = self._rollback_target(tx.con, slot, current)
             if target is None:
-                raise UserError(f"nothing to roll back to: {_ref(current)} is the only model ever promoted here",
-                                slot)
+                raise UserError(f"nothing to roll back to: {_ref(current)} is the only model ever promoted here", slot)
             self._promote_in(tx, target, action="rollback")
             row = self._get_in(tx.con, target["model_id"], target["version"])
         self.export_json()
@@ -369,8 +404,9 @@ class Registry:
                         try:
                             step()
                         except OSError:
-                            log.warning("registry: could not undo a filesystem step after a failed write",
-                                        exc_info=True)
+                            log.warning(
+                                "registry: could not undo a filesystem step after a failed write", exc_info=True
+                            )
                     raise
             finally:
                 con.close()
@@ -378,8 +414,9 @@ class Registry:
             step()
 
     def _select(self, con: sqlite3.Connection, where: str = "", args: list | tuple = ()) -> list[dict]:
-        return [self._row(r) for r in con.execute(f"SELECT * FROM models {where} ORDER BY registered_at, version",
-                                                  args)]
+        return [
+            self._row(r) for r in con.execute(f"SELECT * FROM models {where} ORDER BY registered_at, version", args)
+        ]
 
     def _row(self, r: sqlite3.Row) -> dict:
         row = dict(r)
@@ -391,15 +428,17 @@ class Registry:
         return row
 
     def _get_in(self, con: sqlite3.Connection, model_id: str, version: int | None) -> dict:
-        versions = [r[0] for r in con.execute("SELECT version FROM models WHERE model_id = ? ORDER BY version",
-                                              (model_id,))]
+        versions = [
+            r[0] for r in con.execute("SELECT version FROM models WHERE model_id = ? ORDER BY version", (model_id,))
+        ]
         if not versions:
             raise UserError(f"unknown model id {model_id!r}", str(self.root))
         if version is None:
             version = versions[-1]
         elif version not in versions:
-            raise UserError(f"{model_id} has no version {version} (versions: {', '.join(map(str, versions))})",
-                            str(self.root))
+            raise UserError(
+                f"{model_id} has no version {version} (versions: {', '.join(map(str, versions))})", str(self.root)
+            )
         return self._select(con, "WHERE model_id = ? AND version = ?", (model_id, version))[0]
 
     def _promoted_in(self, con: sqlite3.Connection, slot: str) -> dict | None:
@@ -421,8 +460,10 @@ class Registry:
 
     def _set_member(self, tx: _Txn, row: dict) -> None:
         """``row`` serves its family in its slot; the member link re-pointed (restored if the write rolls back)."""
-        tx.con.execute("INSERT OR REPLACE INTO family_members (slot, family, model_id, version, at) VALUES "
-                       "(?, ?, ?, ?, ?)", (row["slot"], row["family"], row["model_id"], row["version"], _utc_now()))
+        tx.con.execute(
+            "INSERT OR REPLACE INTO family_members (slot, family, model_id, version, at) VALUES (?, ?, ?, ?, ?)",
+            (row["slot"], row["family"], row["model_id"], row["version"], _utc_now()),
+        )
         link = self._member_link_path(row["slot"], row["family"])
         link.parent.mkdir(parents=True, exist_ok=True)
         old = os.readlink(link) if link.is_symlink() else None
@@ -435,35 +476,53 @@ class Registry:
         con, now = tx.con, _utc_now()
         current = self._promoted_in(con, row["slot"])
         con.execute("UPDATE models SET stage = 'archived' WHERE slot = ? AND stage = 'promoted'", (row["slot"],))
-        con.execute("UPDATE models SET stage = 'promoted', promoted_at = ? WHERE model_id = ? AND version = ?",
-                    (now, row["model_id"], row["version"]))
-        con.execute("INSERT INTO promotions (slot, model_id, version, action, at, previous_model_id, previous_version)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (row["slot"], row["model_id"], row["version"], action, now,
-                     current["model_id"] if current else None, current["version"] if current else None))
+        con.execute(
+            "UPDATE models SET stage = 'promoted', promoted_at = ? WHERE model_id = ? AND version = ?",
+            (now, row["model_id"], row["version"]),
+        )
+        con.execute(
+            "INSERT INTO promotions (slot, model_id, version, action, at, previous_model_id, previous_version)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                row["slot"],
+                row["model_id"],
+                row["version"],
+                action,
+                now,
+                current["model_id"] if current else None,
+                current["version"] if current else None,
+            ),
+        )
         self._point_link(tx, row)
         self._set_member(tx, row)
         if action == "rollback" and current is not None and current["family"] != row["family"]:
-            tx.con.execute("DELETE FROM family_members WHERE slot = ? AND family = ? AND model_id = ? AND version = ?",
-                           (current["slot"], current["family"], current["model_id"], current["version"]))
+            tx.con.execute(
+                "DELETE FROM family_members WHERE slot = ? AND family = ? AND model_id = ? AND version = ?",
+                (current["slot"], current["family"], current["model_id"], current["version"]),
+            )
 
     def _heal_links(self, tx: _Txn) -> None:
         """Under the write lock: every slot's link points at the row the database calls promoted, and a link
         of a slot with no promoted row is removed. A writer killed between re-pointing a link and committing
         leaves a link ahead of the database (on a slot's first promotion, at a version with no row)."""
-        promoted = {row["slot"]: dict(row) for row in tx.con.execute(
-            "SELECT model_id, version, slot, model_dir FROM models WHERE stage = 'promoted'")}
+        promoted = {
+            row["slot"]: dict(row)
+            for row in tx.con.execute("SELECT model_id, version, slot, model_dir FROM models WHERE stage = 'promoted'")
+        }
         for slot, row in promoted.items():
             link = self._link_path(slot)
             want = os.path.relpath(self.root / row["model_dir"], link.parent)
             if not link.is_symlink() or os.readlink(link) != want:
                 log.warning("registry: link %s did not point at the promoted %s; repaired", link, _ref(row))
                 link.parent.mkdir(parents=True, exist_ok=True)
-                _replace_symlink(link, want)   # matches the committed state: kept even if this write rolls back
+                _replace_symlink(link, want)  # matches the committed state: kept even if this write rolls back
         for link in self._links():
             if link.relative_to(self.promoted_dir).as_posix() not in promoted:
-                log.warning("registry: link %s served %s, which the registry never promoted there; removed",
-                            link, os.readlink(link))
+                log.warning(
+                    "registry: link %s served %s, which the registry never promoted there; removed",
+                    link,
+                    os.readlink(link),
+                )
                 link.unlink()
         members = self._members_in(tx.con)
         for (slot, family), row in members.items():
@@ -476,8 +535,9 @@ class Registry:
         for link in self._links(self.families_dir):
             slot, _, family = link.relative_to(self.families_dir).as_posix().rpartition("/")
             if (slot, family) not in members:
-                log.warning("registry: member link %s served %s, which no family member is; removed", link,
-                            os.readlink(link))
+                log.warning(
+                    "registry: member link %s served %s, which no family member is; removed", link, os.readlink(link)
+                )
                 link.unlink()
 
     def _links(self, under: Path | None = None) -> Iterator[Path]:
@@ -532,10 +592,13 @@ class Registry:
         pruned: list[tuple[str, int]] = []
         slots = [r[0] for r in tx.con.execute("SELECT DISTINCT slot FROM models WHERE stage = 'candidate'")]
         for slot in slots:
-            rows = tx.con.execute("SELECT model_id, version, model_dir FROM models WHERE slot = ? AND stage = "
-                                  "'candidate' AND NOT EXISTS (SELECT 1 FROM family_members f WHERE f.model_id = "
-                                  "models.model_id AND f.version = models.version) "   # a member serves: kept
-                                  "ORDER BY registered_at DESC, version DESC", (slot,)).fetchall()
+            rows = tx.con.execute(
+                "SELECT model_id, version, model_dir FROM models WHERE slot = ? AND stage = "
+                "'candidate' AND NOT EXISTS (SELECT 1 FROM family_members f WHERE f.model_id = "
+                "models.model_id AND f.version = models.version) "  # a member serves: kept
+                "ORDER BY registered_at DESC, version DESC",
+                (slot,),
+            ).fetchall()
             for r in rows[keep:]:
                 tx.con.execute("DELETE FROM models WHERE model_id = ? AND version = ?", (r["model_id"], r["version"]))
                 pruned.append((r["model_id"], r["version"]))
@@ -564,7 +627,7 @@ def _checked_record(record: dict) -> dict:
     if economics is not None and not isinstance(economics, dict):
         raise UserError("economics must be a dict", "register")
     rec["economics"] = {k: _plain(economics.get(k)) for k in ECONOMICS_KEYS} if economics is not None else {}
-    sources = record.get("data_sources") or {}   # optional: symbol -> the file or feed its candles came from
+    sources = record.get("data_sources") or {}  # optional: symbol -> the file or feed its candles came from
     if not isinstance(sources, dict):
         raise UserError("data_sources must map symbols to sources", "register")
     rec["data_sources"] = {str(k): str(v) for k, v in sources.items()}
@@ -603,7 +666,7 @@ def _plain(obj):
         return obj
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
-    if hasattr(obj, "tolist"):    # numpy scalar or array, without importing numpy here
+    if hasattr(obj, "tolist"):  # numpy scalar or array, without importing numpy here
         return _plain(obj.tolist())
     return str(obj)
 
@@ -626,16 +689,20 @@ def _add_data_sources_column(con: sqlite3.Connection) -> None:
 
 def _next_version(con: sqlite3.Connection, model_id: str) -> int:
     """Allocated inside the write transaction, so concurrent writers never share a version."""
-    con.execute("INSERT INTO version_counters (model_id, last_version) VALUES (?, 1) ON CONFLICT (model_id) DO "
-                "UPDATE SET last_version = last_version + 1", (model_id,))
+    con.execute(
+        "INSERT INTO version_counters (model_id, last_version) VALUES (?, 1) ON CONFLICT (model_id) DO "
+        "UPDATE SET last_version = last_version + 1",
+        (model_id,),
+    )
     return con.execute("SELECT last_version FROM version_counters WHERE model_id = ?", (model_id,)).fetchone()[0]
 
 
 def _passed_or_forced(row: dict, force: bool, action: str) -> dict:
     """The row, unless its gates failed and the caller did not force ``action``."""
     if not _gates_passed(row) and not force:
-        raise UserError(f"{_ref(row)} failed its promotion gates; pass force=True (--force) to {action} anyway",
-                        row["slot"])
+        raise UserError(
+            f"{_ref(row)} failed its promotion gates; pass force=True (--force) to {action} anyway", row["slot"]
+        )
     return row
 
 
@@ -680,12 +747,12 @@ def _beats(new: dict, current: dict | None) -> bool:
     if not _gates_passed(new) or _economics_passed(new) is False:
         return False
     if current is None or _economics_passed(current) is False:
-        return True     # an empty slot, or a model forced past its economic checks: the tradeable one wins
+        return True  # an empty slot, or a model forced past its economic checks: the tradeable one wins
     new_score, current_score = economic_score(new), economic_score(current)
     if new_score is not None and current_score is not None:
         return new_score >= current_score
     if new["headline_value"] is None or new["headline"] != current["headline"]:
-        return False    # no number, or a different metric: a person decides (`promote`)
+        return False  # no number, or a different metric: a person decides (`promote`)
     return current["headline_value"] is None or new["headline_value"] >= current["headline_value"]
 
 
@@ -733,8 +800,8 @@ def resolve_link(path: str | Path) -> Path:
     if row is None:
         raise UserError(f"no model is promoted in slot {slot}", str(given))
     if where.resolve() == Path(row["model_dir"]).resolve():
-        return given    # the link serves exactly the promoted row
-    return Path(row["model_dir"])   # a promotion moved it since: serve the row the database names
+        return given  # the link serves exactly the promoted row
+    return Path(row["model_dir"])  # a promotion moved it since: serve the row the database names
 
 
 def _resolve_member(given: Path, where: Path) -> Path:
@@ -749,7 +816,7 @@ def _resolve_member(given: Path, where: Path) -> Path:
     if member is None:
         raise UserError(f"no {where.name} model serves slot {slot}", str(given))
     if where.resolve() == Path(member["model_dir"]).resolve():
-        return given    # the link serves exactly the member row
+        return given  # the link serves exactly the member row
     return Path(member["model_dir"])
 
 
@@ -761,8 +828,9 @@ def _database_errors(db_path: Path) -> Iterator[None]:
     except (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError):
         raise
     except sqlite3.DatabaseError as exc:
-        raise UserError(f"the registry database cannot be used: {str(exc)[:200]}; move it aside or restore a "
-                        "copy", str(db_path)) from exc
+        raise UserError(
+            f"the registry database cannot be used: {str(exc)[:200]}; move it aside or restore a copy", str(db_path)
+        ) from exc
 
 
 @contextmanager
@@ -802,7 +870,7 @@ def _unlocked_staging(models_dir: Path) -> list[Path]:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 found.append(Path(entry.path))
             except BlockingIOError:
-                pass    # a live registration is copying into it
+                pass  # a live registration is copying into it
             finally:
                 os.close(fd)
     return found
@@ -812,7 +880,7 @@ def _remove_abandoned_staging(models_dir: Path) -> None:
     """Remove every staging folder whose registration was killed (no live process holds its lock)."""
     if not _unlocked_staging(models_dir):
         return
-    with _flocked(models_dir, fcntl.LOCK_EX):   # now no writer is between creating and locking its folder
+    with _flocked(models_dir, fcntl.LOCK_EX):  # now no writer is between creating and locking its folder
         for staging in _unlocked_staging(models_dir):
             log.warning("registry: removing %s, left by a registration that was killed", staging)
             shutil.rmtree(staging, ignore_errors=True)
@@ -826,11 +894,17 @@ def _check_made_by(model_dir: Path, run_id: str | None, source: Path) -> None:
         card = None
     made_by = card.get("run_id") if isinstance(card, dict) else None
     if made_by is None:
-        raise UserError(f"the model dir has no readable {MODEL_CARD} naming the run that made it: refused, it "
-                        "cannot be told apart from another run's model", str(source))
+        raise UserError(
+            f"the model dir has no readable {MODEL_CARD} naming the run that made it: refused, it "
+            "cannot be told apart from another run's model",
+            str(source),
+        )
     if run_id is None or str(made_by) != run_id:
-        raise UserError(f"the model dir was made by run {made_by}, not by run {run_id} that registers it: "
-                        "refused (did two runs share a run folder?)", str(source))
+        raise UserError(
+            f"the model dir was made by run {made_by}, not by run {run_id} that registers it: "
+            "refused (did two runs share a run folder?)",
+            str(source),
+        )
 
 
 def default_root() -> Path:
@@ -882,24 +956,59 @@ def _economic_cells(row: dict) -> list[str]:
     """Net return, profit factor, trades and DSR of the test trades: what a model is promoted on."""
     t = _trading(row)
     trades = t.get("n_trades")
-    return [_pct(t.get("total_return")), _profit_factor(t), "-" if trades is None else str(trades),
-            _fixed(_dsr(row), 3), _economic_word(row)]
+    return [
+        _pct(t.get("total_return")),
+        _profit_factor(t),
+        "-" if trades is None else str(trades),
+        _fixed(_dsr(row), 3),
+        _economic_word(row),
+    ]
 
 
 def _list_line(row: dict) -> list[str]:
-    return [row["model_id"], str(row["version"]), row["slot"], row["stage"], row["family"],
-            f"{row['headline']}={_num(row['headline_value'])}", *_economic_cells(row),
-            "pass" if _gates_passed(row) else "fail", row["registered_at"][:19].replace("T", " ")]
+    return [
+        row["model_id"],
+        str(row["version"]),
+        row["slot"],
+        row["stage"],
+        row["family"],
+        f"{row['headline']}={_num(row['headline_value'])}",
+        *_economic_cells(row),
+        "pass" if _gates_passed(row) else "fail",
+        row["registered_at"][:19].replace("T", " "),
+    ]
 
 
-LIST_HEADER = ["id", "v", "slot", "stage", "family", "headline", "net", "pf", "trades", "dsr", "econ", "gates",
-               "registered"]
+LIST_HEADER = [
+    "id",
+    "v",
+    "slot",
+    "stage",
+    "family",
+    "headline",
+    "net",
+    "pf",
+    "trades",
+    "dsr",
+    "econ",
+    "gates",
+    "registered",
+]
 
 
 def _tiers_table(tiers: list, indent: str = "    ") -> list[str]:
     """Calibration by confidence tier as rows: tier, rows, how sure, how often right, gap."""
-    body = [[str(t.get("tier")), str(t.get("n")), _fixed(t.get("mean_confidence"), 3), _fixed(t.get("observed"), 3),
-             "-" if t.get("gap") is None else f"{t['gap']:+.3f}"] for t in tiers if isinstance(t, dict)]
+    body = [
+        [
+            str(t.get("tier")),
+            str(t.get("n")),
+            _fixed(t.get("mean_confidence"), 3),
+            _fixed(t.get("observed"), 3),
+            "-" if t.get("gap") is None else f"{t['gap']:+.3f}",
+        ]
+        for t in tiers
+        if isinstance(t, dict)
+    ]
     table = _table(["tier", "n", "confidence", "observed", "gap"], body)
     return [indent + line for line in table.splitlines()]
 
@@ -931,18 +1040,24 @@ def _economics_lines(row: dict) -> list[str]:
     lines.append("trading (test)")
     lines.append(f"  {'net_return':<15} {_pct(t.get('total_return'))}")
     lines.append(f"  {'profit_factor':<15} {_profit_factor(t)}")
-    lines += [f"  {k:<15} {_value(t.get(k))}" for k in ("n_trades", "win_rate", "avg_trade_return", "sharpe",
-                                                          "max_drawdown")]
+    lines += [
+        f"  {k:<15} {_value(t.get(k))}" for k in ("n_trades", "win_rate", "avg_trade_return", "sharpe", "max_drawdown")
+    ]
     return lines
 
 
 def _policy_text(policy) -> str:
     if not isinstance(policy, dict):
         return "- (none recorded: the runtime refuses this model)"
-    sides = [f"{side} p>={policy[side + '_threshold']:.2f}" for side in ("long", "short")
-             if isinstance(policy.get(side + "_threshold"), (int, float))]
-    text = f"{', '.join(sides) or 'never trade'}, hold {policy.get('horizon')} candles, chosen on " \
-           f"{policy.get('chosen_on')}"
+    sides = [
+        f"{side} p>={policy[side + '_threshold']:.2f}"
+        for side in ("long", "short")
+        if isinstance(policy.get(side + "_threshold"), (int, float))
+    ]
+    text = (
+        f"{', '.join(sides) or 'never trade'}, hold {policy.get('horizon')} candles, chosen on "
+        f"{policy.get('chosen_on')}"
+    )
     val = policy.get("validation") or {}
     if isinstance(val, dict) and val.get("expectancy_bps") is not None:
         text += f"; validation {_fixed(val['expectancy_bps'])} bps/trade over {_num(val.get('n_trades'))} trades"
@@ -952,11 +1067,29 @@ def _policy_text(policy) -> str:
 
 
 def _show(reg: Registry, row: dict) -> str:
-    fields = ["model_id", "version", "slot", "stage", "family", "symbol", "timeframe", "target", "registered_at",
-              "promoted_at", "headline", "headline_value", "run_id", "run_dir", "git_commit", "config_hash",
-              "data_fingerprint", "model_dir"]
-    lines = [f"{k:<17} {_num(row[k]) if k == 'headline_value' else ('-' if row[k] is None else row[k])}"
-             for k in fields]
+    fields = [
+        "model_id",
+        "version",
+        "slot",
+        "stage",
+        "family",
+        "symbol",
+        "timeframe",
+        "target",
+        "registered_at",
+        "promoted_at",
+        "headline",
+        "headline_value",
+        "run_id",
+        "run_dir",
+        "git_commit",
+        "config_hash",
+        "data_fingerprint",
+        "model_dir",
+    ]
+    lines = [
+        f"{k:<17} {_num(row[k]) if k == 'headline_value' else ('-' if row[k] is None else row[k])}" for k in fields
+    ]
     lines += [f"{'data ' + sym:<17} {src}" for sym, src in (row.get("data_sources") or {}).items()]
     if row["stage"] == "promoted":
         lines.append(f"{'link':<17} {reg.promoted_path(row['slot'])}")
@@ -975,17 +1108,22 @@ def _show(reg: Registry, row: dict) -> str:
 
 def compare_order(rows: list[dict]) -> list[dict]:
     """Best first: economically passing models, then by DSR and net return; accuracy never decides alone."""
+
     def key(row: dict):
         score = economic_score(row) or (-math.inf, -math.inf)
         return (_economics_passed(row) is True, *score, row["headline_value"] or -math.inf)
+
     return sorted(rows, key=key, reverse=True)
 
 
 def _tiers_cell(tiers) -> str:
     if not isinstance(tiers, list):
         return _num(tiers)
-    return " ".join(f"{str(t.get('tier')).split('-')[0]}:{_fixed(t.get('observed'))}/{t.get('n')}"
-                    for t in tiers if isinstance(t, dict) and t.get("n"))
+    return " ".join(
+        f"{str(t.get('tier')).split('-')[0]}:{_fixed(t.get('observed'))}/{t.get('n')}"
+        for t in tiers
+        if isinstance(t, dict) and t.get("n")
+    )
 
 
 def _compare(rows: list[dict]) -> str:
@@ -995,26 +1133,45 @@ def _compare(rows: list[dict]) -> str:
         names += [k for k in row["metrics"] if k not in names]
     header = ["metric", *(_ref(r) for r in rows)]
     econ = [_economic_cells(r) for r in rows]
-    body = [["rank", *(str(i + 1) for i in range(len(rows)))],
-            ["slot", *(r["slot"] for r in rows)], ["stage", *(r["stage"] for r in rows)],
-            ["gates", *("pass" if _gates_passed(r) else "fail" for r in rows)],
-            ["economic", *(c[4] for c in econ)], ["dsr", *(c[3] for c in econ)],
-            ["net_return", *(c[0] for c in econ)], ["profit_factor", *(c[1] for c in econ)],
-            ["trades", *(c[2] for c in econ)],
-            ["win_rate", *(_fixed(_trading(r).get("win_rate"), 3) for r in rows)],
-            ["n_trials", *(_num(_economic(r).get("n_trials")) for r in rows)],
-            ["headline", *(f"{r['headline']}={_num(r['headline_value'])}" for r in rows)]]
-    body += [[name, *((_tiers_cell(r["metrics"].get(name)) if name == "confidence_tiers"
-                       else _num(r["metrics"].get(name))) for r in rows)] for name in names]
+    body = [
+        ["rank", *(str(i + 1) for i in range(len(rows)))],
+        ["slot", *(r["slot"] for r in rows)],
+        ["stage", *(r["stage"] for r in rows)],
+        ["gates", *("pass" if _gates_passed(r) else "fail" for r in rows)],
+        ["economic", *(c[4] for c in econ)],
+        ["dsr", *(c[3] for c in econ)],
+        ["net_return", *(c[0] for c in econ)],
+        ["profit_factor", *(c[1] for c in econ)],
+        ["trades", *(c[2] for c in econ)],
+        ["win_rate", *(_fixed(_trading(r).get("win_rate"), 3) for r in rows)],
+        ["n_trials", *(_num(_economic(r).get("n_trials")) for r in rows)],
+        ["headline", *(f"{r['headline']}={_num(r['headline_value'])}" for r in rows)],
+    ]
+    body += [
+        [
+            name,
+            *(
+                (_tiers_cell(r["metrics"].get(name)) if name == "confidence_tiers" else _num(r["metrics"].get(name)))
+                for r in rows
+            ),
+        ]
+        for name in names
+    ]
     return _table(header, body)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m trainer.registry",
-                                     description="The model registry: list, inspect, compare, promote, roll back.")
-    parser.add_argument("--root", type=Path, default=None, metavar="DIR",
-                        help="registry directory (default: $CANDLELAB_OUTPUT_DIR/registry, else "
-                             "$CANDLELAB_ROOT/outputs/registry, else ./outputs/registry)")
+    parser = argparse.ArgumentParser(
+        prog="python -m trainer.registry", description="The model registry: list, inspect, compare, promote, roll back."
+    )
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="registry directory (default: $CANDLELAB_OUTPUT_DIR/registry, else "
+        "$CANDLELAB_ROOT/outputs/registry, else ./outputs/registry)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("list", help="one line per registered model")
     p.add_argument("--slot", help="only this <symbol>/<timeframe>/<target>")
@@ -1026,8 +1183,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("promote", help="make a model the promoted one of its slot")
     p.add_argument("ref", metavar="ID[:VERSION]")
     p.add_argument("--force", action="store_true", help="promote even though its gates failed")
-    p.add_argument("--member", action="store_true", help="only make it its family's member of the slot (served "
-                   "by an ensemble across families, runtime.families) beside the slot's promoted model")
+    p.add_argument(
+        "--member",
+        action="store_true",
+        help="only make it its family's member of the slot (served "
+        "by an ensemble across families, runtime.families) beside the slot's promoted model",
+    )
     p = sub.add_parser("rollback", help="restore the model promoted before the current one")
     p.add_argument("slot", metavar="SLOT", help="<symbol>/<timeframe>/<target>, e.g. BTC/1m/direction_h1")
     p = sub.add_parser("prune", help="delete candidates beyond the N newest per slot")
@@ -1041,8 +1202,7 @@ def main(argv: list[str] | None = None) -> int:
     root = args.root if args.root is not None else default_root()
     try:
         if not (Path(root) / DB_NAME).is_file():
-            raise UserError("no model registry here (a registry is created when the first model registers)",
-                            str(root))
+            raise UserError("no model registry here (a registry is created when the first model registers)", str(root))
         reg = Registry(root)
         if args.command == "list":
             rows = reg.rows(slot=args.slot, stage=args.stage)
@@ -1053,19 +1213,25 @@ def main(argv: list[str] | None = None) -> int:
             print(_compare([reg.get(*_parse_ref(ref)) for ref in args.refs]))
         elif args.command == "promote" and args.member:
             row = reg.promote_member(*_parse_ref(args.ref), force=args.force)
-            print(f"{_ref(row)} serves {row['family']} in {row['slot']}; link "
-                  f"{reg.member_path(row['slot'], row['family'])}")
+            print(
+                f"{_ref(row)} serves {row['family']} in {row['slot']}; link "
+                f"{reg.member_path(row['slot'], row['family'])}"
+            )
         elif args.command == "promote":
             row = reg.promote(*_parse_ref(args.ref), force=args.force)
             if row["promoted"]:
-                print(f"promoted {_ref(row)} in {row['slot']} (was {row['previous'] or 'none'}); "
-                      f"link {reg.promoted_path(row['slot'])}")
+                print(
+                    f"promoted {_ref(row)} in {row['slot']} (was {row['previous'] or 'none'}); "
+                    f"link {reg.promoted_path(row['slot'])}"
+                )
             else:
                 print(f"{_ref(row)} is already promoted in {row['slot']}")
         elif args.command == "rollback":
             row = reg.rollback(args.slot)
-            print(f"rolled back {row['slot']}: {_ref(row)} promoted again (was {row['previous']}); "
-                  f"link {reg.promoted_path(row['slot'])}")
+            print(
+                f"rolled back {row['slot']}: {_ref(row)} promoted again (was {row['previous']}); "
+                f"link {reg.promoted_path(row['slot'])}"
+            )
         elif args.command == "prune":
             pruned = reg.prune(args.keep)
             print(f"pruned {len(pruned)} candidate(s)" + "".join(f"\n  {m}:{v}" for m, v in pruned))

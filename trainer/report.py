@@ -1,4 +1,5 @@
 """A run's human-readable report: the PNG plots and a short ``report.md`` that links them."""
+
 from pathlib import Path
 
 import numpy as np
@@ -12,17 +13,30 @@ def confusion_matrix(proba: np.ndarray, y: np.ndarray, k: int) -> list[list[int]
     return m.tolist()
 
 
-def make_plots(plot_dir: Path, name: str, curve: dict | None, history: dict, confusion: list | None,
-               class_names: list[str], equity, importance: dict | None) -> dict[str, str]:
+def make_plots(
+    plot_dir: Path,
+    name: str,
+    curve: dict | None,
+    history: dict,
+    confusion: list | None,
+    class_names: list[str],
+    equity,
+    importance: dict | None,
+) -> dict[str, str]:
     plot_dir.mkdir(exist_ok=True)
     made = {
         "reliability": plots.reliability_plot(curve, plot_dir / "reliability.png", f"{name} test") if curve else None,
-        "confusion_matrix": plots.confusion_plot(confusion, class_names, plot_dir / "confusion_matrix.png",
-                                                 f"{name} test") if confusion else None,
+        "confusion_matrix": plots.confusion_plot(
+            confusion, class_names, plot_dir / "confusion_matrix.png", f"{name} test"
+        )
+        if confusion
+        else None,
         "equity_curve": plots.equity_plot(equity, plot_dir / "equity_curve.png", f"{name} test signals, after costs"),
-        "feature_importance": plots.importance_plot((importance or {}).get("values"),
-                                                    plot_dir / "feature_importance.png",
-                                                    f"{name} ({(importance or {}).get('kind', '')})"),
+        "feature_importance": plots.importance_plot(
+            (importance or {}).get("values"),
+            plot_dir / "feature_importance.png",
+            f"{name} ({(importance or {}).get('kind', '')})",
+        ),
         "learning_curves": plots.curves_plot(history, plot_dir / "training_curves.png", name),
     }
     return {k: str(v) for k, v in made.items() if v is not None}
@@ -48,9 +62,15 @@ def policy_line(policy: dict | None) -> str:
         sides.append(f"short when P(short) >= {policy['short_threshold']:.4g}")
     what = ", ".join(sides) + f", hold {policy['horizon']} candles" if sides else "never trade"
     val = policy.get("validation") or {}
-    scored = "" if policy.get("chosen_on") != "validation" else (
-        f"; validation: {val.get('n_trades', 0)} trades, expectancy {fmt(val.get('expectancy_bps'), 1)} bps"
-        if sides else f"; validation: {val.get('reason', 'no edge after costs')}")
+    scored = (
+        ""
+        if policy.get("chosen_on") != "validation"
+        else (
+            f"; validation: {val.get('n_trades', 0)} trades, expectancy {fmt(val.get('expectancy_bps'), 1)} bps"
+            if sides
+            else f"; validation: {val.get('reason', 'no edge after costs')}"
+        )
+    )
     return f"{what} (chosen on {policy.get('chosen_on')}{scored})"
 
 
@@ -62,12 +82,15 @@ def economic_lines(result: dict) -> list[str]:
     checks = econ.get("checks") or {}
     if checks:
         mean = checks["mean_net_return"]
-        lines.append(f"economics at N = {econ['n_trials']} trial(s): {checks['min_trades']['value']} test trades | "
-                     f"mean net {fmt(mean['value_bps'], 1)} bps (p = {fmt(mean['p_value'], 3)}) | profit factor "
-                     f"{fmt(checks['profit_factor']['value'], 2)} | deflated Sharpe {fmt(econ.get('dsr'), 3)}")
+        lines.append(
+            f"economics at N = {econ['n_trials']} trial(s): {checks['min_trades']['value']} test trades | "
+            f"mean net {fmt(mean['value_bps'], 1)} bps (p = {fmt(mean['p_value'], 3)}) | profit factor "
+            f"{fmt(checks['profit_factor']['value'], 2)} | deflated Sharpe {fmt(econ.get('dsr'), 3)}"
+        )
     if verdict:
-        lines.append(f"verdict: {verdict['label']}" + (f" ({'; '.join(verdict['failed'])})" if verdict["failed"]
-                                                        else ""))
+        lines.append(
+            f"verdict: {verdict['label']}" + (f" ({'; '.join(verdict['failed'])})" if verdict["failed"] else "")
+        )
     return lines
 
 
@@ -77,12 +100,16 @@ def write_report(run_dir: Path, result: dict) -> Path:
     data, info = result["data_summary"], result["model_info"]
     overall = ev.get("overall", {})
     sig = overall.get("significance", {})
-    lines = [f"# {info['family']} on {', '.join(data['symbols'])} ({data['timeframe']}, "
-             f"{data['task']['kind']} `{result.get('target', '')}`)", "",
-             f"Run `{result['run']['run_id']}` · commit `{result['run']['git_commit']}` · "
-             f"config `{result['run']['config_hash']}` · split `{data['split']}`", "",
-             f"**Verdict: {(result.get('verdict') or {}).get('label', 'n/a')}** · "
-             f"gates `{gates.get('name')}`: {'PASSED' if gates.get('passed') else 'FAILED'}"]
+    lines = [
+        f"# {info['family']} on {', '.join(data['symbols'])} ({data['timeframe']}, "
+        f"{data['task']['kind']} `{result.get('target', '')}`)",
+        "",
+        f"Run `{result['run']['run_id']}` · commit `{result['run']['git_commit']}` · "
+        f"config `{result['run']['config_hash']}` · split `{data['split']}`",
+        "",
+        f"**Verdict: {(result.get('verdict') or {}).get('label', 'n/a')}** · "
+        f"gates `{gates.get('name')}`: {'PASSED' if gates.get('passed') else 'FAILED'}",
+    ]
     lines += [f"- {r}" for r in gates.get("reasons", [])]
     reg = result.get("registry")
     if reg:
@@ -92,44 +119,102 @@ def write_report(run_dir: Path, result: dict) -> Path:
         if isinstance(value, (int, float)) or value is None:
             lines.append(f"| {key} | {fmt(value)} |")
     if overall:
-        lines += ["", f"{ev['hit_metric']} {fmt(overall['hit_rate'])} against the best naive baseline "
-                      f"({overall['best_baseline']['name']}) {fmt(overall['best_baseline']['value'])}: "
-                      f"one-sided p = {fmt(sig.get('p_value'), 6)}, {int(100 * sig.get('level', 0.95))}% block-bootstrap "
-                      f"CI {[round(x, 4) for x in sig.get('ci') or []]}."]
+        lines += [
+            "",
+            f"{ev['hit_metric']} {fmt(overall['hit_rate'])} against the best naive baseline "
+            f"({overall['best_baseline']['name']}) {fmt(overall['best_baseline']['value'])}: "
+            f"one-sided p = {fmt(sig.get('p_value'), 6)}, {int(100 * sig.get('level', 0.95))}% block-bootstrap "
+            f"CI {[round(x, 4) for x in sig.get('ci') or []]}.",
+        ]
         lines += ["", "| symbol | n | hit rate | best baseline | p-value | gates |", "|---|---|---|---|---|---|"]
         for sym, row in ev.get("symbols", {}).items():
             ok = gates.get("symbols", {}).get(sym, {}).get("passed")
-            lines.append(f"| {sym} | {row['n']} | {fmt(row['hit_rate'])} | {row['best_baseline']['name']} "
-                         f"{fmt(row['best_baseline']['value'])} | {fmt(row['significance'].get('p_value'), 6)} | "
-                         f"{'pass' if ok else 'fail'} |")
+            lines.append(
+                f"| {sym} | {row['n']} | {fmt(row['hit_rate'])} | {row['best_baseline']['name']} "
+                f"{fmt(row['best_baseline']['value'])} | {fmt(row['significance'].get('p_value'), 6)} | "
+                f"{'pass' if ok else 'fail'} |"
+            )
     oracle = data.get("oracle_accuracy")
     if oracle is not None:
         lines += ["", f"Bayes oracle accuracy on these rows (synthetic data): {fmt(oracle)}."]
     if trading:
-        lines += ["", "## Trading (test signals, next-candle prices, after costs)", "",
-                  "| " + " | ".join(k for k in ("n_trades", "win_rate", "profit_factor", "total_return", "sharpe",
-                                                 "sortino", "max_drawdown", "turnover", "exposure")) + " |",
-                  "|---" * 9 + "|",
-                  "| " + " | ".join(fmt(trading.get(k)) for k in ("n_trades", "win_rate", "profit_factor",
-                                                                   "total_return", "sharpe", "sortino",
-                                                                   "max_drawdown", "turnover", "exposure")) + " |"]
+        lines += [
+            "",
+            "## Trading (test signals, next-candle prices, after costs)",
+            "",
+            "| "
+            + " | ".join(
+                k
+                for k in (
+                    "n_trades",
+                    "win_rate",
+                    "profit_factor",
+                    "total_return",
+                    "sharpe",
+                    "sortino",
+                    "max_drawdown",
+                    "turnover",
+                    "exposure",
+                )
+            )
+            + " |",
+            "|---" * 9 + "|",
+            "| "
+            + " | ".join(
+                fmt(trading.get(k))
+                for k in (
+                    "n_trades",
+                    "win_rate",
+                    "profit_factor",
+                    "total_return",
+                    "sharpe",
+                    "sortino",
+                    "max_drawdown",
+                    "turnover",
+                    "exposure",
+                )
+            )
+            + " |",
+        ]
     econ = result.get("economic") or {}
     if result.get("verdict"):
-        lines += ["", "## After costs: policy and economic checks", "",
-                  f"Policy: {policy_line(result.get('policy'))}.", ""]
+        lines += [
+            "",
+            "## After costs: policy and economic checks",
+            "",
+            f"Policy: {policy_line(result.get('policy'))}.",
+            "",
+        ]
         lines += [f"- {line}" for line in economic_lines(result)[:1]]
         if econ.get("checks"):
             lines += ["", "| check | value | needs | result |", "|---|---|---|---|"]
             c = econ["checks"]
-            rows = [("test trades", fmt(c["min_trades"]["value"]), f">= {c['min_trades']['limit']}",
-                     c["min_trades"]["passed"]),
-                    ("mean net trade return (bps)", f"{fmt(c['mean_net_return']['value_bps'], 1)} "
-                     f"(p = {fmt(c['mean_net_return']['p_value'], 4)})",
-                     f"> 0, p < {c['mean_net_return']['alpha']:g}", c["mean_net_return"]["passed"]),
-                    ("profit factor", fmt(c["profit_factor"]["value"], 3), f"> {c['profit_factor']['limit']:g}",
-                     c["profit_factor"]["passed"]),
-                    (f"deflated Sharpe (N = {econ['n_trials']})", fmt(c["deflated_sharpe"]["value"], 4),
-                     f">= {c['deflated_sharpe']['limit']:g}", c["deflated_sharpe"]["passed"])]
+            rows = [
+                (
+                    "test trades",
+                    fmt(c["min_trades"]["value"]),
+                    f">= {c['min_trades']['limit']}",
+                    c["min_trades"]["passed"],
+                ),
+                (
+                    "mean net trade return (bps)",
+                    f"{fmt(c['mean_net_return']['value_bps'], 1)} (p = {fmt(c['mean_net_return']['p_value'], 4)})",
+                    f"> 0, p < {c['mean_net_return']['alpha']:g}",
+                    c["mean_net_return"]["passed"],
+                ),
+                (
+                    "profit factor",
+                    fmt(c["profit_factor"]["value"], 3),
+                    f"> {c['profit_factor']['limit']:g}",
+                    c["profit_factor"]["passed"],
+                ),
+                (
+                    f"deflated Sharpe (N = {econ['n_trials']})",
+                    fmt(c["deflated_sharpe"]["value"], 4),
+                    f">= {c['deflated_sharpe']['limit']:g}",
+                    c["deflated_sharpe"]["passed"],
+                ),
+            ]
             lines += [f"| {a} | {b} | {n} | {'pass' if ok else 'FAIL'} |" for a, b, n, ok in rows]
         if not econ.get("gating"):
             lines += ["", "These gates do not include the economic checks: reported, not gating."]
@@ -143,7 +228,9 @@ def write_report(run_dir: Path, result: dict) -> Path:
             state = "not run" if check is None else ("pass" if check["passed"] else "FAIL")
             detail = ""
             if name == "shuffled_control" and check:
-                detail = f" (hit rate {fmt(check['rate'])} vs chance {fmt(check['chance'])}, p = {fmt(check['p_value'], 4)})"
+                detail = (
+                    f" (hit rate {fmt(check['rate'])} vs chance {fmt(check['chance'])}, p = {fmt(check['p_value'], 4)})"
+                )
             if name == "too_good" and check and check["flags"]:
                 detail = " — " + "; ".join(check["flags"])
             lines.append(f"- {name}: {state}{detail}")

@@ -2,6 +2,7 @@
 same configuration under the output folder. A run keeps ``latest.ckpt`` (each completed epoch) and, when it
 was cancelled, ``cancelled.ckpt`` (the batch it stopped at, first epoch included): the newer one continues.
 The chosen file is checked with a safe load (no code runs) before any work starts."""
+
 import json
 import logging
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from callbacks.checkpoints import read_checkpoint
-from data.errors import UserError
+from core.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +33,11 @@ def _continuable(path: Path, where: str) -> str:
         return str(path)
     latest = path.with_name(LATEST.name)
     if not latest.is_file():
-        raise UserError("the run stopped inside its first validation pass, before any state a fit can continue "
-                        "from; run it again without resume", str(path))
+        raise UserError(
+            "the run stopped inside its first validation pass, before any state a fit can continue "
+            "from; run it again without resume",
+            str(path),
+        )
     log.warning("%s was taken inside a validation pass: continuing from the epoch before it (%s)", path, latest)
     read_checkpoint(latest, where)
     return str(latest)
@@ -44,8 +48,11 @@ def _unfinished_with_checkpoint(run_dir: Path, config_hash: str) -> bool:
         identity = json.loads((run_dir / "run.json").read_text())
     except (OSError, ValueError):
         return False
-    if not isinstance(identity, dict) or identity.get("config_hash") != config_hash \
-            or newest_checkpoint(run_dir) is None:
+    if (
+        not isinstance(identity, dict)
+        or identity.get("config_hash") != config_hash
+        or newest_checkpoint(run_dir) is None
+    ):
         return False
     try:
         status = json.loads((run_dir / "result.json").read_text()).get("status")
@@ -63,7 +70,7 @@ def resume_checkpoint(cfg: DictConfig, run_dir: Path, config_hash: str) -> str |
         return None
     if value is not True and str(value).lower() != "true":
         path = Path(str(value))
-        if path.is_dir():   # a run folder
+        if path.is_dir():  # a run folder
             path = newest_checkpoint(path) or path / LATEST
         if not path.is_file():
             raise UserError("checkpoint to resume from not found", f"resume={value}")
@@ -72,8 +79,11 @@ def resume_checkpoint(cfg: DictConfig, run_dir: Path, config_hash: str) -> str |
     candidates = [run_dir, *out.glob("runs/*"), *out.glob("multiruns/*/*")]
     found = [d for d in candidates if d.is_dir() and _unfinished_with_checkpoint(d, config_hash)]
     if not found:
-        raise UserError(f"nothing to resume: no cancelled or crashed run of this configuration "
-                        f"(config hash {config_hash}) left {CANCELLED} or {LATEST} under {out}", "resume=true")
+        raise UserError(
+            f"nothing to resume: no cancelled or crashed run of this configuration "
+            f"(config hash {config_hash}) left {CANCELLED} or {LATEST} under {out}",
+            "resume=true",
+        )
     newest = max((newest_checkpoint(d) for d in found), key=lambda p: p.stat().st_mtime_ns)
     chosen = _continuable(newest, "resume=true")
     log.info("resuming from %s", chosen)

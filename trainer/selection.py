@@ -14,6 +14,7 @@
 
 Sharpe ratios here are per period (per trade for trade returns), never annualised.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -24,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from data.errors import UserError
+from core.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ def probabilistic_sharpe(sr: float, sr_benchmark: float, n: int, skew: float, ku
     if n < 2:
         return float("nan")
     var = 1.0 - skew * sr + (kurtosis - 1.0) / 4.0 * sr * sr
-    if var <= 0:   # the estimator's variance formula breaks down for extreme higher moments
+    if var <= 0:  # the estimator's variance formula breaks down for extreme higher moments
         var = 1e-12
     return float(stats.norm.cdf((sr - sr_benchmark) * math.sqrt(n - 1) / math.sqrt(var)))
 
@@ -64,8 +65,12 @@ def expected_max_sharpe(n_trials: int, trial_sharpe_variance: float) -> float:
     return float(math.sqrt(max(trial_sharpe_variance, 0.0)) * ((1 - EULER_GAMMA) * z1 + EULER_GAMMA * z2))
 
 
-def deflated_sharpe(returns: np.ndarray, n_trials: int, trial_sharpes: list[float] | None = None,
-                    trial_sharpe_variance: float | None = None) -> dict:
+def deflated_sharpe(
+    returns: np.ndarray,
+    n_trials: int,
+    trial_sharpes: list[float] | None = None,
+    trial_sharpe_variance: float | None = None,
+) -> dict:
     """The Deflated Sharpe Ratio of ``returns`` selected as the best of ``n_trials``.
 
     The variance of the trials' Sharpes comes from ``trial_sharpe_variance``, else from ``trial_sharpes`` (the
@@ -82,16 +87,30 @@ def deflated_sharpe(returns: np.ndarray, n_trials: int, trial_sharpes: list[floa
         variance, source = float(known.var(ddof=1)), "competing trials"
     else:
         variance, source = (1.0 / (n - 1) if n >= 2 else float("nan")), "null 1/(T-1)"
-    out = {"n_returns": n, "n_trials": int(n_trials), "sharpe": sr, "skew": None, "kurtosis": None,
-           "trial_sharpe_variance": variance if math.isfinite(variance) else None, "variance_source": source,
-           "expected_max_sharpe": None, "dsr": None, "psr": None}
+    out = {
+        "n_returns": n,
+        "n_trials": int(n_trials),
+        "sharpe": sr,
+        "skew": None,
+        "kurtosis": None,
+        "trial_sharpe_variance": variance if math.isfinite(variance) else None,
+        "variance_source": source,
+        "expected_max_sharpe": None,
+        "dsr": None,
+        "psr": None,
+    }
     if sr is None:
         return out
     skew = float(stats.skew(r, bias=False)) if n > 2 else 0.0
     kurt = float(stats.kurtosis(r, fisher=False, bias=False)) if n > 3 else 3.0
     sr0 = expected_max_sharpe(n_trials, variance)
-    out.update(skew=skew, kurtosis=kurt, expected_max_sharpe=sr0,
-               dsr=probabilistic_sharpe(sr, sr0, n, skew, kurt), psr=probabilistic_sharpe(sr, 0.0, n, skew, kurt))
+    out.update(
+        skew=skew,
+        kurtosis=kurt,
+        expected_max_sharpe=sr0,
+        dsr=probabilistic_sharpe(sr, sr0, n, skew, kurt),
+        psr=probabilistic_sharpe(sr, 0.0, n, skew, kurt),
+    )
     return out
 
 
@@ -120,9 +139,9 @@ def sweep_size(sweep_dir: Path) -> int | None:
     path = Path(sweep_dir) / "multirun.yaml"
     if not path.is_file():
         return None
-    from omegaconf import OmegaConf
-    from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
 
     conf = OmegaConf.load(path)
     sweeper = conf.hydra.get("sweeper") or {}
@@ -132,7 +151,7 @@ def sweep_size(sweep_dir: Path) -> int | None:
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
         batches = BasicSweeper.split_arguments(parsed, None)
-    except Exception:   # a sweeper with its own override grammar: its size is not ours to guess
+    except Exception:  # a sweeper with its own override grammar: its size is not ours to guess
         log.warning("could not count the jobs of the sweep in %s", sweep_dir)
         return None
     return sum(len(b) for b in batches)
@@ -145,12 +164,13 @@ def n_trials(selection_cfg) -> dict:
     if value is None or str(value) == "auto":
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
+
         if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
             hc = HydraConfig.get()
             # a search (Optuna) knows its trial budget in the job's own config
             searched = (hc.get("sweeper") or {}).get("n_trials")
             size = int(searched) if searched is not None else sweep_size(Path(hc.sweep.dir))
-            if size is None:   # at least every job numbered so far competed
+            if size is None:  # at least every job numbered so far competed
                 size = int(hc.job.num) + 1
                 log.warning("eval.selection.n_trials=auto: sweep size unknown, counting %d trials (set it)", size)
             return {"n_trials": max(1, size), "source": "multirun"}
@@ -161,8 +181,10 @@ def n_trials(selection_cfg) -> dict:
         except ValueError:
             value = 0
         if value < 1:
-            raise UserError(f"n_trials must be 'auto' or a whole number >= 1, got {selection_cfg.get('n_trials')!r}",
-                            "eval.selection.n_trials")
+            raise UserError(
+                f"n_trials must be 'auto' or a whole number >= 1, got {selection_cfg.get('n_trials')!r}",
+                "eval.selection.n_trials",
+            )
     return {"n_trials": int(value), "source": "config"}
 
 
@@ -193,8 +215,8 @@ def probability_of_backtest_overfitting(returns_matrix, n_partitions: int = 16) 
     if not np.isfinite(m).all():
         raise ValueError("returns_matrix holds NaN or infinite returns")
     per = t // s
-    blocks = m[t - per * s:].reshape(s, per, n)
-    sums, squares = blocks.sum(axis=1), (blocks ** 2).sum(axis=1)          # S x N
+    blocks = m[t - per * s :].reshape(s, per, n)
+    sums, squares = blocks.sum(axis=1), (blocks**2).sum(axis=1)  # S x N
     chosen = np.array(list(itertools.combinations(range(s), s // 2)))
     in_sample = np.zeros((len(chosen), s))
     in_sample[np.arange(len(chosen))[:, None], chosen] = 1.0
@@ -202,21 +224,27 @@ def probability_of_backtest_overfitting(returns_matrix, n_partitions: int = 16) 
 
     def sharpe(total: np.ndarray, total_sq: np.ndarray) -> np.ndarray:
         mean = total / half
-        var = np.maximum(total_sq - half * mean ** 2, 0.0) / (half - 1)
+        var = np.maximum(total_sq - half * mean**2, 0.0) / (half - 1)
         std = np.sqrt(var)
         tiny = std <= 1e-12 * np.maximum(np.abs(mean), 1e-300)
         # a constant return: its Sharpe is +-inf (or 0 when it is 0), so it ranks above/below every other
         return np.where(tiny, np.sign(mean) * np.inf, mean / np.where(tiny, 1.0, std))
 
-    is_sr = sharpe(in_sample @ sums, in_sample @ squares)                  # C x N
+    is_sr = sharpe(in_sample @ sums, in_sample @ squares)  # C x N
     oos_sr = sharpe((1.0 - in_sample) @ sums, (1.0 - in_sample) @ squares)
     best = np.argmax(is_sr, axis=1)
     best_oos = oos_sr[np.arange(len(best)), best][:, None]
     below = (oos_sr < best_oos).sum(axis=1)
     ties = (oos_sr == best_oos).sum(axis=1) - 1
-    rank = below + 1 + ties / 2.0                                          # 1 = worst, N = best; ties share
+    rank = below + 1 + ties / 2.0  # 1 = worst, N = best; ties share
     w = rank / (n + 1)
     logits = np.log(w / (1.0 - w))
     pbo = float(np.mean(np.where(np.isclose(logits, 0.0), 0.5, logits < 0)))
-    return {"pbo": pbo, "median_logit": float(np.median(logits)), "n_configurations": int(n),
-            "n_periods": int(per * s), "n_partitions": int(s), "n_splits": int(len(chosen))}
+    return {
+        "pbo": pbo,
+        "median_logit": float(np.median(logits)),
+        "n_configurations": int(n),
+        "n_periods": int(per * s),
+        "n_partitions": int(s),
+        "n_splits": int(len(chosen)),
+    }

@@ -1,9 +1,10 @@
 """How many jobs a launcher runs at once, and the thread count that keeps jobs x threads <= cores."""
+
 import os
 
 from omegaconf import DictConfig
 
-from data.errors import UserError
+from core.errors import UserError
 
 
 def cores_available(cores: int | None) -> int:
@@ -24,7 +25,7 @@ def launcher_parallelism(launcher: DictConfig, cores: int, jobs: int) -> int:
             return 1
         n_jobs = int(n_jobs)
         return max(1, cores + 1 + n_jobs if n_jobs < 0 else n_jobs)
-    if "array_parallelism" in launcher or "timeout_min" in launcher:   # submitit (local or slurm)
+    if "array_parallelism" in launcher or "timeout_min" in launcher:  # submitit (local or slurm)
         limit = launcher.get("array_parallelism")
         return max(1, min(jobs, int(limit)) if limit else jobs)
     return 1
@@ -35,5 +36,6 @@ def thread_budget(cores: int, parallel_jobs: int) -> int:
 
 
 def visible_gpus() -> int:
-    import torch   # only when a GPU stage runs: the sweeper itself needs no torch
+    import torch  # only when a GPU stage runs: the sweeper itself needs no torch
+
     return torch.cuda.device_count()

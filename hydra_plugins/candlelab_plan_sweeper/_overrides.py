@@ -1,10 +1,11 @@
 """Override strings for plan jobs: the user's command-line overrides, and one list per job where the last
 value given for a key wins (plan job < sweeper placement and pacing < command line)."""
+
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig, OmegaConf
 
-from data.errors import UserError
+from core.errors import UserError
 
 
 def parse(parser: OverridesParser, overrides: list[str]) -> list[Override]:
@@ -24,14 +25,19 @@ def command_line(parser: OverridesParser, arguments: list[str]) -> list[Override
     parsed = parse(parser, arguments)
     for override in parsed:
         if override.is_sweep_override():
-            raise UserError(f"{override.input_line!r} is a sweep; the plan sweeper runs the plan's jobs (sweep "
-                            f"over values with a plain -m, without hydra/sweeper=plan)", override.input_line)
+            raise UserError(
+                f"{override.input_line!r} is a sweep; the plan sweeper runs the plan's jobs (sweep "
+                f"over values with a plain -m, without hydra/sweeper=plan)",
+                override.input_line,
+            )
         key = override.key_or_group.replace("/", ".")
         root = key.split(".")[0]
         if key in _JOB_KEYS or (root in _JOB_KEYS and root != "model") or root in _RANKED_ON:
-            raise UserError(f"{override.input_line!r} would change which job runs or what the plan was ranked on; "
-                            f"make a new plan with it (python -m trainer.plan {override.input_line})",
-                            override.input_line)
+            raise UserError(
+                f"{override.input_line!r} would change which job runs or what the plan was ranked on; "
+                f"make a new plan with it (python -m trainer.plan {override.input_line})",
+                override.input_line,
+            )
     return parsed
 
 
@@ -50,8 +56,10 @@ def applies_to(override: Override, cfg: DictConfig) -> bool:
     if override.is_add():
         return True
     key = override.key_or_group.replace("/", ".")
-    return OmegaConf.select(cfg, key, default=_ABSENT, throw_on_missing=False,
-                            throw_on_resolution_failure=False) is not _ABSENT
+    return (
+        OmegaConf.select(cfg, key, default=_ABSENT, throw_on_missing=False, throw_on_resolution_failure=False)
+        is not _ABSENT
+    )
 
 
 def value_of(overrides: list[Override], key: str) -> str | None:

@@ -1,4 +1,5 @@
 """Finding and reading a training plan (`master_training_plan.json`, written by `python -m trainer.plan`)."""
+
 import json
 import logging
 import re
@@ -6,13 +7,13 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from data.errors import UserError
+from core.errors import UserError
 
 PLAN_FILE = "master_training_plan.json"
 PLAN_VERSION = 1
 STAGES = ("cpu", "gpu")
 log = logging.getLogger(__name__)
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]*$")   # ids become folder names
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]*$")  # ids become folder names
 
 
 @dataclass(frozen=True)
@@ -37,23 +38,30 @@ def find_plan(output_dir: Path) -> Path:
     """The newest plan under ``<output_dir>/plans/``: by ``metadata.created_at``, then file time."""
     candidates = sorted((output_dir / "plans").glob(f"*/{PLAN_FILE}"))
     if not candidates:
-        raise UserError(f"no training plan found under {output_dir / 'plans'} (run python -m trainer.plan "
-                        f"first, or set hydra.sweeper.path)", "hydra.sweeper.path")
+        raise UserError(
+            f"no training plan found under {output_dir / 'plans'} (run python -m trainer.plan "
+            f"first, or set hydra.sweeper.path)",
+            "hydra.sweeper.path",
+        )
     usable = []
-    for path in candidates:   # one unreadable or foreign plan must not hide a good newer one
+    for path in candidates:  # one unreadable or foreign plan must not hide a good newer one
         try:
             raw = _read(path)
         except UserError as exc:
             log.warning("ignoring %s: %s", path, exc.what)
             continue
         if raw.get("version") != PLAN_VERSION:
-            log.warning("ignoring %s: plan version %r, this sweeper reads version %s", path, raw.get("version"),
-                        PLAN_VERSION)
+            log.warning(
+                "ignoring %s: plan version %r, this sweeper reads version %s", path, raw.get("version"), PLAN_VERSION
+            )
             continue
         usable.append((_created_at(raw), path.stat().st_mtime, path))
     if not usable:
-        raise UserError(f"no usable training plan under {output_dir / 'plans'} (run python -m trainer.plan "
-                        f"first, or set hydra.sweeper.path)", "hydra.sweeper.path")
+        raise UserError(
+            f"no usable training plan under {output_dir / 'plans'} (run python -m trainer.plan "
+            f"first, or set hydra.sweeper.path)",
+            "hydra.sweeper.path",
+        )
     return max(usable)[2]
 
 
@@ -61,8 +69,9 @@ def load_plan(path: Path) -> Plan:
     raw = _read(path)
     where = str(path)
     if raw.get("version") != PLAN_VERSION:
-        raise UserError(f"unsupported plan version {raw.get('version')!r}; this sweeper reads version "
-                        f"{PLAN_VERSION}", where)
+        raise UserError(
+            f"unsupported plan version {raw.get('version')!r}; this sweeper reads version {PLAN_VERSION}", where
+        )
     plan_id = raw.get("plan_id")
     if not isinstance(plan_id, str) or not _SAFE_NAME.match(plan_id):
         raise UserError(f"plan_id {plan_id!r} is not a usable folder name", where)
@@ -92,9 +101,14 @@ def _job(index: int, job, where: str) -> PlanJob:
         raise UserError(f"job {job_id} has no 'overrides' list of strings", where)
     for line in overrides:
         _check_override(job_id, line, where)
-    return PlanJob(id=job_id, stage=job["stage"], family=str(job.get("family") or "?"),
-                   coin=str(job.get("coin") or "?"), target=str(job.get("target_name") or "?"),
-                   overrides=tuple(overrides))
+    return PlanJob(
+        id=job_id,
+        stage=job["stage"],
+        family=str(job.get("family") or "?"),
+        coin=str(job.get("coin") or "?"),
+        target=str(job.get("target_name") or "?"),
+        overrides=tuple(overrides),
+    )
 
 
 # A plan may come from someone else: its overrides choose settings, never code (``_target_`` and the other
@@ -105,12 +119,14 @@ _WRITES = ("paths", "registry.root", "data.cache_dir", "plan.output", "runtime")
 
 def _check_override(job_id: str, line: str, where: str) -> None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
+
     try:
         override = OverridesParser.create().parse_override(line)
         value = override.value()
-    except Exception as exc:   # the grammar's own error, one line
-        raise UserError(f"job {job_id}: override {line[:120]!r} does not parse: {str(exc).splitlines()[0][:160]}",
-                        where) from None
+    except Exception as exc:  # the grammar's own error, one line
+        raise UserError(
+            f"job {job_id}: override {line[:120]!r} does not parse: {str(exc).splitlines()[0][:160]}", where
+        ) from None
     key = override.key_or_group.replace("/", ".")
     parts = key.split(".")
     refused = None
@@ -123,8 +139,9 @@ def _check_override(job_id: str, line: str, where: str) -> None:
     elif "${" in line:
         refused = "holds an interpolation (${...}), which could read the environment or other settings"
     if refused:
-        raise UserError(f"job {job_id}: override {line[:120]!r} {refused}; a plan's jobs may only choose "
-                        f"settings", where)
+        raise UserError(
+            f"job {job_id}: override {line[:120]!r} {refused}; a plan's jobs may only choose settings", where
+        )
 
 
 def _names_code(value) -> bool:

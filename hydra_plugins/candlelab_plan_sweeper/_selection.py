@@ -8,6 +8,7 @@ returns on one grid: from the earliest test-period start to the latest trade exi
 divided by the job's symbol count (each symbol holds an equal share, as the backtest's portfolio does). A job
 that never traded earns 0 in every period: choosing it is a choice too.
 """
+
 import json
 import logging
 from pathlib import Path
@@ -78,8 +79,13 @@ def slot_selection(jobs, rows: dict[str, dict], n_partitions: int) -> dict[str, 
             entry["done"][job.id] = Path(row["run_dir"])
     report = {}
     for slot, entry in out.items():
-        item = {"n_trials": entry["n_trials"], "jobs": entry["jobs"], "configurations": [], "pbo": None,
-                "n_partitions": n_partitions}
+        item = {
+            "n_trials": entry["n_trials"],
+            "jobs": entry["jobs"],
+            "configurations": [],
+            "pbo": None,
+            "n_partitions": n_partitions,
+        }
         if len(entry["done"]) < 2:
             item["reason"] = f"{len(entry['done'])} completed job(s): PBO needs 2 or more competing configurations"
         else:
@@ -100,8 +106,11 @@ def selection_lines(report: dict[str, dict]) -> list[str]:
     """One line per slot for the end-of-plan report."""
     lines = []
     for slot, item in report.items():
-        pbo = (f"PBO {item['pbo']:.2f} (CSCV, {item['n_partitions']} partitions of {item['n_periods']} periods, "
-               f"{item['n_configurations']} configurations)" if item["pbo"] is not None
-               else f"PBO n/a: {item.get('reason')}")
+        pbo = (
+            f"PBO {item['pbo']:.2f} (CSCV, {item['n_partitions']} partitions of {item['n_periods']} periods, "
+            f"{item['n_configurations']} configurations)"
+            if item["pbo"] is not None
+            else f"PBO n/a: {item.get('reason')}"
+        )
         lines.append(f"slot {slot}: {item['n_trials']} trial(s); {pbo}")
     return lines

@@ -1,9 +1,10 @@
 """One row per plan job (from its result.json), the rich table at the end, and `plan_summary.json`."""
+
 import sys
 from datetime import datetime
 from pathlib import Path
 
-from trainer.runinfo import write_json_atomic
+from core.runinfo import write_json_atomic
 
 from ._plan import PlanJob
 
@@ -11,8 +12,14 @@ SUMMARY_FILE = "plan_summary.json"
 # completed and skipped (completed earlier, same config hash) count as done; the rest make the plan incomplete
 STATUSES = ("completed", "skipped", "failed", "cancelled", "not_run", "pending")
 DONE = ("completed", "skipped")
-_STYLE = {"completed": "green", "skipped": "cyan", "failed": "bold red", "cancelled": "yellow",
-          "not_run": "magenta", "pending": "dim"}
+_STYLE = {
+    "completed": "green",
+    "skipped": "cyan",
+    "failed": "bold red",
+    "cancelled": "yellow",
+    "not_run": "magenta",
+    "pending": "dim",
+}
 
 
 def job_row(job: PlanJob, run_dir: Path, status: str, result: dict | None = None, reason: str | None = None) -> dict:
@@ -21,13 +28,24 @@ def job_row(job: PlanJob, run_dir: Path, status: str, result: dict | None = None
     run = result.get("run") or {}
     metric, value = headline(result.get("test_metrics") or {})
     gates = result.get("gates") or {}
-    return {"id": job.id, "stage": job.stage, "family": job.family, "coin": job.coin, "target": job.target,
-            "status": status, "metric": metric, "value": value,
-            "gates_passed": gates.get("passed") if gates else None,
-            "seconds": _seconds(run.get("started_at"), run.get("finished_at")),
-            "started_at": run.get("started_at"), "finished_at": run.get("finished_at"),
-            "run_id": run.get("run_id"), "config_hash": run.get("config_hash"),
-            "reason": reason if reason is not None else result.get("reason"), "run_dir": str(run_dir)}
+    return {
+        "id": job.id,
+        "stage": job.stage,
+        "family": job.family,
+        "coin": job.coin,
+        "target": job.target,
+        "status": status,
+        "metric": metric,
+        "value": value,
+        "gates_passed": gates.get("passed") if gates else None,
+        "seconds": _seconds(run.get("started_at"), run.get("finished_at")),
+        "started_at": run.get("started_at"),
+        "finished_at": run.get("finished_at"),
+        "run_id": run.get("run_id"),
+        "config_hash": run.get("config_hash"),
+        "reason": reason if reason is not None else result.get("reason"),
+        "run_dir": str(run_dir),
+    }
 
 
 def headline(test_metrics: dict) -> tuple[str | None, float | None]:
@@ -52,16 +70,33 @@ def print_table(title: str, rows: list[dict], footer: list[str] = ()) -> None:
 
     console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
     table = Table(title=title, title_justify="left")
-    for name, justify in (("job", "left"), ("stage", "left"), ("family", "left"), ("coin", "left"),
-                          ("target", "left"), ("status", "left"), ("metric", "right"), ("gates", "left"),
-                          ("seconds", "right")):
+    for name, justify in (
+        ("job", "left"),
+        ("stage", "left"),
+        ("family", "left"),
+        ("coin", "left"),
+        ("target", "left"),
+        ("status", "left"),
+        ("metric", "right"),
+        ("gates", "left"),
+        ("seconds", "right"),
+    ):
         table.add_column(name, justify=justify, overflow="fold")
     for r in rows:
         metric = "" if r["metric"] is None else f"{r['metric']} {r['value']:.4f}"
         gates = "" if r["gates_passed"] is None else ("passed" if r["gates_passed"] else "failed")
         seconds = "" if r["seconds"] is None else f"{r['seconds']:.1f}"
-        table.add_row(r["id"], r["stage"], r["family"], r["coin"], r["target"],
-                      f"[{_STYLE[r['status']]}]{r['status']}[/]", metric, gates, seconds)
+        table.add_row(
+            r["id"],
+            r["stage"],
+            r["family"],
+            r["coin"],
+            r["target"],
+            f"[{_STYLE[r['status']]}]{r['status']}[/]",
+            metric,
+            gates,
+            seconds,
+        )
     count = totals(rows)
     console.print(table)
     console.print(" | ".join(f"{status} {n}" for status, n in count.items() if n), highlight=False)

@@ -30,7 +30,7 @@ most one per GPU), capped by the stage's job count; with submitit's `cpus_per_ta
 thread count. A `trainer.num_threads` on the command line is kept. The
 thread count is not part of the config hash, so a different budget never forces a rerun.
 
-Resume: before anything runs, each job's config is composed and hashed (`trainer.runinfo.config_hash`, as the
+Resume: before anything runs, each job's config is composed and hashed (`core.runinfo.config_hash`, as the
 pipeline does); a job that does not compose fails alone. A job whose folder holds a `result.json` with status
 `completed` and that config hash is skipped; a cancelled, failed, missing or differently configured one runs
 again (the pipeline removes a stale `<run_dir>/STOP`).
@@ -53,6 +53,7 @@ and `finished_at`, run id, config hash, reason and run folder; the plan path; to
 not completed or skipped, `PlanIncomplete` is raised and `train.py` exits with code 4 and a last line
 `error: <n> of <m> plan jobs did not complete (<plan_summary.json>)`.
 """
+
 import logging
 import re
 from pathlib import Path
@@ -66,12 +67,18 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 log = logging.getLogger("candlelab.plan")
 
 BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
-_SIGNAL_REASON = re.compile(r"^(second )?SIG[A-Z]+")   # a cancellation by SIGINT/SIGTERM: the user stops the plan
+_SIGNAL_REASON = re.compile(r"^(second )?SIG[A-Z]+")  # a cancellation by SIGINT/SIGTERM: the user stops the plan
 
 
 class PlanSweeper(Sweeper):
-    def __init__(self, path: Optional[str] = None, stages: Optional[List[str]] = None, cores: Optional[int] = None,
-                 runs_dir: Optional[str] = None, pbo_partitions: int = 16) -> None:
+    def __init__(
+        self,
+        path: Optional[str] = None,
+        stages: Optional[List[str]] = None,
+        cores: Optional[int] = None,
+        runs_dir: Optional[str] = None,
+        pbo_partitions: int = 16,
+    ) -> None:
         super().__init__()
         self.path = path
         self.pbo_partitions = pbo_partitions
@@ -87,8 +94,9 @@ class PlanSweeper(Sweeper):
 
         self.hydra_context = hydra_context
         self.config = config
-        self.launcher = Plugins.instance().instantiate_launcher(hydra_context=hydra_context,
-                                                                task_function=task_function, config=config)
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
 
     def sweep(self, arguments: List[str]) -> Any:
         assert self.config is not None and self.launcher is not None and self.hydra_context is not None
@@ -116,15 +124,15 @@ class _PlanRun:
         self.launcher_cfg = self.config.hydra.launcher
         self.in_process = self.launcher_cfg.get("_target_") == BASIC_LAUNCHER
         self.rows: dict[str, dict] = {}
-        self.job_cli: dict[str, list[str]] = {}     # job id -> the command-line overrides that apply to it
-        self.launched: dict[str, str | None] = {}   # job id -> the run id its result.json held before launch
+        self.job_cli: dict[str, list[str]] = {}  # job id -> the command-line overrides that apply to it
+        self.launched: dict[str, str | None] = {}  # job id -> the run id its result.json held before launch
         self.budget: dict[str, int] = {}
         self.gpus = 0
         self.interrupted = False
         self.job_idx = 0
 
     def execute(self) -> list[dict]:
-        from trainer.runinfo import utc_now
+        from core.runinfo import utc_now
 
         from ._plan import find_plan, load_plan
         from ._selection import selection_lines, slot_trials
@@ -132,27 +140,33 @@ class _PlanRun:
 
         self.started_at = utc_now()
         output_dir = Path(str(self.config.paths.output_dir)).expanduser().absolute()
-        plan_path = (Path(self.sweeper.path).expanduser().absolute() if self.sweeper.path
-                     else find_plan(output_dir))
+        plan_path = Path(self.sweeper.path).expanduser().absolute() if self.sweeper.path else find_plan(output_dir)
         self.plan = load_plan(plan_path)
         self.trials = slot_trials(self.plan.jobs)
         self.home = output_dir / "plans" / self.plan.plan_id
-        self.runs_base = (Path(self.sweeper.runs_dir).expanduser().absolute() if self.sweeper.runs_dir
-                          else self.home / "runs")
+        self.runs_base = (
+            Path(self.sweeper.runs_dir).expanduser().absolute() if self.sweeper.runs_dir else self.home / "runs"
+        )
         self.summary_path = self.home / SUMMARY_FILE
-        with open_dict(self.config.hydra):   # launchers create and log the master sweep dir: make it the runs base
+        with open_dict(self.config.hydra):  # launchers create and log the master sweep dir: make it the runs base
             self.config.hydra.sweep.dir = str(self.runs_base)
 
         selected = [job for job in self.plan.jobs if job.stage in self.stages]
         self.left_out = [job.id for job in self.plan.jobs if job.stage not in self.stages]
         self.rows = {job.id: job_row(job, self._run_dir(job), "pending") for job in selected}
-        log.info("plan %s: %s (%s) from %s; runs in %s", self.plan.plan_id, _count(selected, "job"),
-                 ", ".join(f"{s} {sum(j.stage == s for j in selected)}" for s in self.stages), plan_path,
-                 self.runs_base)
+        log.info(
+            "plan %s: %s (%s) from %s; runs in %s",
+            self.plan.plan_id,
+            _count(selected, "job"),
+            ", ".join(f"{s} {sum(j.stage == s for j in selected)}" for s in self.stages),
+            plan_path,
+            self.runs_base,
+        )
         if self.left_out:
             log.info("stages %s selected: %s of other stages left out", self.stages, _count(self.left_out, "job"))
         if any(job.stage == "gpu" for job in selected) and self.user_device != "cpu":
             from ._budget import visible_gpus
+
             self.gpus = visible_gpus()
         to_run = self._prepare(selected)
         self.home.mkdir(parents=True, exist_ok=True)
@@ -172,7 +186,8 @@ class _PlanRun:
         print_table(f"plan {self.plan.plan_id}", rows, selection_lines(selection))
         incomplete = [r for r in rows if r["status"] not in DONE]
         if incomplete:
-            from ._errors import PlanIncomplete
+            from core.errors import PlanIncomplete
+
             raise PlanIncomplete(len(incomplete), len(rows), self.summary_path)
         return rows
 
@@ -183,7 +198,7 @@ class _PlanRun:
     def _prepare(self, jobs: list) -> list:
         """Compose every job's config before anything runs: which command-line overrides apply to it, its
         config hash, whether an earlier run already completed it. Returns the jobs to launch."""
-        from data.errors import UserError
+        from core.errors import UserError
 
         from ._overrides import applies_to
 
@@ -194,7 +209,7 @@ class _PlanRun:
                 base = self._compose(self._overrides(job, extra, cli=[]))
                 cli = [o.input_line for o in self.cli if applies_to(o, base)]
                 cfg = self._compose(self._overrides(job, extra, cli)) if cli else base
-            except Exception as exc:   # a job whose overrides do not compose fails alone; the launcher would stop all
+            except Exception as exc:  # a job whose overrides do not compose fails alone; the launcher would stop all
                 self._refuse(job, f"its overrides do not compose: {_first_line(exc)}")
                 continue
             self.job_cli[job.id] = cli
@@ -211,8 +226,12 @@ class _PlanRun:
                 if n == 0:
                     raise UserError(f"{line} applies to no job of the plan: no job's config has that key", line)
                 if line in lacking:
-                    log.info("%s left out of %s whose config lacks the key: %s", line, _count(lacking[line], "job"),
-                             ", ".join(lacking[line]))
+                    log.info(
+                        "%s left out of %s whose config lacks the key: %s",
+                        line,
+                        _count(lacking[line], "job"),
+                        ", ".join(lacking[line]),
+                    )
         return to_run
 
     @property
@@ -228,12 +247,12 @@ class _PlanRun:
 
         from hydra.core.hydra_config import HydraConfig
 
-        from trainer.runinfo import config_hash
+        from core.runinfo import config_hash
 
         with open_dict(cfg):
             cfg.hydra.runtime.output_dir = str(self.runs_base / "_")
         saved = HydraConfig.instance().cfg
-        HydraConfig.instance().set_config(cfg)   # as run_job does, in case the task config reads ${hydra:...}
+        HydraConfig.instance().set_config(cfg)  # as run_job does, in case the task config reads ${hydra:...}
         try:
             task = copy.deepcopy(cfg)
             with open_dict(task):
@@ -258,13 +277,21 @@ class _PlanRun:
             return False
         recorded = (previous.get("run") or {}).get("config_hash")
         if previous.get("status") == "completed" and recorded in hashes:
-            log.info("plan job %s: skipped, completed earlier with the same config (hash %s) in %s", job.id,
-                     recorded, run_dir)
-            self.rows[job.id] = job_row(job, run_dir, "skipped", previous,
-                                        reason="completed earlier with the same config hash")
+            log.info(
+                "plan job %s: skipped, completed earlier with the same config (hash %s) in %s",
+                job.id,
+                recorded,
+                run_dir,
+            )
+            self.rows[job.id] = job_row(
+                job, run_dir, "skipped", previous, reason="completed earlier with the same config hash"
+            )
             return True
-        why = "its config changed" if previous.get("status") == "completed" else \
-            f"the last run ended {previous.get('status')}"
+        why = (
+            "its config changed"
+            if previous.get("status") == "completed"
+            else f"the last run ended {previous.get('status')}"
+        )
         log.info("plan job %s: runs again, %s", job.id, why)
         return False
 
@@ -279,28 +306,44 @@ class _PlanRun:
 
         extra = self._stage_overrides(stage)
         if extra:
-            log.warning("no CUDA GPU visible: %s train on CPU (device=cpu), one at a time",
-                        _count(jobs, "GPU-stage job"))
+            log.warning(
+                "no CUDA GPU visible: %s train on CPU (device=cpu), one at a time", _count(jobs, "GPU-stage job")
+            )
         per_gpu = max(1, self.gpus) if stage == "gpu" else len(jobs)
         group = 1 if self.in_process else per_gpu
         parallel = min(launcher_parallelism(self.launcher_cfg, self.cores, len(jobs)), len(jobs), per_gpu)
         pacing: list[str] = []
         if self.user_threads is not None:
             self.budget[stage] = int(self.user_threads)
-            log.info("%s stage: %s, trainer.num_threads=%s from the command line", stage, _count(jobs, "job"),
-                     self.user_threads)
-        elif self.launcher_cfg.get("cpus_per_task"):   # submitit: each job owns what it asked for
+            log.info(
+                "%s stage: %s, trainer.num_threads=%s from the command line",
+                stage,
+                _count(jobs, "job"),
+                self.user_threads,
+            )
+        elif self.launcher_cfg.get("cpus_per_task"):  # submitit: each job owns what it asked for
             self.budget[stage] = int(self.launcher_cfg.cpus_per_task)
             pacing.append(f"trainer.num_threads={self.budget[stage]}")
-            log.info("%s stage: %s, cpus_per_task=%d -> trainer.num_threads=%d per job", stage,
-                     _count(jobs, "job"), self.budget[stage], self.budget[stage])
+            log.info(
+                "%s stage: %s, cpus_per_task=%d -> trainer.num_threads=%d per job",
+                stage,
+                _count(jobs, "job"),
+                self.budget[stage],
+                self.budget[stage],
+            )
         else:
             self.budget[stage] = thread_budget(self.cores, parallel)
             pacing.append(f"trainer.num_threads={self.budget[stage]}")
-            log.info("%s stage: %s, %d at a time on %d cores -> trainer.num_threads=%d per job", stage,
-                     _count(jobs, "job"), parallel, self.cores, self.budget[stage])
+            log.info(
+                "%s stage: %s, %d at a time on %d cores -> trainer.num_threads=%d per job",
+                stage,
+                _count(jobs, "job"),
+                parallel,
+                self.cores,
+                self.budget[stage],
+            )
         for start in range(0, len(jobs), group):
-            batch = jobs[start:start + group]
+            batch = jobs[start : start + group]
             pins = [[f"device.devices=[{i}]"] if stage == "gpu" and self.gpus > 1 else [] for i in range(len(batch))]
             self._launch(batch, [self._overrides(job, extra + pin + pacing) for job, pin in zip(batch, pins)])
             if self.interrupted:
@@ -315,7 +358,7 @@ class _PlanRun:
             returns = self.sweeper.launcher.launch(overrides, initial_job_idx=self.job_idx)
         except KeyboardInterrupt:
             raise
-        except Exception as exc:   # a killed worker or a timed-out cluster job: the batch fails, the plan goes on
+        except Exception as exc:  # a killed worker or a timed-out cluster job: the batch fails, the plan goes on
             log.error("the launcher failed on %s: %s", _count(batch, "job"), _first_line(exc))
             returns = [None] * len(batch)
         self.job_idx += len(batch)
@@ -324,19 +367,24 @@ class _PlanRun:
         self._write(finished=False)
 
     def _record(self, job, ret: JobReturn) -> None:
-        from data.errors import UserError
+        from core.errors import UserError
 
         from ._summary import job_row
 
         run_dir = self._run_dir(job)
         result = self._fresh_result(job)
-        if ret is None:   # the launcher itself failed: what the job wrote, if anything, says how far it got
+        if ret is None:  # the launcher itself failed: what the job wrote, if anything, says how far it got
             status = result.get("status") if result and result.get("status") in ("completed", "cancelled") else "failed"
-            self.rows[job.id] = job_row(job, run_dir, status, result,
-                                        reason=None if status == "completed" else "the launcher failed on its batch")
+            self.rows[job.id] = job_row(
+                job,
+                run_dir,
+                status,
+                result,
+                reason=None if status == "completed" else "the launcher failed on its batch",
+            )
             return
         if ret.status == JobStatus.FAILED:
-            exc = ret._return_value   # the property re-raises; the plan goes on
+            exc = ret._return_value  # the property re-raises; the plan goes on
             if result and result.get("status") == "failed":
                 reason = result.get("reason")
             else:
@@ -375,50 +423,73 @@ class _PlanRun:
             if result and result.get("status") in ("completed", "cancelled", "failed"):
                 self.rows[job.id] = job_row(job, self._run_dir(job), result["status"], result)
             else:
-                self.rows[job.id] = job_row(job, self._run_dir(job), "not_run",
-                                            reason="the plan was interrupted before this job finished")
+                self.rows[job.id] = job_row(
+                    job, self._run_dir(job), "not_run", reason="the plan was interrupted before this job finished"
+                )
 
     def _write(self, finished: bool) -> dict | None:
-        from trainer.runinfo import utc_now
+        from core.runinfo import utc_now
 
         from ._selection import slot_selection
         from ._summary import totals, write_summary
 
         rows = list(self.rows.values())
         selection = slot_selection(self.plan.jobs, self.rows, int(self.sweeper.pbo_partitions)) if finished else None
-        write_summary(self.summary_path, {
-            "plan_id": self.plan.plan_id, "plan_path": str(self.plan.path), "plan_created_at": self.plan.created_at,
-            "state": ("interrupted" if self.interrupted else "finished") if finished else "running",
-            "started_at": self.started_at, "finished_at": utc_now() if finished else None,
-            "stages": self.stages, "left_out": self.left_out, "runs_dir": str(self.runs_base),
-            "launcher": self.launcher_cfg.get("_target_"), "cores": self.cores, "threads_per_job": self.budget,
-            "command_line": self.cli_lines, "totals": totals(rows), "selection": selection, "jobs": rows})
+        write_summary(
+            self.summary_path,
+            {
+                "plan_id": self.plan.plan_id,
+                "plan_path": str(self.plan.path),
+                "plan_created_at": self.plan.created_at,
+                "state": ("interrupted" if self.interrupted else "finished") if finished else "running",
+                "started_at": self.started_at,
+                "finished_at": utc_now() if finished else None,
+                "stages": self.stages,
+                "left_out": self.left_out,
+                "runs_dir": str(self.runs_base),
+                "launcher": self.launcher_cfg.get("_target_"),
+                "cores": self.cores,
+                "threads_per_job": self.budget,
+                "command_line": self.cli_lines,
+                "totals": totals(rows),
+                "selection": selection,
+                "jobs": rows,
+            },
+        )
         return selection
 
     def _overrides(self, job, extra: list[str], cli: list[str] | None = None) -> list[str]:
         from ._overrides import merged, quoted
 
-        placement = [f"hydra.sweep.dir={quoted(str(self.runs_base))}", f"hydra.sweep.subdir={quoted(job.id)}",
-                     f"eval.selection.n_trials={self.trials[job.id]}"]   # the jobs competing for its slot
-        return merged(self.parser, list(job.overrides), placement, extra,
-                      self.job_cli.get(job.id, []) if cli is None else cli)
+        placement = [
+            f"hydra.sweep.dir={quoted(str(self.runs_base))}",
+            f"hydra.sweep.subdir={quoted(job.id)}",
+            f"eval.selection.n_trials={self.trials[job.id]}",
+        ]  # the jobs competing for its slot
+        return merged(
+            self.parser, list(job.overrides), placement, extra, self.job_cli.get(job.id, []) if cli is None else cli
+        )
 
     def _run_dir(self, job) -> Path:
         return self.runs_base / job.id
 
 
 def _check_stages(stages: list) -> list[str]:
-    from data.errors import UserError
+    from core.errors import UserError
 
     from ._plan import STAGES
 
     stages = [str(s) for s in stages]
     if not stages or any(s not in STAGES for s in stages) or len(set(stages)) != len(stages):
-        raise UserError(f"stages must list each of {', '.join(STAGES)} at most once, got {stages}",
-                        "hydra.sweeper.stages")
-    if stages != [s for s in STAGES if s in stages]:   # a subset may be chosen; the order is not a choice
-        raise UserError(f"stages run in the order {', '.join(STAGES)} (every CPU-stage job before the first "
-                        f"GPU-stage job); got {stages}", "hydra.sweeper.stages")
+        raise UserError(
+            f"stages must list each of {', '.join(STAGES)} at most once, got {stages}", "hydra.sweeper.stages"
+        )
+    if stages != [s for s in STAGES if s in stages]:  # a subset may be chosen; the order is not a choice
+        raise UserError(
+            f"stages run in the order {', '.join(STAGES)} (every CPU-stage job before the first "
+            f"GPU-stage job); got {stages}",
+            "hydra.sweeper.stages",
+        )
     return stages
 
 

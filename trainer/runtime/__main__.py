@@ -11,6 +11,7 @@ Exit codes:
   3  stopped on request: SIGINT, SIGTERM or the kill switch (or interrupted before the session began)
   4  stopped by a fatal provider error (runtime.live.max_provider_errors polls failed in a row)
   5  stopped at once by a second signal: no report; resume continues from the last committed candle"""
+
 import logging
 import os
 import sys
@@ -25,18 +26,22 @@ EXIT_USER_ERROR, EXIT_STOPPED, EXIT_PROVIDER_ERROR, EXIT_STOPPED_AT_ONCE = 2, 3,
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help") for a in args):
-        print(__doc__.strip() + "\n\nKeys: conf/runtime/default.yaml (runtime.*), conf/runtime/guardrails/ "
-              "(runtime/guardrails=default|ftmo); README 'Runtime'.")
+        print(
+            __doc__.strip() + "\n\nKeys: conf/runtime/default.yaml (runtime.*), conf/runtime/guardrails/ "
+            "(runtime/guardrails=default|ftmo); README 'Runtime'."
+        )
         return 0
     args = [f"runtime.{a}" if a.startswith(("mode=", "slots=", "weights=", "resume=")) else a for a in args]
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(levelname)s] %(message)s", datefmt="%H:%M:%S")
     from hydra.errors import HydraException
 
-    from data.errors import UserError
+    from core.errors import UserError
     from trainer.runtime.stops import StoppedAtOnce
+
     try:
         from trainer.plan import compose_config
         from trainer.runtime.session import run
+
         cfg = compose_config(args)
         summary = run(cfg)
     except UserError as exc:
@@ -50,13 +55,17 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write("cancelled: interrupted before the session began (runtime)\n")
         return EXIT_STOPPED
     except StoppedAtOnce as exc:
-        sys.stderr.write(f"stopped at once: second {exc.name}; the database holds every committed candle, "
-                         f"runtime.resume=true continues it (runtime)\n")
+        sys.stderr.write(
+            f"stopped at once: second {exc.name}; the database holds every committed candle, "
+            f"runtime.resume=true continues it (runtime)\n"
+        )
         return EXIT_STOPPED_AT_ONCE
-    print(f"{summary['mode']}: {summary['steps']} candles, {summary['signals_emitted']} signals"
-          + (f", equity {summary['equity']:,.2f}" if summary["equity"] is not None else "")
-          + (f", stopped by {summary['stopped_by']}" if summary["stopped_by"] else "")
-          + f" -> {summary['run_dir']}")
+    print(
+        f"{summary['mode']}: {summary['steps']} candles, {summary['signals_emitted']} signals"
+        + (f", equity {summary['equity']:,.2f}" if summary["equity"] is not None else "")
+        + (f", stopped by {summary['stopped_by']}" if summary["stopped_by"] else "")
+        + f" -> {summary['run_dir']}"
+    )
     if summary.get("status") == "stopped":
         return EXIT_PROVIDER_ERROR if summary.get("stop_kind") == "provider_error" else EXIT_STOPPED
     return 0

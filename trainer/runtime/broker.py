@@ -27,6 +27,7 @@ Rules
   those candles can have reached; ``gross_exposure_after(symbol, side, fraction)`` = gross notional / equity
   once a ``target`` had replaced the symbol's pending order and every pending order had filled.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -38,7 +39,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from data.errors import UserError
+from core.errors import UserError
 
 log = logging.getLogger("candlelab.runtime")
 
@@ -47,26 +48,26 @@ log = logging.getLogger("candlelab.runtime")
 class Fill:
     symbol: str
     timestamp: pd.Timestamp
-    side: int           # +1 buy, -1 sell
-    quantity: float     # > 0
-    price: float        # executed: the candle open adjusted by half spread + slippage
-    cost: float         # fee + quantity * |price - open|
+    side: int  # +1 buy, -1 sell
+    quantity: float  # > 0
+    price: float  # executed: the candle open adjusted by half spread + slippage
+    cost: float  # fee + quantity * |price - open|
     reason: str
 
 
 @dataclass
 class ClosedTrade:
     symbol: str
-    side: int           # +1 long, -1 short
+    side: int  # +1 long, -1 short
     entry_time: pd.Timestamp
     entry_price: float  # the entry candle's open
     exit_time: pd.Timestamp
-    exit_price: float   # the exit candle's open
-    quantity: float     # > 0
+    exit_price: float  # the exit candle's open
+    quantity: float  # > 0
     gross_pnl: float
     costs: float
     net_pnl: float
-    reason: str         # why it was closed
+    reason: str  # why it was closed
 
 
 @dataclass
@@ -88,7 +89,7 @@ class _Order:
 
 def utc_timestamp(value, where: str = "runtime") -> pd.Timestamp:
     """A tz-aware UTC timestamp; naive ones are refused (their zone would be a guess)."""
-    if type(value) is pd.Timestamp and value.tzinfo is dt.timezone.utc:   # already one: asked several times a candle
+    if type(value) is pd.Timestamp and value.tzinfo is dt.timezone.utc:  # already one: asked several times a candle
         return value
     ts = pd.Timestamp(value)
     if ts is pd.NaT or pd.isna(ts):
@@ -120,8 +121,9 @@ def _bps(value: float, name: str) -> float:
 class PaperBroker:
     """Simulated execution on real candles with fees, spread and slippage (see the module docstring)."""
 
-    def __init__(self, start_equity: float = 10_000.0, fee_bps: float = 10, spread_bps: float = 5,
-                 slippage_bps: float = 2):
+    def __init__(
+        self, start_equity: float = 10_000.0, fee_bps: float = 10, spread_bps: float = 5, slippage_bps: float = 2
+    ):
         self.start_equity = checked_equity(start_equity)
         self.fee = _bps(fee_bps, "fee_bps") / 1e4
         self.half_spread = _bps(spread_bps, "spread_bps") / 2 / 1e4
@@ -129,7 +131,7 @@ class PaperBroker:
         self._cash = self.start_equity
         self._positions: dict[str, _Position] = {}
         self._marks: dict[str, float] = {}
-        self._ranges: dict[str, tuple[float, float]] = {}   # symbol -> (low, high) of its last candle
+        self._ranges: dict[str, tuple[float, float]] = {}  # symbol -> (low, high) of its last candle
         self._pending: dict[str, _Order] = {}
         self._fills: list[Fill] = []
         self._closed: list[ClosedTrade] = []
@@ -139,8 +141,12 @@ class PaperBroker:
         """Queue an order to hold ``side`` with notional ``fraction * equity``; fills at the next candle's open."""
         if isinstance(side, bool) or not isinstance(side, numbers.Integral) or int(side) not in (-1, 0, 1):
             raise ValueError(f"side must be -1, 0 or 1, got {side!r}")
-        if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real) or not math.isfinite(fraction) \
-                or fraction < 0:
+        if (
+            isinstance(fraction, bool)
+            or not isinstance(fraction, numbers.Real)
+            or not math.isfinite(fraction)
+            or fraction < 0
+        ):
             raise ValueError(f"fraction must be a finite number >= 0, got {fraction!r}")
         at = utc_timestamp(at, f"runtime.broker: target {symbol}")
         self._pending[symbol] = _Order(int(side), float(fraction) * self.equity, at, str(reason))
@@ -167,16 +173,17 @@ class PaperBroker:
         ts = utc_timestamp(candle["timestamp"], where)
         open_, close = float(candle["open"]), float(candle["close"])
         if not (math.isfinite(open_) and math.isfinite(close) and open_ > 0 and close > 0):
-            raise UserError(f"open and close must be positive prices, got open={open_} close={close} at {ts}",
-                            where)
+            raise UserError(f"open and close must be positive prices, got open={open_} close={close} at {ts}", where)
         fills: list[Fill] = []
         order = self._pending.get(symbol)
         if order is not None and ts > order.at:
             del self._pending[symbol]
             fills = self._execute(symbol, order, ts, open_)
         self._marks[symbol] = close
-        self._ranges[symbol] = (_extreme(candle, "low", min(open_, close), min),
-                                _extreme(candle, "high", max(open_, close), max))
+        self._ranges[symbol] = (
+            _extreme(candle, "low", min(open_, close), min),
+            _extreme(candle, "high", max(open_, close), max),
+        )
         return fills
 
     # state
@@ -258,10 +265,21 @@ class PaperBroker:
             fills.append(exit_fill)
             gross = held.side * held.quantity * (open_ - held.entry_price)
             costs = held.entry_cost + exit_fill.cost
-            self._closed.append(ClosedTrade(
-                symbol=symbol, side=held.side, entry_time=held.entry_time, entry_price=held.entry_price,
-                exit_time=ts, exit_price=open_, quantity=held.quantity, gross_pnl=gross, costs=costs,
-                net_pnl=gross - costs, reason=order.reason))
+            self._closed.append(
+                ClosedTrade(
+                    symbol=symbol,
+                    side=held.side,
+                    entry_time=held.entry_time,
+                    entry_price=held.entry_price,
+                    exit_time=ts,
+                    exit_price=open_,
+                    quantity=held.quantity,
+                    gross_pnl=gross,
+                    costs=costs,
+                    net_pnl=gross - costs,
+                    reason=order.reason,
+                )
+            )
             del self._positions[symbol]
         if order.side != 0 and symbol not in self._positions:
             if order.notional > 0:
@@ -270,20 +288,31 @@ class PaperBroker:
                 fills.append(entry_fill)
                 self._positions[symbol] = _Position(order.side, entry_fill.quantity, open_, ts, entry_fill.cost)
             else:
-                log.warning("broker: %s %s order not opened: notional %.4f (equity %.4f)", symbol,
-                            "long" if order.side > 0 else "short", order.notional, self.equity)
+                log.warning(
+                    "broker: %s %s order not opened: notional %.4f (equity %.4f)",
+                    symbol,
+                    "long" if order.side > 0 else "short",
+                    order.notional,
+                    self.equity,
+                )
         return fills
 
     def _price(self, open_: float, side: int) -> float:
         return open_ * (1.0 + side * (self.half_spread + self.slippage))
 
-    def _fill(self, symbol: str, ts: pd.Timestamp, side: int, quantity: float, open_: float,
-              reason: str) -> Fill:
+    def _fill(self, symbol: str, ts: pd.Timestamp, side: int, quantity: float, open_: float, reason: str) -> Fill:
         price = self._price(open_, side)
         notional = quantity * price
         fee = notional * self.fee
         self._cash -= side * notional + fee
-        fill = Fill(symbol=symbol, timestamp=ts, side=side, quantity=quantity, price=price,
-                    cost=fee + quantity * abs(price - open_), reason=reason)
+        fill = Fill(
+            symbol=symbol,
+            timestamp=ts,
+            side=side,
+            quantity=quantity,
+            price=price,
+            cost=fee + quantity * abs(price - open_),
+            reason=reason,
+        )
         self._fills.append(fill)
         return fill

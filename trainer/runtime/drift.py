@@ -7,16 +7,17 @@ The reference of several served models is their weight-averaged figure (models w
 Signal rate = candles (per symbol) on which the policy called a side, over candles scored; the test
 period's = (trades + signals ignored while in position) / (bars x symbols).
 """
+
 import logging
 import math
 from collections import deque
 from dataclasses import dataclass, field
 
-from data.errors import UserError
+from core.errors import UserError
 
 log = logging.getLogger("candlelab.runtime")
 METRICS = ("win_rate", "mean_return", "signal_rate")
-_ZERO_ONE = bytes.maketrans(b"\x00\x01", b"01")   # a window of bools as a string of 0/1, at C speed
+_ZERO_ONE = bytes.maketrans(b"\x00\x01", b"01")  # a window of bools as a string of 0/1, at C speed
 
 
 @dataclass
@@ -25,13 +26,15 @@ class DriftAlert:
     live: float
     reference: float
     band: float
-    window: int          # trades (win rate, mean return) or candles (signal rate) the live figure covers
+    window: int  # trades (win rate, mean return) or candles (signal rate) the live figure covers
 
     def describe(self) -> str:
         scale, unit = {"win_rate": (100.0, "%"), "mean_return": (1e4, " bps"), "signal_rate": (100.0, "%")}[self.metric]
-        return (f"{self.metric} {self.live * scale:.2f}{unit} vs {self.reference * scale:.2f}{unit} in the test period "
-                f"(band +/-{self.band * scale:.2f}{unit.replace('%', ' pp')}, over the last {self.window} "
-                f"{'candles' if self.metric == 'signal_rate' else 'trades'})")
+        return (
+            f"{self.metric} {self.live * scale:.2f}{unit} vs {self.reference * scale:.2f}{unit} in the test period "
+            f"(band +/-{self.band * scale:.2f}{unit.replace('%', ' pp')}, over the last {self.window} "
+            f"{'candles' if self.metric == 'signal_rate' else 'trades'})"
+        )
 
 
 def reference_figures(models) -> dict[str, float]:
@@ -56,8 +59,11 @@ def _test_figure(trading: dict, metric: str) -> float | None:
         value = trading.get("avg_trade_return")
     else:
         cells = (trading.get("n_bars") or 0) * (trading.get("n_symbols") or 1)
-        value = ((trading.get("n_trades") or 0) + (trading.get("ignored_while_in_position") or 0)) / cells \
-            if cells else None
+        value = (
+            ((trading.get("n_trades") or 0) + (trading.get("ignored_while_in_position") or 0)) / cells
+            if cells
+            else None
+        )
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
@@ -65,6 +71,7 @@ def _test_figure(trading: dict, metric: str) -> float | None:
 class DriftMonitor:
     """Rolling live figures against ``reference``; ``bands`` maps a metric to its +/- absolute band (None =
     not checked). Win rate and mean return need ``min_trades`` trades in the window before they are judged."""
+
     reference: dict[str, float]
     bands: dict[str, float | None]
     window_trades: int = 50
@@ -86,13 +93,14 @@ class DriftMonitor:
                 raise UserError(f"a band is a number >= 0 or null, got {band!r}", f"runtime.drift.{metric}_band")
         self.returns = deque(maxlen=int(self.window_trades))
         self.sides = deque(maxlen=int(self.window_candles))
-        self._called = 0   # sides called in the signal window
-        self._side_text = ""   # the signal window as 0/1, kept alongside it: a session checkpoints it per candle
-        self._trade_figures: tuple | None = None   # (win rate, mean return), recomputed when a trade comes
+        self._called = 0  # sides called in the signal window
+        self._side_text = ""  # the signal window as 0/1, kept alongside it: a session checkpoints it per candle
+        self._trade_figures: tuple | None = None  # (win rate, mean return), recomputed when a trade comes
         unchecked = [m for m, b in self.bands.items() if b is not None and m not in self.reference]
         if unchecked:
-            log.warning("drift: no test-period %s recorded for the served model(s): not monitored",
-                        ", ".join(unchecked))
+            log.warning(
+                "drift: no test-period %s recorded for the served model(s): not monitored", ", ".join(unchecked)
+            )
 
     def on_trade(self, net_return: float) -> list[DriftAlert]:
         self.returns.append(float(net_return))
@@ -101,7 +109,7 @@ class DriftMonitor:
 
     def on_signal(self, called_side: bool) -> list[DriftAlert]:
         full = len(self.sides) == self.sides.maxlen
-        if full:   # a running count: the window may hold a day of 1m candles
+        if full:  # a running count: the window may hold a day of 1m candles
             self._called -= self.sides[0]
         self.sides.append(bool(called_side))
         self._called += bool(called_side)
@@ -111,7 +119,7 @@ class DriftMonitor:
     def state(self) -> dict:
         """The rolling windows and the alerts in force, compact (the signal window as a string of 0/1): a
         session checkpoints it after every candle."""
-        if len(self._side_text) != len(self.sides):   # the window was changed other than through on_signal
+        if len(self._side_text) != len(self.sides):  # the window was changed other than through on_signal
             self._side_text = bytes(self.sides).translate(_ZERO_ONE).decode("ascii")
         return {"returns": list(self.returns), "sides": self._side_text, "alerting": sorted(self.alerting)}
 
@@ -129,12 +137,18 @@ class DriftMonitor:
     def live(self) -> dict[str, float | None]:
         n = len(self.returns)
         enough = n >= int(self.min_trades)
-        if self._trade_figures is None or self._trade_figures[0] != n:   # they change only when a trade comes
-            self._trade_figures = (n, sum(r > 0 for r in self.returns) / n if enough else None,
-                                   sum(self.returns) / n if enough else None)
+        if self._trade_figures is None or self._trade_figures[0] != n:  # they change only when a trade comes
+            self._trade_figures = (
+                n,
+                sum(r > 0 for r in self.returns) / n if enough else None,
+                sum(self.returns) / n if enough else None,
+            )
         _, win_rate, mean_return = self._trade_figures
-        return {"win_rate": win_rate, "mean_return": mean_return,
-                "signal_rate": self._called / len(self.sides) if len(self.sides) >= self.sides.maxlen else None}
+        return {
+            "win_rate": win_rate,
+            "mean_return": mean_return,
+            "signal_rate": self._called / len(self.sides) if len(self.sides) >= self.sides.maxlen else None,
+        }
 
     def _check(self) -> list[DriftAlert]:
         alerts = []
@@ -143,7 +157,7 @@ class DriftMonitor:
             if band is None or reference is None or value is None:
                 continue
             if abs(value - reference) > band + 1e-12:
-                if metric not in self.alerting:   # once per excursion; re-armed when back inside the band
+                if metric not in self.alerting:  # once per excursion; re-armed when back inside the band
                     self.alerting.add(metric)
                     window = len(self.sides) if metric == "signal_rate" else len(self.returns)
                     alerts.append(DriftAlert(metric, value, reference, float(band), window))
@@ -157,6 +171,11 @@ def drift_monitor(cfg, models) -> DriftMonitor | None:
     if cfg is None or not cfg.get("enabled", True):
         return None
     bands = {metric: cfg.get(f"{metric}_band") for metric in METRICS}
-    return DriftMonitor(reference_figures(models), bands, int(cfg.get("window_trades", 50)),
-                        int(cfg.get("window_candles", 1440)), int(cfg.get("min_trades", 20)),
-                        bool(cfg.get("halt", False)))
+    return DriftMonitor(
+        reference_figures(models),
+        bands,
+        int(cfg.get("window_trades", 50)),
+        int(cfg.get("window_candles", 1440)),
+        int(cfg.get("min_trades", 20)),
+        bool(cfg.get("halt", False)),
+    )

@@ -14,6 +14,7 @@ holds) as JSON, or writes them to ``--out`` (temp file + rename); ``--window all
 folder that is not a session, or a window that is not a positive duration, is one error line and exit 2.
 The session is read only (nothing in it is created or changed).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,7 +26,7 @@ import pandas as pd
 
 from trainer.runtime.store import DB_NAME, RuntimeStore, json_safe
 
-_TICK = pd.Timedelta(1, "us")   # the store's time resolution: (start - 1 us, end] is [start, end]
+_TICK = pd.Timedelta(1, "us")  # the store's time resolution: (start - 1 us, end] is [start, end]
 
 
 def day_file(run_dir: Path, day: pd.Timestamp) -> Path:
@@ -41,19 +42,19 @@ class PeriodicExports:
         self.candles = 0
         self.day: pd.Timestamp | None = None
         self.exported = 0
-        self._day_start: int | None = None   # [start, end) of ``day`` in ns: most candles need no date arithmetic
+        self._day_start: int | None = None  # [start, end) of ``day`` in ns: most candles need no date arithmetic
         self._day_end: int | None = None
 
     def __call__(self, at: pd.Timestamp) -> None:
         self.candles += 1
         at = pd.Timestamp(at)
-        if self._day_end is not None and self._day_start <= at.value < self._day_end:   # the same UTC day
+        if self._day_end is not None and self._day_start <= at.value < self._day_end:  # the same UTC day
             if self.every and self.candles % self.every == 0:
                 self.export(at)
             return
         day = at.tz_convert("UTC").normalize()
         self._day_start, self._day_end = day.value, (day + pd.Timedelta(days=1)).value
-        if self.day is not None and day > self.day:   # candle time passed midnight: the day is complete
+        if self.day is not None and day > self.day:  # candle time passed midnight: the day is complete
             end = self.day + pd.Timedelta(days=1) - _TICK
             self.store.export_metrics(day_file(self.run_dir, self.day), pd.Timedelta(days=1), now=end)
             self.store.export_metrics(self.run_dir / "metrics.json", self.window, now=end)
@@ -72,7 +73,7 @@ class PeriodicExports:
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):   # one line, exit 2, like every other user error
+    def error(self, message: str):  # one line, exit 2, like every other user error
         sys.stderr.write(f"error: {message} (command line)\n")
         sys.exit(2)
 
@@ -83,11 +84,14 @@ def _fail(what: str, where: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _Parser(prog="python -m trainer.runtime.metrics",
-                     description="Export a runtime session's metrics over any window of candle time.")
+    parser = _Parser(
+        prog="python -m trainer.runtime.metrics",
+        description="Export a runtime session's metrics over any window of candle time.",
+    )
     parser.add_argument("session", help="the session's run folder (holds runtime.db)")
-    parser.add_argument("--window", default="24h", help="candle time before --end, e.g. 24h, 7d, 90min; all = "
-                                                        "everything [24h]")
+    parser.add_argument(
+        "--window", default="24h", help="candle time before --end, e.g. 24h, 7d, 90min; all = everything [24h]"
+    )
     parser.add_argument("--end", default=None, help="window end (UTC), default the newest row of the session")
     parser.add_argument("--out", default=None, help="write the JSON here instead of printing it")
     args = parser.parse_args(argv)
@@ -115,12 +119,12 @@ def main(argv: list[str] | None = None) -> int:
             if args.out:
                 store.export_metrics(Path(args.out), window, now=end)
             else:
-                sys.stdout.write(json.dumps(json_safe(store.metrics(window, now=end)), indent=1, sort_keys=True)
-                                 + "\n")
+                sys.stdout.write(json.dumps(json_safe(store.metrics(window, now=end)), indent=1, sort_keys=True) + "\n")
         finally:
             store.close()
-    except Exception as exc:   # sqlite3.DatabaseError and kin: a file that is not this kind of database
+    except Exception as exc:  # sqlite3.DatabaseError and kin: a file that is not this kind of database
         import sqlite3
+
         if isinstance(exc, sqlite3.Error):
             return _fail(f"{session / DB_NAME} is not a runtime session database ({exc})", "session")
         raise

@@ -5,6 +5,7 @@ WARNING by level; DEBUG for level "debug"), ``webhook`` (POST the event as JSON)
 ``sendMessage``; token and chat id from environment variables only). A failing sink is logged and never stops the
 runtime.
 """
+
 from __future__ import annotations
 
 import http.client
@@ -18,7 +19,7 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 
-from data.errors import UserError
+from core.errors import UserError
 from trainer.runtime.store import json_safe
 
 log = logging.getLogger("candlelab.runtime")
@@ -26,7 +27,7 @@ log = logging.getLogger("candlelab.runtime")
 SINKS = ("log", "webhook", "telegram")
 _WARNING_LEVELS = ("warning", "warn", "error", "critical")
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "warn": 30, "error": 40, "critical": 50}
-TELEGRAM_TEXT_LIMIT = 4096   # the Bot API refuses longer messages
+TELEGRAM_TEXT_LIMIT = 4096  # the Bot API refuses longer messages
 
 
 class LogSink:
@@ -36,8 +37,13 @@ class LogSink:
         name = str(event.get("level", "info")).lower()
         level = logging.WARNING if name in _WARNING_LEVELS else logging.DEBUG if name == "debug" else logging.INFO
         extra = {k: v for k, v in event.items() if k not in ("kind", "level", "message", "sent_at")}
-        log.log(level, "%s: %s%s", event.get("kind", "event"), event.get("message", ""),
-                f" {json.dumps(json_safe(extra), sort_keys=True)}" if extra else "")
+        log.log(
+            level,
+            "%s: %s%s",
+            event.get("kind", "event"),
+            event.get("message", ""),
+            f" {json.dumps(json_safe(extra), sort_keys=True)}" if extra else "",
+        )
 
 
 class WebhookSink:
@@ -52,8 +58,9 @@ class WebhookSink:
 
     def __call__(self, event: dict) -> None:
         body = json.dumps(json_safe(event), sort_keys=True).encode("utf-8")
-        request = urllib.request.Request(self.url, data=body, method="POST",
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            self.url, data=body, method="POST", headers={"Content-Type": "application/json"}
+        )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 response.read()
@@ -69,18 +76,32 @@ class TelegramSink:
     seconds (or the ``retry_after`` a 429 answer names, capped at ``max_wait``); a 4xx other than 429 is not
     retried. Nothing is raised and the token never reaches the log."""
 
-    def __init__(self, token: str, chat_id: str, base_url: str = "https://api.telegram.org",
-                 tiers=("high",), min_level: str = "info", retries: int = 3, backoff: float = 1.0,
-                 timeout: float = 5.0, max_wait: float = 30.0, wait: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        token: str,
+        chat_id: str,
+        base_url: str = "https://api.telegram.org",
+        tiers=("high",),
+        min_level: str = "info",
+        retries: int = 3,
+        backoff: float = 1.0,
+        timeout: float = 5.0,
+        max_wait: float = 30.0,
+        wait: Callable[[float], None] = time.sleep,
+    ):
         parsed = urllib.parse.urlparse(str(base_url))
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise UserError(f"base_url must be an http(s) URL, got {base_url!r}", "runtime.notify.telegram.base_url")
         if str(min_level).lower() not in LEVELS:
-            raise UserError(f"min_level must be one of {', '.join(LEVELS)}, got {min_level!r}",
-                            "runtime.notify.telegram.min_level")
+            raise UserError(
+                f"min_level must be one of {', '.join(LEVELS)}, got {min_level!r}", "runtime.notify.telegram.min_level"
+            )
         if int(retries) < 0 or float(backoff) < 0 or float(timeout) <= 0:
-            raise UserError(f"retries and backoff_seconds must be >= 0 and timeout_seconds > 0, got {retries}, "
-                            f"{backoff}, {timeout}", "runtime.notify.telegram")
+            raise UserError(
+                f"retries and backoff_seconds must be >= 0 and timeout_seconds > 0, got {retries}, "
+                f"{backoff}, {timeout}",
+                "runtime.notify.telegram",
+            )
         self.base_url = str(base_url).rstrip("/")
         self._url = f"{self.base_url}/bot{token}/sendMessage"
         self.chat_id, self.tiers = str(chat_id), {str(t) for t in (tiers or ())}
@@ -100,8 +121,9 @@ class TelegramSink:
         text = f"{event.get('kind', 'event')}: {event.get('message', '')}"
         if event.get("at"):
             text += f" (at {event['at']})"
-        body = json.dumps({"chat_id": self.chat_id, "text": text[:TELEGRAM_TEXT_LIMIT],
-                           "disable_web_page_preview": True}).encode("utf-8")
+        body = json.dumps(
+            {"chat_id": self.chat_id, "text": text[:TELEGRAM_TEXT_LIMIT], "disable_web_page_preview": True}
+        ).encode("utf-8")
         for attempt in range(self.retries + 1):
             retry_after, why = self._post(body)
             if why is None:
@@ -109,22 +131,28 @@ class TelegramSink:
                 return
             if retry_after is None or attempt == self.retries:
                 break
-            self.wait(min(self.max_wait, max(retry_after, self.backoff * 2 ** attempt)))
+            self.wait(min(self.max_wait, max(retry_after, self.backoff * 2**attempt)))
         self.failed += 1
-        log.warning("notify: telegram %s failed for %s event after %d attempt(s): %s", self.base_url,
-                    event.get("kind"), attempt + 1, why)
+        log.warning(
+            "notify: telegram %s failed for %s event after %d attempt(s): %s",
+            self.base_url,
+            event.get("kind"),
+            attempt + 1,
+            why,
+        )
 
     def _post(self, body: bytes) -> tuple[float | None, str | None]:
         """(seconds to wait before a retry or None = do not retry, why it failed or None = sent)."""
-        request = urllib.request.Request(self._url, data=body, method="POST",
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            self._url, data=body, method="POST", headers={"Content-Type": "application/json"}
+        )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 answer = json.loads(response.read() or b"{}")
             if isinstance(answer, dict) and answer.get("ok") is True:
                 return None, None
             return 0.0, f"answer without ok: {str(answer)[:200]}"
-        except urllib.error.HTTPError as exc:   # the API's own refusal: {"ok": false, "description", ...}
+        except urllib.error.HTTPError as exc:  # the API's own refusal: {"ok": false, "description", ...}
             try:
                 answer = json.loads(exc.read() or b"{}")
             except ValueError:
@@ -144,20 +172,32 @@ def telegram_sink(cfg: Mapping | None, environ: Mapping[str, str] | None = None)
     env = os.environ if environ is None else environ
     for secret in ("token", "chat_id", "bot_token"):
         if cfg.get(secret) is not None:
-            raise UserError(f"the telegram {secret} does not belong in a config file: put it in the environment "
-                            f"variable that {secret.replace('bot_', '')}_env names", f"runtime.notify.telegram.{secret}")
+            raise UserError(
+                f"the telegram {secret} does not belong in a config file: put it in the environment "
+                f"variable that {secret.replace('bot_', '')}_env names",
+                f"runtime.notify.telegram.{secret}",
+            )
     values = {}
     for key, default in (("token_env", "CANDLELAB_TELEGRAM_TOKEN"), ("chat_id_env", "CANDLELAB_TELEGRAM_CHAT_ID")):
         name = str(cfg.get(key) or default)
         if not env.get(name, "").strip():
-            raise UserError(f"the telegram sink needs the environment variable {name} (set it, or drop telegram "
-                            f"from runtime.notify.sinks)", f"runtime.notify.telegram.{key}")
+            raise UserError(
+                f"the telegram sink needs the environment variable {name} (set it, or drop telegram "
+                f"from runtime.notify.sinks)",
+                f"runtime.notify.telegram.{key}",
+            )
         values[key] = env[name].strip()
-    return TelegramSink(values["token_env"], values["chat_id_env"],
-                        base_url=cfg.get("base_url") or "https://api.telegram.org",
-                        tiers=cfg.get("tiers", ["high"]), min_level=cfg.get("min_level") or "info",
-                        retries=cfg.get("retries", 3), backoff=cfg.get("backoff_seconds", 1.0),
-                        timeout=cfg.get("timeout_seconds", 5.0), max_wait=cfg.get("max_wait_seconds", 30.0))
+    return TelegramSink(
+        values["token_env"],
+        values["chat_id_env"],
+        base_url=cfg.get("base_url") or "https://api.telegram.org",
+        tiers=cfg.get("tiers", ["high"]),
+        min_level=cfg.get("min_level") or "info",
+        retries=cfg.get("retries", 3),
+        backoff=cfg.get("backoff_seconds", 1.0),
+        timeout=cfg.get("timeout_seconds", 5.0),
+        max_wait=cfg.get("max_wait_seconds", 30.0),
+    )
 
 
 def build_sinks(cfg: Mapping) -> list[Callable[[dict], None]]:
@@ -192,10 +232,15 @@ class Notifier:
         self.sinks = list(sinks)
 
     def notify(self, kind: str, message: str, level: str = "info", **fields) -> None:
-        event = {**fields, "kind": kind, "level": level, "message": message,
-                 "sent_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        event = {
+            **fields,
+            "kind": kind,
+            "level": level,
+            "message": message,
+            "sent_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
         for sink in self.sinks:
             try:
                 sink(event)
-            except Exception:   # a broken sink must not stop trading
+            except Exception:  # a broken sink must not stop trading
                 log.exception("notify: sink %r failed for %s event", sink, kind)

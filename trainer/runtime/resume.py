@@ -8,6 +8,7 @@ stopped at once, or killed: still marked running but no process holds its lock);
 names one, and is refused when its settings differ. Keys that only bound or observe a session (its length,
 exports, notifications, kill switch, folder) may change between runs.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from data.errors import UserError
+from core.errors import UserError
 from trainer.runtime.store import DB_NAME, RuntimeStore
 
 RESUMABLE = ("running", "stopped", "interrupted")
@@ -36,10 +37,18 @@ def settings(cfg: DictConfig) -> dict:
     for key, subkeys in FREE_SUBKEYS.items():
         for sub in subkeys:
             (rt.get(key) or {}).pop(sub, None)
-    return json.loads(json.dumps({
-        "runtime": rt, "symbols": [str(s) for s in cfg.coin.symbols],
-        "data": OmegaConf.to_container(cfg.data, resolve=True),
-        "target": OmegaConf.to_container(cfg.target, resolve=True), "seed": cfg.get("seed")}, default=str))
+    return json.loads(
+        json.dumps(
+            {
+                "runtime": rt,
+                "symbols": [str(s) for s in cfg.coin.symbols],
+                "data": OmegaConf.to_container(cfg.data, resolve=True),
+                "target": OmegaConf.to_container(cfg.target, resolve=True),
+                "seed": cfg.get("seed"),
+            },
+            default=str,
+        )
+    )
 
 
 def settings_hash(values: dict) -> str:
@@ -61,7 +70,7 @@ def session_record(run_dir: Path) -> dict | None:
         return None
     try:
         store = RuntimeStore(run_dir, readonly=True)
-    except Exception:   # not a database: not a session to resume
+    except Exception:  # not a database: not a session to resume
         return None
     try:
         return store.get_state("session")
@@ -95,25 +104,36 @@ def to_resume(cfg: DictConfig, values: dict) -> tuple[Path, dict] | None:
         found = []
         for db in root.glob(f"*/{DB_NAME}") if root.is_dir() else []:
             record = session_record(db.parent)
-            if record and record.get("settings_hash") == digest and record.get("status") in RESUMABLE \
-                    and not is_locked(db.parent):
+            if (
+                record
+                and record.get("settings_hash") == digest
+                and record.get("status") in RESUMABLE
+                and not is_locked(db.parent)
+            ):
                 found.append((str(record.get("started_at")), db.parent, record))
         if not found:
-            raise UserError(f"no resumable session with these settings under {root} (a stopped or killed session "
-                            f"of the same mode, symbols, data, target and runtime settings)", "runtime.resume")
+            raise UserError(
+                f"no resumable session with these settings under {root} (a stopped or killed session "
+                f"of the same mode, symbols, data, target and runtime settings)",
+                "runtime.resume",
+            )
         _, run_dir, record = max(found, key=lambda f: f[0])
         return run_dir, record
     run_dir = Path(str(wanted)).expanduser()
     record = session_record(run_dir)
     if record is None:
-        raise UserError(f"{run_dir} is not a runtime session folder (no {DB_NAME} with a session record)",
-                        "runtime.resume")
+        raise UserError(
+            f"{run_dir} is not a runtime session folder (no {DB_NAME} with a session record)", "runtime.resume"
+        )
     if record.get("status") not in RESUMABLE:
         raise UserError(f"session {run_dir} is {record.get('status')}: nothing to resume", "runtime.resume")
     if record.get("settings_hash") != digest:
         diff = _differences(record.get("settings") or {}, values)
-        raise UserError(f"session {run_dir} ran with other settings ({'; '.join(diff[:3])}"
-                        f"{'; ...' if len(diff) > 3 else ''}): resume it with the same ones", "runtime.resume")
+        raise UserError(
+            f"session {run_dir} ran with other settings ({'; '.join(diff[:3])}"
+            f"{'; ...' if len(diff) > 3 else ''}): resume it with the same ones",
+            "runtime.resume",
+        )
     return run_dir, record
 
 

@@ -4,6 +4,7 @@ link and must be the run the registry promoted; per candle, the covering models'
 decision policy (``card["policy"]``, chosen on its validation rows; the evaluation traded its test period
 with it) calls its side, the weighted majority of those sides is the signal (one model: exactly its policy),
 and rate limits over candle time decide what is emitted. A model without a policy is refused."""
+
 import logging
 import math
 from collections import deque
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from data.errors import UserError
+from core.errors import UserError
 from data.labels import TASKS
 from trainer.evaluation import class_long_short
 from trainer.model_dir import LoadedModel, load_model
@@ -27,36 +28,36 @@ log = logging.getLogger("candlelab.runtime")
 DEFAULT_HISTORY = 3000
 DEFAULT_TIERS = {"high": 0.65, "medium": 0.55}
 RATE_WINDOW = pd.Timedelta(minutes=60)
-PRECOMPUTE_CHUNK = 50_000   # candles scored per pass when probabilities are computed ahead (bounds memory)
+PRECOMPUTE_CHUNK = 50_000  # candles scored per pass when probabilities are computed ahead (bounds memory)
 STATUSES = ("emitted", "below_threshold", "rate_limited", "rate_limited_high", "no_models")
 _CANDLE_COLUMNS = ["timestamp", "open", "high", "low", "close", "volume"]
 
 
 @dataclass
 class PromotedModel:
-    ref: str              # "<model_id>:<version>"
+    ref: str  # "<model_id>:<version>"
     slot: str
     model: LoadedModel
     weight: float
-    horizon: int          # candles the label looks ahead (model.label["horizon"])
-    history: int          # trailing candles its features need to reproduce their full-history values
-    policy: DecisionPolicy | None = None   # None = read from the model card (refused when it has none)
-    trading: dict | None = None            # its test period's trading metrics (the registry's record)
+    horizon: int  # candles the label looks ahead (model.label["horizon"])
+    history: int  # trailing candles its features need to reproduce their full-history values
+    policy: DecisionPolicy | None = None  # None = read from the model card (refused when it has none)
+    trading: dict | None = None  # its test period's trading metrics (the registry's record)
     family: str | None = None
 
 
 @dataclass
 class Signal:
     symbol: str
-    timestamp: pd.Timestamp      # the candle whose close the signal is known at
-    p_long: float                # weighted ensemble of the models that cover the symbol
+    timestamp: pd.Timestamp  # the candle whose close the signal is known at
+    p_long: float  # weighted ensemble of the models that cover the symbol
     p_short: float
-    side: int                    # +1 long, -1 short, 0 none
-    confidence: float            # the larger of the ensemble's P(long), P(short)
-    tier: str | None             # 'high' | 'medium' | None
-    horizon: int                 # candles to hold: the scoring models' policy horizon (the longest)
-    models: dict[str, float]     # ref -> that model's P(long)
-    status: str                  # one of STATUSES
+    side: int  # +1 long, -1 short, 0 none
+    confidence: float  # the larger of the ensemble's P(long), P(short)
+    tier: str | None  # 'high' | 'medium' | None
+    horizon: int  # candles to hold: the scoring models' policy horizon (the longest)
+    models: dict[str, float]  # ref -> that model's P(long)
+    status: str  # one of STATUSES
 
 
 def required_history(model: LoadedModel, floor: int = DEFAULT_HISTORY) -> int:
@@ -64,8 +65,10 @@ def required_history(model: LoadedModel, floor: int = DEFAULT_HISTORY) -> int:
     model's feature config (at least ``floor``, for the smoothed indicators), plus a sequence model's window."""
     f = model.feature_config
     windows = [int(h) for h in f.get("return_horizons") or []]
-    windows += [int(f.get(k) or 0) for k in ("rsi_period", "atr_period", "bbands_period", "volume_z_window",
-                                              "spread_window", "slippage_window")]
+    windows += [
+        int(f.get(k) or 0)
+        for k in ("rsi_period", "atr_period", "bbands_period", "volume_z_window", "spread_window", "slippage_window")
+    ]
     macd = list(f.get("macd") or [])
     if len(macd) == 3:
         windows.append(int(macd[1]) + int(macd[2]))
@@ -78,8 +81,9 @@ def long_short(model: LoadedModel, proba: pd.DataFrame) -> tuple[np.ndarray, np.
     kind = model.label["type"]
     sides = class_long_short(kind, proba.to_numpy(np.float64))
     if sides is None:
-        raise UserError(f"target {kind!r} predicts a return, not probabilities: the runtime trades classifiers "
-                        f"only", "runtime")
+        raise UserError(
+            f"target {kind!r} predicts a return, not probabilities: the runtime trades classifiers only", "runtime"
+        )
     return sides
 
 
@@ -87,13 +91,19 @@ def served_policy(model: LoadedModel, ref: str, where: str) -> DecisionPolicy:
     """The decision policy the model card records, checked; a card without one is refused with the fix."""
     card = model.card
     if card.get("policy") is None:
-        raise UserError(f"{ref} has no decision policy in its model card (trained before policies were recorded): "
-                        f"retrain it with this version (python train.py ...) and promote the new model", where)
+        raise UserError(
+            f"{ref} has no decision policy in its model card (trained before policies were recorded): "
+            f"retrain it with this version (python train.py ...) and promote the new model",
+            where,
+        )
     policy = DecisionPolicy.from_dict(card["policy"], where=f"{ref} model card policy")
     horizon = int(model.label["horizon"])
     if policy.horizon != horizon:
-        raise UserError(f"{ref}: its policy holds {policy.horizon} candles but its label looks {horizon} ahead "
-                        f"(a card edited by hand?)", where)
+        raise UserError(
+            f"{ref}: its policy holds {policy.horizon} candles but its label looks {horizon} ahead "
+            f"(a card edited by hand?)",
+            where,
+        )
     return policy
 
 
@@ -102,25 +112,41 @@ def _economics_at_start(row: dict, ref: str, policy: DecisionPolicy) -> None:
     econ = row.get("economics") or {}
     economic, trading = econ.get("economic") or {}, econ.get("trading") or {}
     if economic.get("passed") is not True:
-        failed = [name for name, c in (economic.get("checks") or {}).items()
-                  if isinstance(c, dict) and c.get("passed") is False]
+        failed = [
+            name
+            for name, c in (economic.get("checks") or {}).items()
+            if isinstance(c, dict) and c.get("passed") is False
+        ]
         label = (econ.get("verdict") or {}).get("label")
-        log.warning("%s did not pass its economic checks (%s): promoted by force, it is not expected to make "
-                    "money after costs", ref, "failed " + ", ".join(failed) if failed
-                    else label or "no economic verdict recorded")
+        log.warning(
+            "%s did not pass its economic checks (%s): promoted by force, it is not expected to make money after costs",
+            ref,
+            "failed " + ", ".join(failed) if failed else label or "no economic verdict recorded",
+        )
     if not policy.trades:
-        log.warning("%s: its policy is never trade (no threshold cleared costs on validation): it emits no signals",
-                    ref)
+        log.warning(
+            "%s: its policy is never trade (no threshold cleared costs on validation): it emits no signals", ref
+        )
     expectancy = policy.validation.get("expectancy_bps")
     test_mean = trading.get("avg_trade_return")
-    log.info("%s: expected net edge per trade %s on validation (%s trades), %s in the test period (%s trades); "
-             "policy %s", ref, "n/a" if expectancy is None else f"{float(expectancy):+.1f} bps",
-             policy.validation.get("n_trades", "n/a"), "n/a" if test_mean is None else f"{test_mean * 1e4:+.1f} bps",
-             trading.get("n_trades", "n/a"), policy.describe())
+    log.info(
+        "%s: expected net edge per trade %s on validation (%s trades), %s in the test period (%s trades); policy %s",
+        ref,
+        "n/a" if expectancy is None else f"{float(expectancy):+.1f} bps",
+        policy.validation.get("n_trades", "n/a"),
+        "n/a" if test_mean is None else f"{test_mean * 1e4:+.1f} bps",
+        trading.get("n_trades", "n/a"),
+        policy.describe(),
+    )
 
 
-def load_promoted(registry_root: Path | str, slots: list[str], weights: dict[str, float] | None = None,
-                  history: int | None = None, families=None) -> list[PromotedModel]:
+def load_promoted(
+    registry_root: Path | str,
+    slots: list[str],
+    weights: dict[str, float] | None = None,
+    history: int | None = None,
+    families=None,
+) -> list[PromotedModel]:
     """Each slot's promoted model, loaded through the slot's link and checked to be the promoted run; with
     ``families`` (a list of family names, or ``"all"``) each slot's members of those families instead (the
     registry keeps one per family per slot), each through its family link: an ensemble across families.
@@ -130,8 +156,9 @@ def load_promoted(registry_root: Path | str, slots: list[str], weights: dict[str
     prediction; None = ``required_history`` of its feature config."""
     root = Path(registry_root).expanduser()
     if not (root / DB_NAME).is_file():
-        raise UserError(f"no model registry at {root} (a registry is created when the first model registers)",
-                        "registry")
+        raise UserError(
+            f"no model registry at {root} (a registry is created when the first model registers)", "registry"
+        )
     if not slots:
         raise UserError("no slots to load: name at least one <symbol>/<timeframe>/<target>", "runtime")
     if len(set(slots)) != len(slots):
@@ -148,23 +175,44 @@ def load_promoted(registry_root: Path | str, slots: list[str], weights: dict[str
     for (slot, row, family), weight in zip(served, member_weight):
         model = _load_verified(registry, slot, row, family)
         if not (row.get("gates") or {}).get("passed"):
-            log.warning("%s:%s was promoted without passing its gates (%s): its probabilities may be "
-                        "miscalibrated", row["model_id"], row["version"],
-                        "; ".join((row.get("gates") or {}).get("reasons") or []) or "no verdict")
+            log.warning(
+                "%s:%s was promoted without passing its gates (%s): its probabilities may be miscalibrated",
+                row["model_id"],
+                row["version"],
+                "; ".join((row.get("gates") or {}).get("reasons") or []) or "no verdict",
+            )
         kind = model.label.get("type")
         if TASKS.get(kind) not in ("binary", "multiclass"):
-            raise UserError(f"{row['model_id']}:{row['version']} predicts {kind!r} (a return, not class "
-                            "probabilities): the runtime trades classifiers only", slot)
+            raise UserError(
+                f"{row['model_id']}:{row['version']} predicts {kind!r} (a return, not class "
+                "probabilities): the runtime trades classifiers only",
+                slot,
+            )
         ref = f"{row['model_id']}:{row['version']}"
         policy = served_policy(model, ref, slot)
         _economics_at_start(row, ref, policy)
-        loaded.append(PromotedModel(ref=ref, slot=slot, model=model, weight=weight / sum(member_weight),
-                                    horizon=policy.horizon,
-                                    history=int(history) if history is not None else required_history(model),
-                                    policy=policy, trading=(row.get("economics") or {}).get("trading"),
-                                    family=row.get("family")))
-        log.info("runtime: %s serves %s (%s, run %s, symbols %s, weight %.3f)", slot, ref, row.get("family"),
-                 row["run_id"], ", ".join(model.card["symbols"]), loaded[-1].weight)
+        loaded.append(
+            PromotedModel(
+                ref=ref,
+                slot=slot,
+                model=model,
+                weight=weight / sum(member_weight),
+                horizon=policy.horizon,
+                history=int(history) if history is not None else required_history(model),
+                policy=policy,
+                trading=(row.get("economics") or {}).get("trading"),
+                family=row.get("family"),
+            )
+        )
+        log.info(
+            "runtime: %s serves %s (%s, run %s, symbols %s, weight %.3f)",
+            slot,
+            ref,
+            row.get("family"),
+            row["run_id"],
+            ", ".join(model.card["symbols"]),
+            loaded[-1].weight,
+        )
     return loaded
 
 
@@ -179,8 +227,7 @@ def families_setting(value):
     except TypeError:
         raise UserError(f"must be null, all or a list of families, got {value!r}", "runtime.families") from None
     if not names:
-        raise UserError("an empty list serves nothing: null (the promoted model) or name families",
-                        "runtime.families")
+        raise UserError("an empty list serves nothing: null (the promoted model) or name families", "runtime.families")
     return names
 
 
@@ -197,9 +244,12 @@ def _served_rows(registry: Registry, slot: str, families) -> list[tuple[dict, st
         raise UserError(f"a family is listed twice: {', '.join(wanted)}", "runtime.families")
     missing = [f for f in wanted if f not in members]
     if missing or not wanted:
-        raise UserError(f"slot {slot} has no {' or '.join(missing) + ' ' if missing else ''}family member "
-                        f"(members: {', '.join(sorted(members)) or 'none'}); add one: python -m trainer.registry "
-                        f"promote --member <id>:<version>", "runtime.families")
+        raise UserError(
+            f"slot {slot} has no {' or '.join(missing) + ' ' if missing else ''}family member "
+            f"(members: {', '.join(sorted(members)) or 'none'}); add one: python -m trainer.registry "
+            f"promote --member <id>:<version>",
+            "runtime.families",
+        )
     return [(members[f], f) for f in wanted]
 
 
@@ -208,23 +258,26 @@ def _weights(slots: list[str], weights: dict[str, float] | None, families: list[
     weights = dict(weights or {})
     unknown = [s for s in weights if s not in slots and s not in families]
     if unknown:
-        raise UserError(f"weights name slot(s) not loaded: {', '.join(unknown)} (slots: {', '.join(slots)}"
-                        + (f"; families: {', '.join(families)}" if families else "") + ")", "runtime.weights")
+        raise UserError(
+            f"weights name slot(s) not loaded: {', '.join(unknown)} (slots: {', '.join(slots)}"
+            + (f"; families: {', '.join(families)}" if families else "")
+            + ")",
+            "runtime.weights",
+        )
     raw = {s: float(w) for s, w in weights.items()}
     bad = [s for s, w in raw.items() if not math.isfinite(w) or w < 0]
     if bad:
-        raise UserError(f"weights must be finite and >= 0: {', '.join(f'{s}={raw[s]}' for s in bad)}",
-                        "runtime.weights")
+        raise UserError(
+            f"weights must be finite and >= 0: {', '.join(f'{s}={raw[s]}' for s in bad)}", "runtime.weights"
+        )
     return raw
 
 
 def _nothing_promoted(registry: Registry, slot: str) -> str:
     rows = registry.rows(slot=slot)
     newest = [f"{r['model_id']}:{r['version']}" for r in reversed(rows)][:3]
-    hint = (f"candidates: {', '.join(newest)}" if newest
-            else "none are registered in this slot; train one first")
-    return (f"no promoted model for slot {slot}; promote one: python -m trainer.registry promote <id>:<version> "
-            f"({hint})")
+    hint = f"candidates: {', '.join(newest)}" if newest else "none are registered in this slot; train one first"
+    return f"no promoted model for slot {slot}; promote one: python -m trainer.registry promote <id>:<version> ({hint})"
 
 
 def _load_verified(registry: Registry, slot: str, row: dict, family: str | None = None) -> LoadedModel:
@@ -232,22 +285,33 @@ def _load_verified(registry: Registry, slot: str, row: dict, family: str | None 
     registry promoted there."""
     link = registry.promoted_path(slot) if family is None else registry.member_path(slot, family)
     if not link.exists():
-        raise UserError(f"the promoted link is missing or broken, though the registry promoted "
-                        f"{row['model_id']}:{row['version']}; re-run python -m trainer.registry promote "
-                        f"{row['model_id']}:{row['version']} to restore it", str(link))
+        raise UserError(
+            f"the promoted link is missing or broken, though the registry promoted "
+            f"{row['model_id']}:{row['version']}; re-run python -m trainer.registry promote "
+            f"{row['model_id']}:{row['version']} to restore it",
+            str(link),
+        )
     model = load_model(link)
     served = model.card.get("run_id")
     if served is None or served != row["run_id"]:
-        raise UserError(f"the promoted link {link} serves run {served} but the registry promoted run "
-                        f"{row['run_id']} ({row['model_id']}:{row['version']})", slot)
+        raise UserError(
+            f"the promoted link {link} serves run {served} but the registry promoted run "
+            f"{row['run_id']} ({row['model_id']}:{row['version']})",
+            slot,
+        )
     return model
 
 
 class SignalEngine:
     """Per candle: the ensemble's probabilities, each model's policy, the side and tier, the rate limits."""
 
-    def __init__(self, models: list[PromotedModel], tiers: dict | None = None,
-                 max_per_hour: int | None = 10, max_high_per_hour: int | None = 3):
+    def __init__(
+        self,
+        models: list[PromotedModel],
+        tiers: dict | None = None,
+        max_per_hour: int | None = 10,
+        max_high_per_hour: int | None = 3,
+    ):
         if not models:
             raise UserError("the signal engine needs at least one promoted model", "runtime")
         for m in models:
@@ -264,7 +328,7 @@ class SignalEngine:
         self.tiers = sorted(((str(k), float(v)) for k, v in tiers.items()), key=lambda kv: kv[1], reverse=True)
         self.max_per_hour = None if max_per_hour is None else int(max_per_hour)
         self.max_high_per_hour = None if max_high_per_hour is None else int(max_high_per_hour)
-        self._emitted: deque[tuple[pd.Timestamp, str | None]] = deque()   # (candle time, tier), oldest first
+        self._emitted: deque[tuple[pd.Timestamp, str | None]] = deque()  # (candle time, tier), oldest first
         # (ref, symbol) -> {candle time ns: (P(long), P(short))}, filled by ``precompute`` for stored candles
         self._precomputed: dict[tuple[str, str], dict[int, tuple[float, float]]] = {}
 
@@ -284,13 +348,19 @@ class SignalEngine:
         out of the average; NaN, NaN when no model scores the candle."""
         missing = [c for c in _CANDLE_COLUMNS if c not in history.columns]
         if history.empty or missing:
-            raise UserError("no candles given" if history.empty else f"candles lack {', '.join(missing)}",
-                            f"runtime[{symbol}]")
+            raise UserError(
+                "no candles given" if history.empty else f"candles lack {', '.join(missing)}", f"runtime[{symbol}]"
+            )
         p_long, p_short, per_model, _ = self._scores(symbol, history, pd.Timestamp(history["timestamp"].iloc[-1]))
         return p_long, p_short, per_model
 
-    def precompute(self, candles: dict[str, pd.DataFrame], start: pd.Timestamp,
-                   end: pd.Timestamp | None = None, chunk: int = PRECOMPUTE_CHUNK) -> int:
+    def precompute(
+        self,
+        candles: dict[str, pd.DataFrame],
+        start: pd.Timestamp,
+        end: pd.Timestamp | None = None,
+        chunk: int = PRECOMPUTE_CHUNK,
+    ) -> int:
         """Score every candle of ``candles`` (per symbol, sorted) from ``start`` to ``end`` in one pass per
         covering model and chunk, instead of once per candle: each chunk's features are computed on the
         model's trailing ``history`` before it and on the chunk, so the first candle sees exactly the
@@ -301,15 +371,15 @@ class SignalEngine:
             raise UserError(f"chunk must be >= 1 candle, got {chunk}", "runtime.replay.chunk")
         stored = 0
         for symbol, frame in candles.items():
-            stamps = pd.DatetimeIndex(frame["timestamp"]).as_unit("ns")   # keys in Timestamp.value's unit
+            stamps = pd.DatetimeIndex(frame["timestamp"]).as_unit("ns")  # keys in Timestamp.value's unit
             first = int(stamps.searchsorted(start, side="left"))
             stop = len(stamps) if end is None else int(stamps.searchsorted(end, side="right"))
             for m in self.covering(symbol):
                 table = self._precomputed.setdefault((m.ref, symbol), {})
                 for a in range(first, stop, int(chunk)):
                     b = min(stop, a + int(chunk))
-                    window = frame.iloc[max(0, a + 1 - m.history): b][_CANDLE_COLUMNS].assign(symbol=symbol)
-                    proba = m.model.predict_proba(window, last=b - a).iloc[-(b - a):]
+                    window = frame.iloc[max(0, a + 1 - m.history) : b][_CANDLE_COLUMNS].assign(symbol=symbol)
+                    proba = m.model.predict_proba(window, last=b - a).iloc[-(b - a) :]
                     p_long, p_short = long_short(m.model, proba)
                     times = stamps[a:b].asi8.tolist()
                     table.update(zip(times, zip(p_long.tolist(), p_short.tolist())))
@@ -317,8 +387,9 @@ class SignalEngine:
         log.info("runtime: %d model-candle probabilities computed ahead (%d model(s))", stored, len(self.models))
         return stored
 
-    def _model_scores(self, m: PromotedModel, symbol: str, history: pd.DataFrame,
-                      at: pd.Timestamp) -> tuple[float, float]:
+    def _model_scores(
+        self, m: PromotedModel, symbol: str, history: pd.DataFrame, at: pd.Timestamp
+    ) -> tuple[float, float]:
         """One model's P(long), P(short) at the last candle of ``history``: stored by ``precompute``, or
         features on the model's trailing history with one row scored."""
         table = self._precomputed.get((m.ref, symbol))
@@ -326,8 +397,8 @@ class SignalEngine:
             hit = table.get(at.value)
             if hit is not None:
                 return hit
-        candles = history.iloc[-m.history:][_CANDLE_COLUMNS].assign(symbol=symbol)
-        proba = m.model.predict_proba(candles, last=1).iloc[[-1]]   # features on the history, score one row
+        candles = history.iloc[-m.history :][_CANDLE_COLUMNS].assign(symbol=symbol)
+        proba = m.model.predict_proba(candles, last=1).iloc[[-1]]  # features on the history, score one row
         p_long, p_short = (float(x[0]) for x in long_short(m.model, proba))
         return p_long, p_short
 
@@ -343,13 +414,17 @@ class SignalEngine:
         total = sum(m.weight for m, _, _ in scored)
         if not scored or total <= 0:
             return math.nan, math.nan, per_model, []
-        return (sum(m.weight * pl for m, pl, _ in scored) / total, sum(m.weight * ps for m, _, ps in scored) / total,
-                per_model, scored)
+        return (
+            sum(m.weight * pl for m, pl, _ in scored) / total,
+            sum(m.weight * ps for m, _, ps in scored) / total,
+            per_model,
+            scored,
+        )
 
     def on_candle(self, symbol: str, history: pd.DataFrame) -> Signal:
         """The signal at the last candle of ``history``; ``status`` says whether it was emitted. Rate limits
         count emitted signals (all symbols) over the trailing 60 minutes of candle time."""
-        at = pd.Timestamp(history.iat[-1, history.columns.get_loc("timestamp")])   # a cell, not a column
+        at = pd.Timestamp(history.iat[-1, history.columns.get_loc("timestamp")])  # a cell, not a column
         return self._signal_at(symbol, history, at)
 
     def on_stored_candle(self, symbol: str, at: pd.Timestamp) -> Signal | None:
@@ -369,7 +444,7 @@ class SignalEngine:
         horizon = max(m.policy.horizon for m, _, _ in scored)
         # each model's own policy calls its side, exactly as its evaluation traded; the weights vote
         vote = sum(m.weight * int(m.policy.sides(pl, ps)) for m, pl, ps in scored)
-        side = 1 if vote > 1e-12 else -1 if vote < -1e-12 else 0   # a tie stays flat
+        side = 1 if vote > 1e-12 else -1 if vote < -1e-12 else 0  # a tie stays flat
         confidence = max(p_long, p_short)
         if side == 0:
             return Signal(symbol, at, p_long, p_short, 0, confidence, None, horizon, per_model, "below_threshold")
@@ -386,7 +461,10 @@ class SignalEngine:
         recent = [t for ts, t in self._emitted if since < ts <= at]
         if self.max_per_hour is not None and len(recent) >= self.max_per_hour:
             return "rate_limited"
-        if tier == "high" and self.max_high_per_hour is not None \
-                and sum(t == "high" for t in recent) >= self.max_high_per_hour:
+        if (
+            tier == "high"
+            and self.max_high_per_hour is not None
+            and sum(t == "high" for t in recent) >= self.max_high_per_hour
+        ):
             return "rate_limited_high"
         return "emitted"

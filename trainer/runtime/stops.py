@@ -2,6 +2,7 @@
 event, positions flattened, report, metrics and summary written); a second stops at once by raising
 ``StoppedAtOnce`` wherever the loop is (the candle in flight rolls back: the database holds every candle
 before it, and a resumed session redoes it). ``wait`` sleeps between live polls and wakes on a signal."""
+
 from __future__ import annotations
 
 import logging
@@ -51,15 +52,16 @@ class SignalStops:
         name = signal.Signals(signum).name
         self.received.append(name)
         try:
-            os.write(self._write, b"x")   # wakes a poll wait
+            os.write(self._write, b"x")  # wakes a poll wait
         except OSError:
             pass
         if len(self.received) == 1:
-            log.warning("runtime: %s received: stopping (flattening, writing the report); a second signal stops "
-                        "at once", name)
+            log.warning(
+                "runtime: %s received: stopping (flattening, writing the report); a second signal stops at once", name
+            )
             self.runtime.request_stop("signal", name)
             return
-        for sig in self._previous:   # a third signal gets the default action
+        for sig in self._previous:  # a third signal gets the default action
             signal.signal(sig, signal.SIG_DFL)
         raise StoppedAtOnce(name)
 

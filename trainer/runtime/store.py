@@ -21,6 +21,7 @@ The JSONL files follow the database: a candle's lines are appended after its tra
 the append neither loses nor doubles a line). ``synchronous=NORMAL``: a killed process loses nothing
 committed (only a power cut may lose the last commits).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -107,10 +108,10 @@ CREATE TABLE IF NOT EXISTS state (
 
 def iso(value) -> str:
     """A UTC timestamp as the store's fixed-width ISO string."""
-    if type(value) is pd.Timestamp and value.tz is not None and value.value >= 0:   # every candle's times
+    if type(value) is pd.Timestamp and value.tz is not None and value.value >= 0:  # every candle's times
         seconds, micros = divmod(value.value // 1000, 1_000_000)
         return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(seconds))}.{micros:06d}+00:00"
-    if type(value) is str:   # a signal row's ISO time: the standard library reads it without pandas' parser
+    if type(value) is str:  # a signal row's ISO time: the standard library reads it without pandas' parser
         try:
             parsed = dt.datetime.fromisoformat(value)
         except ValueError:
@@ -151,7 +152,7 @@ def _dumps(obj) -> str:
     try:
         if _plain_keys(obj):
             return json.dumps(obj, sort_keys=True, allow_nan=False)
-    except (TypeError, ValueError):   # a timestamp, a numpy integer, NaN/inf: the full conversion
+    except (TypeError, ValueError):  # a timestamp, a numpy integer, NaN/inf: the full conversion
         pass
     return json.dumps(json_safe(obj), sort_keys=True, allow_nan=False)
 
@@ -159,8 +160,9 @@ def _dumps(obj) -> str:
 def _plain_keys(obj) -> bool:
     """Every dict key in ``obj`` is a str (json.dumps would write other keys unlike ``json_safe``)."""
     if isinstance(obj, dict):
-        return all(type(k) is str for k in obj) and \
-            all(_plain_keys(v) for v in obj.values() if isinstance(v, _CONTAINERS))
+        return all(type(k) is str for k in obj) and all(
+            _plain_keys(v) for v in obj.values() if isinstance(v, _CONTAINERS)
+        )
     if isinstance(obj, (list, tuple)):
         return all(_plain_keys(v) for v in obj if isinstance(v, _CONTAINERS))
     return True
@@ -176,11 +178,12 @@ class RuntimeStore:
         self.run_dir = Path(run_dir)
         self.db_path = self.run_dir / DB_NAME
         self.jsonl = {name: self.run_dir / f"{name}.jsonl" for name in ("signals", "trades", "events")}
-        self._pending_lines: list[tuple[str, str]] | None = None   # JSONL lines of the open candle transaction
-        self._files: dict = {}   # JSONL name -> its file, open for appending while the store is
-        if readonly:   # reading a session's record afterwards must never create or change it
-            self._con = sqlite3.connect(f"{self.db_path.resolve().as_uri()}?mode=ro", uri=True, timeout=30.0,
-                                        isolation_level=None)
+        self._pending_lines: list[tuple[str, str]] | None = None  # JSONL lines of the open candle transaction
+        self._files: dict = {}  # JSONL name -> its file, open for appending while the store is
+        if readonly:  # reading a session's record afterwards must never create or change it
+            self._con = sqlite3.connect(
+                f"{self.db_path.resolve().as_uri()}?mode=ro", uri=True, timeout=30.0, isolation_level=None
+            )
             self._con.row_factory = sqlite3.Row
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -213,25 +216,30 @@ class RuntimeStore:
         con.execute("COMMIT")
         for name, line in lines:
             self._write_line(name, line, flush=False)
-        for name in {name for name, _ in lines}:   # in the OS's hands before the next candle starts
+        for name in {name for name, _ in lines}:  # in the OS's hands before the next candle starts
             self._files[name].flush()
 
     def put_state(self, key: str, value) -> None:
         """Store a JSON value under ``key`` (replacing it), inside the open transaction if there is one."""
         # an upsert rewrites the row in place (INSERT OR REPLACE deletes and reinserts it, index included)
-        self._connection().execute("INSERT INTO state (key, value_json) VALUES (?, ?) ON CONFLICT (key) "
-                                   "DO UPDATE SET value_json = excluded.value_json",
-                                   (str(key), _dumps(value)))
+        self._connection().execute(
+            "INSERT INTO state (key, value_json) VALUES (?, ?) ON CONFLICT (key) "
+            "DO UPDATE SET value_json = excluded.value_json",
+            (str(key), _dumps(value)),
+        )
 
     def put_state_json(self, key: str, text: str) -> None:
         """``put_state`` of a value already encoded as JSON text."""
-        self._connection().execute("INSERT INTO state (key, value_json) VALUES (?, ?) ON CONFLICT (key) "
-                                   "DO UPDATE SET value_json = excluded.value_json", (str(key), str(text)))
+        self._connection().execute(
+            "INSERT INTO state (key, value_json) VALUES (?, ?) ON CONFLICT (key) "
+            "DO UPDATE SET value_json = excluded.value_json",
+            (str(key), str(text)),
+        )
 
     def get_state(self, key: str, default=None):
         try:
             row = self._connection().execute("SELECT value_json FROM state WHERE key = ?", (str(key),)).fetchone()
-        except sqlite3.OperationalError:   # a database from before the state table
+        except sqlite3.OperationalError:  # a database from before the state table
             return default
         return default if row is None else json.loads(row[0])
 
@@ -242,13 +250,17 @@ class RuntimeStore:
     def rebuild_jsonl(self) -> None:
         """Rewrite signals/trades/events.jsonl from the database (temp file + rename each)."""
         con = self._connection()
-        self._close_files()   # appends go to the rewritten files, not the replaced ones
+        self._close_files()  # appends go to the rewritten files, not the replaced ones
         rows = {
             "signals": [r[0] for r in con.execute("SELECT row_json FROM signals ORDER BY id")],
-            "trades": [_dumps({k: r[k] for k in r.keys() if k != "id"})
-                       for r in con.execute("SELECT * FROM trades ORDER BY id")],
-            "events": [_dumps({"kind": r["kind"], "at": r["at"], "detail": json.loads(r["detail_json"])})
-                       for r in con.execute("SELECT kind, at, detail_json FROM events ORDER BY id")],
+            "trades": [
+                _dumps({k: r[k] for k in r.keys() if k != "id"})
+                for r in con.execute("SELECT * FROM trades ORDER BY id")
+            ],
+            "events": [
+                _dumps({"kind": r["kind"], "at": r["at"], "detail": json.loads(r["detail_json"])})
+                for r in con.execute("SELECT kind, at, detail_json FROM events ORDER BY id")
+            ],
         }
         for name, lines in rows.items():
             path = self.jsonl[name]
@@ -266,29 +278,54 @@ class RuntimeStore:
         tier = row.get("tier")
         status = row.get("status")
         line = _dumps(row)
-        self._insert("INSERT INTO signals (at, symbol, status, tier, row_json) VALUES (?, ?, ?, ?, ?)",
-                     (at, _text(row.get("symbol")), _text(status), _text(tier), line))
+        self._insert(
+            "INSERT INTO signals (at, symbol, status, tier, row_json) VALUES (?, ?, ?, ?, ?)",
+            (at, _text(row.get("symbol")), _text(status), _text(tier), line),
+        )
         self._append_line("signals", line)
 
     def fill(self, fill: Fill) -> None:
-        self._insert("INSERT INTO fills (at, symbol, side, quantity, price, cost, reason) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                     (iso(fill.timestamp), fill.symbol, int(fill.side), float(fill.quantity), float(fill.price),
-                      float(fill.cost), fill.reason))
+        self._insert(
+            "INSERT INTO fills (at, symbol, side, quantity, price, cost, reason) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                iso(fill.timestamp),
+                fill.symbol,
+                int(fill.side),
+                float(fill.quantity),
+                float(fill.price),
+                float(fill.cost),
+                fill.reason,
+            ),
+        )
 
     def trade(self, trade: ClosedTrade) -> None:
-        self._insert("INSERT INTO trades (symbol, side, entry_time, entry_price, exit_time, exit_price, quantity,"
-                     " gross_pnl, costs, net_pnl, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                     (trade.symbol, int(trade.side), iso(trade.entry_time), float(trade.entry_price),
-                      iso(trade.exit_time), float(trade.exit_price), float(trade.quantity), float(trade.gross_pnl),
-                      float(trade.costs), float(trade.net_pnl), trade.reason))
+        self._insert(
+            "INSERT INTO trades (symbol, side, entry_time, entry_price, exit_time, exit_price, quantity,"
+            " gross_pnl, costs, net_pnl, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                trade.symbol,
+                int(trade.side),
+                iso(trade.entry_time),
+                float(trade.entry_price),
+                iso(trade.exit_time),
+                float(trade.exit_price),
+                float(trade.quantity),
+                float(trade.gross_pnl),
+                float(trade.costs),
+                float(trade.net_pnl),
+                trade.reason,
+            ),
+        )
         row = asdict(trade)
         row["entry_time"], row["exit_time"] = iso(trade.entry_time), iso(trade.exit_time)
         self._append("trades", row)
 
     def equity(self, at, equity: float, exposure: float) -> None:
         exposure = float(exposure)
-        self._insert("INSERT INTO equity (at, equity, exposure) VALUES (?, ?, ?)",
-                     (iso(at), float(equity), exposure if math.isfinite(exposure) else None))
+        self._insert(
+            "INSERT INTO equity (at, equity, exposure) VALUES (?, ?, ?)",
+            (iso(at), float(equity), exposure if math.isfinite(exposure) else None),
+        )
 
     def event(self, kind: str, at, detail: dict) -> None:
         at = iso(at)
@@ -321,8 +358,9 @@ class RuntimeStore:
 
         where, args = span("at")
         # counted by SQLite (a day of 1m candles is thousands of rows per export), in order of first appearance
-        groups = con.execute(f"SELECT status, tier, COUNT(*) FROM signals{where} GROUP BY status, tier "
-                             f"ORDER BY MIN(at), MIN(id)", args).fetchall()
+        groups = con.execute(
+            f"SELECT status, tier, COUNT(*) FROM signals{where} GROUP BY status, tier ORDER BY MIN(at), MIN(id)", args
+        ).fetchall()
         by_tier: dict[str, int] = {}
         by_status: dict[str, int] = {}
         n_signals = 0
@@ -332,10 +370,12 @@ class RuntimeStore:
             n_signals += n
 
         where_t, args_t = span("exit_time")
-        net = np.array([r[0] for r in con.execute(f"SELECT net_pnl FROM trades{where_t} ORDER BY id", args_t)],
-                       dtype=np.float64)
-        sums = con.execute(f"SELECT COALESCE(SUM(gross_pnl), 0), COALESCE(SUM(costs), 0) FROM trades{where_t}",
-                           args_t).fetchone()
+        net = np.array(
+            [r[0] for r in con.execute(f"SELECT net_pnl FROM trades{where_t} ORDER BY id", args_t)], dtype=np.float64
+        )
+        sums = con.execute(
+            f"SELECT COALESCE(SUM(gross_pnl), 0), COALESCE(SUM(costs), 0) FROM trades{where_t}", args_t
+        ).fetchone()
         where_f, args_f = span("at")
         n_fills = con.execute(f"SELECT COUNT(*) FROM fills{where_f}", args_f).fetchone()[0]
 
@@ -357,8 +397,12 @@ class RuntimeStore:
             "window": None if window is None else str(window),
             "from": start,
             "to": end,
-            "signals": {"total": n_signals, "emitted": by_status.get("emitted", 0), "by_tier": by_tier,
-                        "by_status": by_status},
+            "signals": {
+                "total": n_signals,
+                "emitted": by_status.get("emitted", 0),
+                "by_tier": by_tier,
+                "by_status": by_status,
+            },
             "trades": len(net),
             "wins": wins,
             "losses": int((net < 0).sum()),
@@ -415,14 +459,14 @@ class RuntimeStore:
         self._append_line(name, _dumps(row))
 
     def _append_line(self, name: str, line: str) -> None:
-        if self._pending_lines is not None:   # written once the candle's transaction commits
+        if self._pending_lines is not None:  # written once the candle's transaction commits
             self._pending_lines.append((name, line))
         else:
             self._write_line(name, line)
 
     def _write_line(self, name: str, line: str, flush: bool = True) -> None:
         f = self._files.get(name)
-        if f is None:   # kept open: opening the file per line cost as much as the line's SQL
+        if f is None:  # kept open: opening the file per line cost as much as the line's SQL
             f = self._files[name] = self.jsonl[name].open("a", encoding="utf-8")
         f.write(line + "\n")
         if flush:
@@ -435,9 +479,16 @@ class RuntimeStore:
 
     def _newest(self) -> str | None:
         con = self._connection()
-        times = [con.execute(sql).fetchone()[0] for sql in (
-            "SELECT MAX(at) FROM signals", "SELECT MAX(at) FROM fills", "SELECT MAX(exit_time) FROM trades",
-            "SELECT MAX(at) FROM equity", "SELECT MAX(at) FROM events")]
+        times = [
+            con.execute(sql).fetchone()[0]
+            for sql in (
+                "SELECT MAX(at) FROM signals",
+                "SELECT MAX(at) FROM fills",
+                "SELECT MAX(exit_time) FROM trades",
+                "SELECT MAX(at) FROM equity",
+                "SELECT MAX(at) FROM events",
+            )
+        ]
         times = [t for t in times if t is not None]
         return max(times) if times else None
 
@@ -446,8 +497,9 @@ class RuntimeStore:
         con = self._connection()
         values = []
         if start is not None:
-            before = con.execute("SELECT equity FROM equity WHERE at <= ? ORDER BY at DESC, id DESC LIMIT 1",
-                                 (start,)).fetchone()
+            before = con.execute(
+                "SELECT equity FROM equity WHERE at <= ? ORDER BY at DESC, id DESC LIMIT 1", (start,)
+            ).fetchone()
             if before is not None:
                 values.append(before[0])
         clauses, args = [], []
@@ -459,7 +511,7 @@ class RuntimeStore:
             args.append(end)
         where = " WHERE " + " AND ".join(clauses) if clauses else ""
         rows = con.cursor()
-        rows.row_factory = None   # plain tuples: a day of 1m equity points is read at every export
+        rows.row_factory = None  # plain tuples: a day of 1m equity points is read at every export
         values += [r[0] for r in rows.execute(f"SELECT equity FROM equity{where} ORDER BY at, id", args)]
         return np.asarray(values, dtype=np.float64)
 

@@ -45,6 +45,7 @@ _META_KEYS = {
     "stage",
     "input",
     "tasks",
+    "checks",
     "optimizer",
     "scheduler",
     "params",

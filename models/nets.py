@@ -47,6 +47,7 @@ _NOT_ARCH = {
     "stage",
     "input",
     "tasks",
+    "checks",
     "batch_size",
     "max_epochs",
     "patience",

@@ -1,12 +1,15 @@
 """Config values a user can get wrong, checked before any work starts."""
 
+import re
+
 from omegaconf import DictConfig, OmegaConf
 
 from core.errors import UserError
 from data.symbols import check_coin, check_name, check_symbols
 
 # key -> (type, low, high, bounds): bounds "[]" inclusive both ends, "[)" high exclusive, "()" both
-# exclusive, "(]" low exclusive. None = unbounded. A key absent from the config is not checked.
+# exclusive, "(]" low exclusive. None = unbounded. A key absent from the config is not checked. A family's
+# own keys (model.hidden, ...) are checked by the ranges its config declares (check_family_keys).
 _NUMBERS = {
     "seed": (int, 0, None, "[]"),
     "target.horizon": (int, 1, None, "[]"),
@@ -22,17 +25,6 @@ _NUMBERS = {
     "data.volatility": (float, 0.0, None, "(]"),
     "data.correlation": (float, 0.0, 1.0, "[)"),
     "data.signal_correlation": (float, 0.0, 1.0, "[]"),
-    "model.window": (int, 1, None, "[]"),
-    "model.hidden": (int, 1, None, "[]"),
-    "model.layers": (int, 1, None, "[]"),
-    "model.dropout": (float, 0.0, 1.0, "[)"),
-    "model.optimizer.lr": (float, 0.0, None, "(]"),
-    "model.optimizer.weight_decay": (float, 0.0, None, "[]"),
-    "model.batch_size": (int, 1, None, "[]"),
-    "model.max_epochs": (int, 1, None, "[]"),
-    "model.patience": (int, 0, None, "[]"),
-    "model.n_estimators": (int, 1, None, "[]"),
-    "model.early_stopping_rounds": (int, 1, None, "[]"),
     "trainer.num_threads": (int, 1, None, "[]"),
     "callbacks.progress.every_n_batches": (int, 1, None, "[]"),
     "callbacks.cancel.check_every_n_batches": (int, 1, None, "[]"),
@@ -106,6 +98,47 @@ def check_numbers(cfg: DictConfig, table: dict) -> None:
             check_number(key, value, kind, low, high, bounds)
 
 
+_RANGE = re.compile(
+    r"(?P<kind>int|float)\s*(?:(?P<op>>=|>|<=|<)\s*(?P<bound>\S+)"
+    r"|in\s*(?P<open>[\[(])\s*(?P<low>[^,\s]+)\s*,\s*(?P<high>[^\]\)\s]+)\s*(?P<close>[\])]))\Z"
+)
+
+
+def parse_range(text: str, where: str) -> tuple:
+    """A family's key check as written in its config (``int >= 1``, ``float > 0``, ``float in [0, 1)``) ->
+    (type, low, high, bounds) as ``check_number`` takes it."""
+    m = _RANGE.fullmatch(str(text).strip())
+    if m is None:
+        raise UserError(f"key check {text!r} is not like 'int >= 1', 'float > 0' or 'float in [0, 1)'", where)
+    kind = int if m["kind"] == "int" else float
+
+    def number(value: str):
+        try:
+            return None if value in ("inf", "-inf") else kind(value)
+        except ValueError:
+            raise UserError(f"key check {text!r}: {value!r} is not a number", where) from None
+
+    if m["op"] is None:
+        return kind, number(m["low"]), number(m["high"]), m["open"] + m["close"]
+    bound = number(m["bound"])
+    return {
+        ">=": (kind, bound, None, "[]"),
+        ">": (kind, bound, None, "(]"),
+        "<=": (kind, None, bound, "[]"),
+        "<": (kind, None, bound, "[)"),
+    }[m["op"]]
+
+
+def check_family_keys(model: DictConfig) -> None:
+    """The value ranges a family declares next to its keys (``checks:`` in conf/model/<family>.yaml)."""
+    where = f"conf/model/{model.get('name')}.yaml"
+    for key, text in (model.get("checks") or {}).items():
+        kind, low, high, bounds = parse_range(text, f"{where}: checks.{key}")
+        value = _get(model, str(key))
+        if value is not None:
+            check_number(f"model.{key}", value, kind, low, high, bounds)
+
+
 def _check_devices(devices) -> None:
     """``device.devices``: a count (GPUs, or CPU processes under strategy=ddp) or a list of GPU ids."""
     if devices is None:
@@ -120,6 +153,7 @@ def _check_devices(devices) -> None:
 
 def check_config(cfg: DictConfig) -> None:
     check_numbers(cfg, _NUMBERS)
+    check_family_keys(cfg.model)
     for key, allowed in _CHOICES.items():
         value = _get(cfg, key)
         if value is not None and str(value) not in allowed:

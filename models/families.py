@@ -1,4 +1,4 @@
-"""The family registry, derived from conf/model/*.yaml (one file per family): name, kind, stage, input,
+"""The family list, derived from conf/model/*.yaml (one file per family): name, kind, stage, input,
 tasks, implementation. ``python -m models`` prints it.
 
 ``family_class`` is the only way a saved model names its code: a family name from this list, never a

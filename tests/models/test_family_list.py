@@ -1,4 +1,4 @@
-"""The family registry: derived from conf/model/, complete metadata, listed by `python -m models`."""
+"""The family list: derived from conf/model/, complete metadata, listed by `python -m models`."""
 
 import subprocess
 import sys

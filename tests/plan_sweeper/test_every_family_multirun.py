@@ -1,4 +1,4 @@
-"""Every family through the CLI in one Hydra multirun, as the README documents it."""
+"""Every family through the CLI in one Hydra multirun, as docs/families.md documents it."""
 
 import json
 import os

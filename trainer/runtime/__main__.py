@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     if any(a in ("-h", "--help") for a in args):
         print(
             __doc__.strip() + "\n\nKeys: conf/runtime/default.yaml (runtime.*), conf/runtime/guardrails/ "
-            "(runtime/guardrails=default|ftmo); README 'Runtime'."
+            "(runtime/guardrails=default|ftmo); docs/runtime.md."
         )
         return 0
     args = [f"runtime.{a}" if a.startswith(("mode=", "slots=", "weights=", "resume=")) else a for a in args]

@@ -11,8 +11,8 @@ from omegaconf import DictConfig
 from core.errors import UserError
 from data import files, synthetic
 from data.formats import DEFAULT_MAX_BYTES, resample
+from data.markets import name_markets
 from data.quality import apply_outlier_rule, gap_report
-from data.symbols import name_markets
 from data.timeframes import to_string, to_timedelta
 
 log = logging.getLogger(__name__)

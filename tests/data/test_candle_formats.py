@@ -1,4 +1,4 @@
-"""Candle file formats (data/formats.py): real published files, synthetic files per format, errors, resample."""
+"""Candle file formats (data/formats/): real published files, synthetic files per format, errors, resample."""
 
 import json
 import logging

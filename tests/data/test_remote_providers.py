@@ -1,7 +1,8 @@
-"""Network candle providers (data/remote.py) against in-memory stubs: no network, fast."""
+"""Network candle providers (data/remote/) against in-memory stubs: no network, fast."""
 
 import math
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -146,9 +147,11 @@ def test_until_is_exclusive_and_stops_paging():
     assert len(ex.calls) == 3  # 10..109, 110..209, 210..309 -> past until
 
 
-def test_no_sleep_in_module():
-    src = open(remote.__file__).read()
-    assert "sleep(" not in src
+def test_no_sleep_in_any_provider_module():
+    modules = sorted(Path(remote.__file__).parent.rglob("*.py"))
+    assert len(modules) > 1  # the whole package, not only its __init__
+    sleeping = [p.name for p in modules if "sleep(" in p.read_text()]
+    assert sleeping == []
 
 
 # ------------------------------------------------------------------------------------ load_ccxt + cache

@@ -64,6 +64,11 @@ class ProgressReporter:
         self._phase: tuple[str, float] | None = None
         self._fit_started: float | None = None
 
+    @property
+    def phase(self) -> str | None:
+        """The phase the run is in now (the last one emitted); None before the first."""
+        return self._phase[0] if self._phase is not None else None
+
     def emit(self, phase: str, kind: str = "phase", **fields) -> None:
         now = time.monotonic()
         if self._phase is None or self._phase[0] != phase:

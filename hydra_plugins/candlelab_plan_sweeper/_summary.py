@@ -5,6 +5,7 @@ from datetime import datetime
 from pathlib import Path
 
 from core.runinfo import write_json_atomic
+from trainer.result import RunInfo, RunResult
 
 from ._plan import PlanJob
 
@@ -22,12 +23,13 @@ _STYLE = {
 }
 
 
-def job_row(job: PlanJob, run_dir: Path, status: str, result: dict | None = None, reason: str | None = None) -> dict:
+def job_row(
+    job: PlanJob, run_dir: Path, status: str, result: RunResult | None = None, reason: str | None = None
+) -> dict:
     """What the summary says about one job; ``result`` is the job's result.json when it describes this job."""
-    result = result or {}
-    run = result.get("run") or {}
-    metric, value = headline(result.get("test_metrics") or {})
-    gates = result.get("gates") or {}
+    run = result.run if result is not None else RunInfo()
+    metric, value = headline(result.test_metrics if result is not None else {})
+    gates = (result.gates if result is not None else None) or {}
     return {
         "id": job.id,
         "stage": job.stage,
@@ -38,12 +40,12 @@ def job_row(job: PlanJob, run_dir: Path, status: str, result: dict | None = None
         "metric": metric,
         "value": value,
         "gates_passed": gates.get("passed") if gates else None,
-        "seconds": _seconds(run.get("started_at"), run.get("finished_at")),
-        "started_at": run.get("started_at"),
-        "finished_at": run.get("finished_at"),
-        "run_id": run.get("run_id"),
-        "config_hash": run.get("config_hash"),
-        "reason": reason if reason is not None else result.get("reason"),
+        "seconds": _seconds(run.started_at, run.finished_at),
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+        "run_id": run.run_id,
+        "config_hash": run.config_hash,
+        "reason": reason if reason is not None or result is None else result.reason,
         "run_dir": str(run_dir),
     }
 

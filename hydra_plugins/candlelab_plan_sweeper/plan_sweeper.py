@@ -64,6 +64,8 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from trainer.result import RunResult
+
 log = logging.getLogger("candlelab.plan")
 
 BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
@@ -272,11 +274,11 @@ class _PlanRun:
         from ._summary import job_row
 
         run_dir = self._run_dir(job)
-        previous = _read_result(run_dir / "result.json")
+        previous = RunResult.read(run_dir / "result.json")
         if not previous:
             return False
-        recorded = (previous.get("run") or {}).get("config_hash")
-        if previous.get("status") == "completed" and recorded in hashes:
+        recorded = previous.run.config_hash
+        if previous.status == "completed" and recorded in hashes:
             log.info(
                 "plan job %s: skipped, completed earlier with the same config (hash %s) in %s",
                 job.id,
@@ -287,11 +289,7 @@ class _PlanRun:
                 job, run_dir, "skipped", previous, reason="completed earlier with the same config hash"
             )
             return True
-        why = (
-            "its config changed"
-            if previous.get("status") == "completed"
-            else f"the last run ended {previous.get('status')}"
-        )
+        why = "its config changed" if previous.status == "completed" else f"the last run ended {previous.status}"
         log.info("plan job %s: runs again, %s", job.id, why)
         return False
 
@@ -352,8 +350,8 @@ class _PlanRun:
 
     def _launch(self, batch: list, overrides: list[list[str]]) -> None:
         for job in batch:
-            previous = _read_result(self._run_dir(job) / "result.json")
-            self.launched[job.id] = (previous.get("run") or {}).get("run_id") if previous else None
+            previous = RunResult.read(self._run_dir(job) / "result.json")
+            self.launched[job.id] = previous.run.run_id if previous else None
         try:
             returns = self.sweeper.launcher.launch(overrides, initial_job_idx=self.job_idx)
         except KeyboardInterrupt:
@@ -374,7 +372,7 @@ class _PlanRun:
         run_dir = self._run_dir(job)
         result = self._fresh_result(job)
         if ret is None:  # the launcher itself failed: what the job wrote, if anything, says how far it got
-            status = result.get("status") if result and result.get("status") in ("completed", "cancelled") else "failed"
+            status = result.status if result and result.status in ("completed", "cancelled") else "failed"
             self.rows[job.id] = job_row(
                 job,
                 run_dir,
@@ -385,8 +383,8 @@ class _PlanRun:
             return
         if ret.status == JobStatus.FAILED:
             exc = ret._return_value  # the property re-raises; the plan goes on
-            if result and result.get("status") == "failed":
-                reason = result.get("reason")
+            if result and result.status == "failed":
+                reason = result.reason
             else:
                 reason = exc.line().removeprefix("error: ") if isinstance(exc, UserError) else _first_line(exc)
             internal = not isinstance(exc, UserError) and getattr(exc, "__traceback__", None) is not None
@@ -397,16 +395,16 @@ class _PlanRun:
             self.rows[job.id] = job_row(job, run_dir, "failed", reason="the job ended without writing result.json")
             log.error("plan job %s failed: no result.json in %s", job.id, run_dir)
             return
-        status = result.get("status") if result.get("status") in ("completed", "cancelled", "failed") else "failed"
+        status = result.status if result.status in ("completed", "cancelled", "failed") else "failed"
         self.rows[job.id] = job_row(job, run_dir, status, result)
-        log.info("plan job %s: %s%s", job.id, status, f" ({result.get('reason')})" if result.get("reason") else "")
-        if status == "cancelled" and _SIGNAL_REASON.match(str(result.get("reason") or "")):
+        log.info("plan job %s: %s%s", job.id, status, f" ({result.reason})" if result.reason else "")
+        if status == "cancelled" and _SIGNAL_REASON.match(str(result.reason or "")):
             self.interrupted = True
 
-    def _fresh_result(self, job) -> dict | None:
+    def _fresh_result(self, job) -> RunResult | None:
         """The job's result.json if this launch wrote it (an older one describes an earlier run)."""
-        result = _read_result(self._run_dir(job) / "result.json")
-        if result is None or (result.get("run") or {}).get("run_id") == self.launched.get(job.id):
+        result = RunResult.read(self._run_dir(job) / "result.json")
+        if result is None or result.run.run_id == self.launched.get(job.id):
             return None
         return result
 
@@ -420,8 +418,8 @@ class _PlanRun:
             if row is None or row["status"] != "pending":
                 continue
             result = self._fresh_result(job) if job.id in self.launched else None
-            if result and result.get("status") in ("completed", "cancelled", "failed"):
-                self.rows[job.id] = job_row(job, self._run_dir(job), result["status"], result)
+            if result and result.status in ("completed", "cancelled", "failed"):
+                self.rows[job.id] = job_row(job, self._run_dir(job), result.status, result)
             else:
                 self.rows[job.id] = job_row(
                     job, self._run_dir(job), "not_run", reason="the plan was interrupted before this job finished"
@@ -491,16 +489,6 @@ def _check_stages(stages: list) -> list[str]:
             "hydra.sweeper.stages",
         )
     return stages
-
-
-def _read_result(path: Path) -> dict | None:
-    import json
-
-    try:
-        result = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return result if isinstance(result, dict) else None
 
 
 def _count(items: list, noun: str) -> str:

@@ -33,22 +33,6 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
-def ended_result(run: dict, status: str, reason: str) -> dict:
-    """result.json of a run that ended before it had results: cancelled or failed, with its reason."""
-    return {
-        "status": status,
-        "reason": reason,
-        "model_path": None,
-        "training_metrics": {},
-        "test_metrics": {},
-        "baselines": {},
-        "artifacts": {},
-        "model_info": {},
-        "data_summary": {},
-        "run": {**run, "finished_at": utc_now()},
-    }
-
-
 def hydra_mode() -> str | None:
     """How Hydra started this process: "RUN" (one `python train.py ...`), "MULTIRUN" (a job of `-m`), or
     None when no Hydra app is running (a direct call of trainer.train)."""

@@ -1,4 +1,5 @@
-"""Orchestration: ``train(cfg)`` runs the pipeline, ``load_model(path)`` reloads what it saved.
+"""Orchestration: ``train(cfg)`` runs the pipeline and returns its ``RunResult`` (trainer.result; its
+``to_json()`` is the run's result.json), ``load_model(path)`` reloads what it saved.
 
 Both are imported on first use, so light tools (``python -m trainer.registry``) never load torch."""
 

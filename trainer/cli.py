@@ -5,7 +5,7 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from omegaconf import DictConfig
 
@@ -13,6 +13,9 @@ from core.errors import PlanIncomplete, UserError
 from core.runinfo import hydra_mode
 from trainer.checks import check_name_overrides
 from trainer.help import list_groups_from_files
+
+if TYPE_CHECKING:
+    from trainer.result import RunResult
 
 log = logging.getLogger("candlelab")
 
@@ -31,14 +34,14 @@ def fmt(value) -> str:
 class RunCancelled(Exception):
     """A single run that stopped on request (token, signal, stop file): exit code 3."""
 
-    def __init__(self, result: dict):
-        super().__init__(result.get("reason"))
+    def __init__(self, result: "RunResult"):
+        super().__init__(result.reason)
         self.result = result
 
 
 # A cancelled single run returns normally to Hydra (an exception would make Hydra print "Error executing
 # job"): ``guarded`` reads it here once the job is over.
-_cancelled: list[dict] = []
+_cancelled: list["RunResult"] = []
 
 
 # Likewise a user error of a single run: returned to Hydra (which would print "Error executing job" above
@@ -62,16 +65,16 @@ def _train_and_report(cfg: DictConfig) -> float:
     from trainer.pipeline import train  # torch and Lightning load only when a run starts, not for --help
 
     result = train(cfg)
-    if result["status"] == "worker":  # an extra data-parallel rank: rank 0 reports the run
+    if result.status == "worker":  # an extra data-parallel rank: rank 0 reports the run
         return math.nan
-    run_dir = result["run"]["run_dir"]
-    if result["status"] == "cancelled":
-        log.warning("run cancelled: %s (%s)", result.get("reason"), run_dir)
+    run_dir = result.run.run_dir
+    if result.status == "cancelled":
+        log.warning("run cancelled: %s (%s)", result.reason, run_dir)
         if hydra_mode() != "MULTIRUN":
             _cancelled.append(result)
         return math.nan
-    m, b, d = result["test_metrics"], result["baselines"], result["data_summary"]
-    oracle = d["oracle_accuracy"]
+    m, b, d = result.test_metrics, result.baselines, result.data_summary
+    oracle = d.oracle_accuracy
     log.info("run folder: %s", run_dir)
     log.info(
         "test (%d rows): %s",
@@ -95,7 +98,7 @@ def _train_and_report(cfg: DictConfig) -> float:
     _log_verdict(result)
     key = cfg.eval.optimize
     if key == "auto":
-        key = "ic" if d["task"]["kind"] == "regression" else "accuracy"
+        key = "ic" if d.task["kind"] == "regression" else "accuracy"
     value = objective(result, key)
     log.info("objective %s: %s", key, fmt(value))
     return value
@@ -110,53 +113,44 @@ def _refuse_bad_config(cfg: DictConfig) -> None:
     except UserError as exc:
         from hydra.core.hydra_config import HydraConfig
 
-        from core.runinfo import config_hash, ended_result, git_commit, new_run_id, utc_now, write_json_atomic
+        from core.runinfo import new_run_id
+        from trainer.result import RunInfo, RunResult
 
         if HydraConfig.initialized() and os.environ.get("LOCAL_RANK", "0") == "0":  # rank 0 writes files
             run_dir = Path(HydraConfig.get().runtime.output_dir)
-            run = {
-                "run_id": new_run_id(),
-                "git_commit": git_commit(Path(cfg.paths.root_dir)),
-                "config_hash": config_hash(cfg),
-                "seed": cfg.seed,
-                "started_at": utc_now(),
-                "finished_at": None,
-                "run_dir": str(run_dir),
-            }
+            run = RunInfo.start(cfg, new_run_id(), run_dir)
             run_dir.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(run_dir / "result.json", ended_result(run, "failed", exc.line()))
+            RunResult.ended(run, "failed", exc.line()).write(run_dir)
         raise
 
 
-def objective(result: dict, key: str) -> float:
+def objective(result: "RunResult", key: str) -> float:
     """The number a sweeper optimises: a validation metric by path (`val/loss`, `val/acc`), averaged over the
     folds, or a test metric by name (`accuracy`). Searches rank trials on validation: picking on test leaks."""
     if key.startswith("val/"):
-        values = [f["training_metrics"].get(key) for f in result["data_summary"]["folds"]]
+        values = [f["training_metrics"].get(key) for f in result.data_summary.folds]
         values = [float(v) for v in values if isinstance(v, (int, float))]
         if not values:
-            log.warning(
-                "eval.optimize %s: the %s fit reports no such validation metric", key, result["model_info"]["family"]
-            )
+            log.warning("eval.optimize %s: the %s fit reports no such validation metric", key, result.model_info.family)
             return math.nan
         return sum(values) / len(values)
-    value = result["test_metrics"].get(key)
+    value = result.test_metrics.get(key)
     return float(value) if value is not None else math.nan
 
 
-def _log_verdict(result: dict) -> None:
-    overall = result["evaluation"]["overall"]
+def _log_verdict(result: "RunResult") -> None:
+    overall = result.evaluation["overall"]
     sig = overall["significance"]
     log.info(
         "%s %.4f vs best baseline %s %.4f: p=%s, CI %s",
-        result["evaluation"]["hit_metric"],
+        result.evaluation["hit_metric"],
         overall["hit_rate"],
         overall["best_baseline"]["name"],
         overall["best_baseline"]["value"],
         "n/a" if sig.get("p_value") is None else f"{sig['p_value']:.2g}",
         [round(x, 4) for x in sig.get("ci") or []],
     )
-    t = result.get("trading")
+    t = result.trading
     if t:
         log.info(
             "trading: %d trades | win rate %s | profit factor %s | return %s | sharpe %s | max drawdown %s",
@@ -167,13 +161,13 @@ def _log_verdict(result: dict) -> None:
             fmt(t["sharpe"]),
             fmt(t["max_drawdown"]),
         )
-    if result.get("verdict"):
+    if result.verdict:
         from trainer.report import economic_lines, policy_line
 
-        log.info("policy: %s", policy_line(result.get("policy")))
+        log.info("policy: %s", policy_line(result.policy))
         for line in economic_lines(result)[:-1]:
             log.info("%s", line)
-    leak = result["leakage"]
+    leak = result.leakage
     log.info(
         "leakage checks: %s",
         " | ".join(
@@ -181,18 +175,18 @@ def _log_verdict(result: dict) -> None:
             for k in ("split", "shuffled_control", "too_good")
         ),
     )
-    gates = result["gates"]
+    gates = result.gates
     log.info(
         "gates %s: %s%s",
         gates["name"],
         "PASSED" if gates["passed"] else "failed",
         "" if gates["passed"] else " (" + "; ".join(gates["reasons"]) + ")",
     )
-    reg = result.get("registry")
+    reg = result.registry
     if reg:
         log.info("registry: %s v%s %s", reg["model_id"], reg["version"], reg["stage"])
-    log.info("report: %s", result["artifacts"].get("report"))
-    if result.get("verdict"):  # the last line: predictive or not, tradeable or not, and what failed by how much
+    log.info("report: %s", result.artifacts.report)
+    if result.verdict:  # the last line: predictive or not, tradeable or not, and what failed by how much
         log.info("%s", economic_lines(result)[-1])
 
 
@@ -235,7 +229,7 @@ def guarded(main: Callable[[], object], conf_dir: Path) -> int:
         sys.stderr.write(exc.line() + "\n")  # the CLI's contract: one last line, exit code 2
         return EXIT_USER_ERROR
     except RunCancelled as exc:
-        sys.stderr.write(f"cancelled: {exc.result.get('reason')} ({exc.result['run']['run_dir']})\n")
+        sys.stderr.write(f"cancelled: {exc.result.reason} ({exc.result.run.run_dir})\n")
         return EXIT_CANCELLED
     except PlanIncomplete as exc:
         sys.stderr.write(exc.line() + "\n")  # the summary table is above; plan_summary.json has every row

@@ -3,11 +3,15 @@
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
 
 from core.errors import UserError
 from core.runinfo import hydra_mode
+
+if TYPE_CHECKING:
+    from trainer.result import RunResult
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +57,12 @@ def _scalars(prefix: str, metrics: dict) -> dict:
     }
 
 
-def log_run(logger, result: dict, predictions, model_dir: Path, coin: str, max_rows: int = 10_000) -> None:
+def log_run(logger, result: "RunResult", predictions, model_dir: Path, coin: str, max_rows: int = 10_000) -> None:
     """The run's outcome: test and trading metrics, the gate verdict; for W&B also the plots, a predictions
     table (the last test rows of every symbol, ``max_rows`` in all) and the model dir as a versioned artifact
     named after the family and the coin selection."""
-    metrics = {**_scalars("test", result["test_metrics"]), **_scalars("trading", result.get("trading"))}
-    metrics["gates/passed"] = int(bool(result["gates"]["passed"]))
+    metrics = {**_scalars("test", result.test_metrics), **_scalars("trading", result.trading)}
+    metrics["gates/passed"] = int(bool(result.gates["passed"]))
     logger.log_metrics(metrics)
     if type(logger).__name__ != "WandbLogger":
         return
@@ -68,21 +72,21 @@ def log_run(logger, result: dict, predictions, model_dir: Path, coin: str, max_r
     run.summary.update(
         {
             **metrics,
-            "gates/name": result["gates"]["name"],
-            "registry/stage": (result.get("registry") or {}).get("stage"),
+            "gates/name": result.gates["name"],
+            "registry/stage": (result.registry or {}).get("stage"),
         }
     )
-    run.log({f"plots/{name}": wandb.Image(path) for name, path in result["artifacts"]["plot_files"].items()})
+    run.log({f"plots/{name}": wandb.Image(path) for name, path in result.artifacts.plot_files.items()})
     per_symbol = max(1, max_rows // max(1, predictions["symbol"].nunique()))
     table = predictions.groupby("symbol", sort=False).tail(per_symbol).astype({"timestamp": str, "t1": str})
     run.log({"predictions": wandb.Table(dataframe=table)})
     artifact = wandb.Artifact(
-        f"model-{result['model_info']['family']}-{coin}",
+        f"model-{result.model_info.family}-{coin}",
         type="model",
         metadata={
-            "run_id": result["run"]["run_id"],
-            "config_hash": result["run"]["config_hash"],
-            "gates_passed": result["gates"]["passed"],
+            "run_id": result.run.run_id,
+            "config_hash": result.run.config_hash,
+            "gates_passed": result.gates["passed"],
         },
     )
     artifact.add_dir(str(model_dir))

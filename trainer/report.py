@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 
 from trainer import plots
+from trainer.result import RunResult
 
 
 def confusion_matrix(proba: np.ndarray, y: np.ndarray, k: int) -> list[list[int]]:
@@ -74,10 +75,10 @@ def policy_line(policy: dict | None) -> str:
     return f"{what} (chosen on {policy.get('chosen_on')}{scored})"
 
 
-def economic_lines(result: dict) -> list[str]:
+def economic_lines(result: RunResult) -> list[str]:
     """The tradeable half of the verdict: the test trades' economics at the trial count, then the verdict
     with every failed check and by how much."""
-    econ, verdict = result.get("economic") or {}, result.get("verdict") or {}
+    econ, verdict = result.economic or {}, result.verdict or {}
     lines = []
     checks = econ.get("checks") or {}
     if checks:
@@ -94,28 +95,26 @@ def economic_lines(result: dict) -> list[str]:
     return lines
 
 
-def write_report(run_dir: Path, result: dict) -> Path:
+def write_report(run_dir: Path, result: RunResult) -> Path:
     """``report.md``: verdict, headline numbers against baselines, trading, leakage, links to the plots."""
-    ev, gates, trading = result.get("evaluation", {}), result.get("gates", {}), result.get("trading") or {}
-    data, info = result["data_summary"], result["model_info"]
+    ev, gates, trading = result.evaluation or {}, result.gates or {}, result.trading or {}
+    data, info, run = result.data_summary, result.model_info, result.run
     overall = ev.get("overall", {})
     sig = overall.get("significance", {})
     lines = [
-        f"# {info['family']} on {', '.join(data['symbols'])} ({data['timeframe']}, "
-        f"{data['task']['kind']} `{result.get('target', '')}`)",
+        f"# {info.family} on {', '.join(data.symbols)} ({data.timeframe}, {data.task['kind']} `{result.target or ''}`)",
         "",
-        f"Run `{result['run']['run_id']}` · commit `{result['run']['git_commit']}` · "
-        f"config `{result['run']['config_hash']}` · split `{data['split']}`",
+        f"Run `{run.run_id}` · commit `{run.git_commit}` · config `{run.config_hash}` · split `{data.split}`",
         "",
-        f"**Verdict: {(result.get('verdict') or {}).get('label', 'n/a')}** · "
+        f"**Verdict: {(result.verdict or {}).get('label', 'n/a')}** · "
         f"gates `{gates.get('name')}`: {'PASSED' if gates.get('passed') else 'FAILED'}",
     ]
     lines += [f"- {r}" for r in gates.get("reasons", [])]
-    reg = result.get("registry")
+    reg = result.registry
     if reg:
         lines += ["", f"Registry: `{reg['model_id']}` v{reg['version']}, stage **{reg['stage']}**"]
     lines += ["", "## Test metrics", "", "| metric | value |", "|---|---|"]
-    for key, value in result["test_metrics"].items():
+    for key, value in result.test_metrics.items():
         if isinstance(value, (int, float)) or value is None:
             lines.append(f"| {key} | {fmt(value)} |")
     if overall:
@@ -134,7 +133,7 @@ def write_report(run_dir: Path, result: dict) -> Path:
                 f"{fmt(row['best_baseline']['value'])} | {fmt(row['significance'].get('p_value'), 6)} | "
                 f"{'pass' if ok else 'fail'} |"
             )
-    oracle = data.get("oracle_accuracy")
+    oracle = data.oracle_accuracy
     if oracle is not None:
         lines += ["", f"Bayes oracle accuracy on these rows (synthetic data): {fmt(oracle)}."]
     if trading:
@@ -176,13 +175,13 @@ def write_report(run_dir: Path, result: dict) -> Path:
             )
             + " |",
         ]
-    econ = result.get("economic") or {}
-    if result.get("verdict"):
+    econ = result.economic or {}
+    if result.verdict:
         lines += [
             "",
             "## After costs: policy and economic checks",
             "",
-            f"Policy: {policy_line(result.get('policy'))}.",
+            f"Policy: {policy_line(result.policy)}.",
             "",
         ]
         lines += [f"- {line}" for line in economic_lines(result)[:1]]
@@ -218,9 +217,9 @@ def write_report(run_dir: Path, result: dict) -> Path:
             lines += [f"| {a} | {b} | {n} | {'pass' if ok else 'FAIL'} |" for a, b, n, ok in rows]
         if not econ.get("gating"):
             lines += ["", "These gates do not include the economic checks: reported, not gating."]
-        if result["verdict"]["failed"]:
-            lines += ["", "Failed:"] + [f"- {r}" for r in result["verdict"]["failed"]]
-    leak = result.get("leakage") or {}
+        if result.verdict["failed"]:
+            lines += ["", "Failed:"] + [f"- {r}" for r in result.verdict["failed"]]
+    leak = result.leakage or {}
     if leak:
         lines += ["", "## Leakage checks", ""]
         for name in ("split", "shuffled_control", "too_good"):
@@ -234,7 +233,7 @@ def write_report(run_dir: Path, result: dict) -> Path:
             if name == "too_good" and check and check["flags"]:
                 detail = " — " + "; ".join(check["flags"])
             lines.append(f"- {name}: {state}{detail}")
-    plot_paths = result["artifacts"].get("plot_files", {})
+    plot_paths = result.artifacts.plot_files or {}
     if plot_paths:
         lines += ["", "## Plots", ""]
         lines += [f"![{name}]({Path(p).relative_to(run_dir).as_posix()})" for name, p in plot_paths.items()]

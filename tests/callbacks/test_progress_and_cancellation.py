@@ -70,8 +70,8 @@ def test_net_progress_arrives_in_order_with_the_configured_throttle(tmp_path):
     epochs = [e for e in rec.events if e.kind == "epoch"]
     batches = steps[0].batches
     assert all(e.batch % 3 == 0 for e in steps)
-    assert len(steps) == result["training_metrics"]["epochs_run"] * (batches // 3)
-    assert [e.epoch for e in epochs] == list(range(result["training_metrics"]["epochs_run"]))
+    assert len(steps) == result.training_metrics["epochs_run"] * (batches // 3)
+    assert [e.epoch for e in epochs] == list(range(result.training_metrics["epochs_run"]))
     assert [e.iteration for e in steps] == sorted(e.iteration for e in steps)
     lines = [json.loads(x) for x in (tmp_path / "progress.jsonl").read_text().splitlines()]
     assert [(x["phase"], x["kind"]) for x in lines] == [(e.phase, e.kind) for e in rec.events]
@@ -107,12 +107,12 @@ def test_net_cancelled_mid_epoch_by_token_keeps_a_checkpoint(tmp_path):
         run_dir=tmp_path,
     )
     result = train(cfg, progress_callback=rec, cancellation_token=token)
-    assert result["status"] == "cancelled" and result["reason"] == "test" and result["model_path"] is None
-    stopped = result["training_metrics"]["cancelled_at"]
+    assert result.status == "cancelled" and result.reason == "test" and result.model_path is None
+    stopped = result.training_metrics["cancelled_at"]
     assert stopped["epoch"] == 1 and 4 <= stopped["batch"] <= 4 + 3
     steps = [e for e in rec.events if e.kind == "step"]
     assert stopped["batch"] < steps[-1].batches  # stopped mid-epoch, not at its end
-    ckpt = torch.load(result["artifacts"]["checkpoint"], weights_only=True)
+    ckpt = torch.load(result.artifacts.checkpoint, weights_only=True)
     assert ckpt["epoch"] == 1 and "state_dict" in ckpt
     assert json.loads((tmp_path / "result.json").read_text())["status"] == "cancelled"
     assert not (tmp_path / "model").exists()
@@ -125,9 +125,9 @@ def test_tree_cancelled_mid_boosting_by_token_keeps_the_partial_model(tmp_path, 
     rec = Recorder(when=lambda e: e.kind == "step" and e.iteration >= 20, action=lambda e: token.cancel("test"))
     cfg = make_cfg(*SLOW_TREES[family], *FAST_DATA, "callbacks.progress.every_n_batches=5", run_dir=tmp_path)
     result = train(cfg, progress_callback=rec, cancellation_token=token)
-    assert result["status"] == "cancelled" and result["model_path"] is None
-    assert result["training_metrics"]["cancelled_at"] == {"iteration": 20}
-    partial = load_model(result["artifacts"]["partial_model"])
+    assert result.status == "cancelled" and result.model_path is None
+    assert result.training_metrics["cancelled_at"] == {"iteration": 20}
+    partial = load_model(result.artifacts.partial_model)
     assert partial.card["status"] == "cancelled"
     assert 0 < partial.model.n_parameters() and not (tmp_path / "model").exists()
 
@@ -137,8 +137,8 @@ def test_stop_file_cancels_a_tree_run(tmp_path, family):
     rec = Recorder(when=lambda e: e.kind == "step" and e.iteration >= 10, action=lambda e: (tmp_path / "STOP").touch())
     cfg = make_cfg(*SLOW_TREES[family], *FAST_DATA, "callbacks.progress.every_n_batches=5", run_dir=tmp_path)
     result = train(cfg, progress_callback=rec)
-    assert result["status"] == "cancelled" and "stop file" in result["reason"]
-    assert result["training_metrics"]["cancelled_at"] == {"iteration": 10}
+    assert result.status == "cancelled" and "stop file" in result.reason
+    assert result.training_metrics["cancelled_at"] == {"iteration": 10}
 
 
 def test_stop_file_cancels_a_net_within_the_polling_interval(tmp_path):
@@ -155,14 +155,14 @@ def test_stop_file_cancels_a_net_within_the_polling_interval(tmp_path):
         run_dir=tmp_path,
     )
     result = train(cfg, progress_callback=rec)
-    assert result["status"] == "cancelled" and str(stop) in result["reason"]
-    assert result["training_metrics"]["cancelled_at"]["batch"] == 5  # the first poll after the file appeared
+    assert result.status == "cancelled" and str(stop) in result.reason
+    assert result.training_metrics["cancelled_at"]["batch"] == 5  # the first poll after the file appeared
 
 
 def test_a_stale_stop_file_does_not_cancel_the_next_run(tmp_path):
     (tmp_path / "STOP").touch()
     cfg = make_cfg("model=lightgbm", *FAST_DATA, run_dir=tmp_path)
-    assert train(cfg)["status"] == "completed"
+    assert train(cfg).status == "completed"
 
 
 def test_second_signal_stops_at_once(tmp_path):
@@ -174,7 +174,7 @@ def test_second_signal_stops_at_once(tmp_path):
     cfg = make_cfg(*SLOW_TREES["lightgbm"], *FAST_DATA, "callbacks.progress.every_n_batches=5", run_dir=tmp_path)
     previous = signal.getsignal(signal.SIGINT)
     result = train(cfg, progress_callback=rec)
-    assert result["status"] == "cancelled" and result["reason"].startswith("second SIGINT")
+    assert result.status == "cancelled" and result.reason.startswith("second SIGINT")
     assert signal.getsignal(signal.SIGINT) is previous  # handlers restored
 
 
@@ -364,22 +364,22 @@ def test_lstm_resume_ends_at_the_uninterrupted_epoch_count(tmp_path):
         f"paths.output_dir={tmp_path}",
     ]
     full = train(make_cfg(*common, run_dir=tmp_path / "runs" / "full"))
-    assert full["training_metrics"]["epochs_run"] == 4
+    assert full.training_metrics["epochs_run"] == 4
 
     token = CancellationToken()
     rec = Recorder(when=lambda e: e.kind == "step" and e.epoch == 2, action=lambda e: token.cancel("test"))
     cut = train(make_cfg(*common, run_dir=tmp_path / "runs" / "cut"), progress_callback=rec, cancellation_token=token)
-    assert cut["status"] == "cancelled" and cut["training_metrics"]["epochs_completed"] == 2
+    assert cut.status == "cancelled" and cut.training_metrics["epochs_completed"] == 2
 
     resumed = train(make_cfg(*common, "resume=true", run_dir=tmp_path / "runs" / "resumed"))
-    m = resumed["training_metrics"]
-    assert resumed["status"] == "completed"
-    assert m["epochs_run"] == full["training_metrics"]["epochs_run"]
+    m = resumed.training_metrics
+    assert resumed.status == "completed"
+    assert m["epochs_run"] == full.training_metrics["epochs_run"]
     # the state at the batch it stopped at (newer than the last epoch's latest.ckpt)
     assert m["resumed_from"] == str(tmp_path / "runs" / "cut" / "checkpoints" / "cancelled.ckpt")
     # Same batches in the same order from the same weights: the resumed fit retraces the uninterrupted one.
-    assert m["best_epoch"] == full["training_metrics"]["best_epoch"]
-    np.testing.assert_allclose(resumed["test_metrics"]["log_loss"], full["test_metrics"]["log_loss"], rtol=1e-4)
+    assert m["best_epoch"] == full.training_metrics["best_epoch"]
+    np.testing.assert_allclose(resumed.test_metrics["log_loss"], full.test_metrics["log_loss"], rtol=1e-4)
 
 
 def test_resume_with_nothing_to_resume_is_a_user_error(tmp_path):
@@ -399,5 +399,5 @@ def test_a_tree_cancelled_before_its_first_round_still_ends_cancelled(tmp_path):
     rec = Recorder(when=lambda e: e.phase == "fit" and e.kind == "phase", action=lambda e: token.cancel("test"))
     cfg = make_cfg(*SLOW_TREES["lightgbm"], *FAST_DATA, run_dir=tmp_path)
     result = train(cfg, progress_callback=rec, cancellation_token=token)
-    assert result["status"] == "cancelled"
-    assert Path(result["artifacts"]["partial_model"]).is_dir()
+    assert result.status == "cancelled"
+    assert Path(result.artifacts.partial_model).is_dir()

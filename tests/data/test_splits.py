@@ -99,9 +99,9 @@ def test_walk_forward_run_refits_the_scaler_per_fold_and_pools_out_of_sample_pre
         run_dir=tmp_path,
     )
     result = train(cfg)
-    ds = result["data_summary"]
-    assert ds["split"] == "walk_forward" and len(ds["folds"]) == 3
-    assert result["test_metrics"]["n"] == sum(f["rows"]["test"] for f in ds["folds"])
+    ds = result.data_summary
+    assert ds.split == "walk_forward" and len(ds.folds) == 3
+    assert result.test_metrics["n"] == sum(f["rows"]["test"] for f in ds.folds)
     preds = pd.read_parquet(tmp_path / "predictions_test.parquet")
     assert sorted(preds["fold"].unique()) == [0, 1, 2] and preds["timestamp"].is_monotonic_increasing
     # The saved scaler is the last fold's: fitted on exactly that fold's training rows.

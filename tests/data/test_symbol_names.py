@@ -43,10 +43,10 @@ def _freqtrade_json(path: Path, candles: pd.DataFrame) -> Path:
 # ------------------------------------------------------------------------------ slots from what was trained
 def test_the_slot_and_run_folder_are_named_by_the_symbols_trained(tmp_path):
     result = train(make_cfg(*TINY, "data.rows=3000", "coin.symbols=[ETH]", f"paths.output_dir={tmp_path}"))
-    assert result["data_summary"]["symbols"] == ["ETH"]
-    assert result["registry"]["slot"].startswith("synthetic-ETH/")  # coin=BTC is only the default group
-    assert Path(result["run"]["run_dir"]).name.endswith("_lightgbm_ETH")
-    assert not Registry(tmp_path / "registry").rows(slot=f"synthetic-BTC/1m/{result['target']}")
+    assert result.data_summary.symbols == ["ETH"]
+    assert result.registry["slot"].startswith("synthetic-ETH/")  # coin=BTC is only the default group
+    assert Path(result.run.run_dir).name.endswith("_lightgbm_ETH")
+    assert not Registry(tmp_path / "registry").rows(slot=f"synthetic-BTC/1m/{result.target}")
 
 
 def test_several_symbols_take_their_group_name_only_when_the_group_is_exactly_them():
@@ -86,8 +86,8 @@ def test_a_file_named_for_a_market_trains_and_registers_as_that_market(tmp_path)
     cfg = make_cfg(*TINY, "data=files", f"data.path='{path}'", f"paths.output_dir={tmp_path}", run_dir=tmp_path / "run")
     assert default_slot(cfg, "1m").startswith("ETH/1m/")  # the runtime looks where train.py registers
     result = train(cfg)
-    assert result["data_summary"]["symbols"] == ["ETH"]
-    reg = result["registry"]
+    assert result.data_summary.symbols == ["ETH"]
+    reg = result.registry
     assert reg["slot"].startswith("ETH/1m/")
     row = Registry(tmp_path / "registry").get(reg["model_id"], reg["version"])
     assert row["data_sources"] == {"ETH": str(path)}

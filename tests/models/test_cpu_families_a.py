@@ -319,15 +319,15 @@ def test_change_point_restarts_per_call_and_at_non_adjacent_rows():
 def _e2e(tmp_path, *overrides):
     cfg = make_cfg(*overrides, *E2E, run_dir=tmp_path)
     result = train(cfg)
-    assert result["status"] == "completed", result.get("reason")
-    model = load_model(result["model_path"])
-    assert model.card["status"] == "completed" and result["model_info"]["n_parameters"] > 0
+    assert result.status == "completed", result.reason
+    model = load_model(result.model_path)
+    assert model.card["status"] == "completed" and result.model_info.n_parameters > 0
     return cfg, result, model
 
 
 def _assert_reload_parity(cfg, result, model):
     """load_model(dir).predict_proba(candles) reproduces the test predictions the run evaluated."""
-    evaluated = pd.read_parquet(Path(result["run"]["run_dir"]) / "predictions_test.parquet")
+    evaluated = pd.read_parquet(Path(result.run.run_dir) / "predictions_test.parquet")
     columns = [c for c in evaluated.columns if c.startswith("p_") or c == "prediction"]
     candles = load_candles(cfg.data, ["BTC"], cfg.seed).by_symbol["BTC"]
     got = model.predict_proba(candles).set_index(candles["timestamp"]).loc[evaluated["timestamp"]]
@@ -337,18 +337,18 @@ def _assert_reload_parity(cfg, result, model):
 @pytest.mark.parametrize("family", ["ftrl", "gmm_regime", "change_point"])
 def test_direction_through_the_pipeline(tmp_path, family):
     cfg, result, model = _e2e(tmp_path, f"model={family}")
-    m = result["training_metrics"]
+    m = result.training_metrics
     assert {"train/loss", "val/loss", "val/acc"} <= m.keys() and np.isfinite(m["val/loss"])
     # ~2900 test rows: the oracle bound with ~3 standard errors of slack (more means a leak)
-    assert result["test_metrics"]["accuracy"] <= result["data_summary"]["oracle_accuracy"] + 0.03
+    assert result.test_metrics["accuracy"] <= result.data_summary.oracle_accuracy + 0.03
     _assert_reload_parity(cfg, result, model)  # change_point too: its detector replays each run's history
 
 
 def test_quantile_regression_through_the_pipeline(tmp_path):
     cfg, result, model = _e2e(tmp_path, "model=quantile_lightgbm", "target=forward_return")
-    assert result["training_metrics"]["val/interval_width"] > 0
-    assert {"ic", "mae", "directional_accuracy"} <= result["test_metrics"].keys()
-    assert result["test_metrics"]["directional_accuracy"] <= result["data_summary"]["oracle_accuracy"] + 0.03
+    assert result.training_metrics["val/interval_width"] > 0
+    assert {"ic", "mae", "directional_accuracy"} <= result.test_metrics.keys()
+    assert result.test_metrics["directional_accuracy"] <= result.data_summary.oracle_accuracy + 0.03
     _assert_reload_parity(cfg, result, model)
 
 
@@ -359,6 +359,6 @@ def test_quantile_regression_through_the_pipeline(tmp_path):
 )
 def test_quantile_direction_through_the_pipeline(tmp_path):
     cfg, result, model = _e2e(tmp_path, "model=quantile_lightgbm", "target=direction")
-    assert result["training_metrics"]["val/acc"] > 0.5
-    assert result["test_metrics"]["accuracy"] <= result["data_summary"]["oracle_accuracy"] + 0.03
+    assert result.training_metrics["val/acc"] > 0.5
+    assert result.test_metrics["accuracy"] <= result.data_summary.oracle_accuracy + 0.03
     _assert_reload_parity(cfg, result, model)

@@ -329,6 +329,6 @@ def test_family_trains_through_the_pipeline(tmp_path, family):
 
     # one thread: OpenMP tree libraries spin badly when a shared CPU is oversubscribed
     result = train(make_cfg(f"model={family}", *E2E[family], *FAST_DATA, "trainer.num_threads=1", run_dir=tmp_path))
-    assert result["status"] == "completed", result.get("reason")
-    assert result["model_info"]["n_parameters"] > 0 and 0.0 <= result["test_metrics"]["accuracy"] <= 1.0
-    assert load_model(result["model_path"]).card["family"] == family
+    assert result.status == "completed", result.reason
+    assert result.model_info.n_parameters > 0 and 0.0 <= result.test_metrics["accuracy"] <= 1.0
+    assert load_model(result.model_path).card["family"] == family

@@ -74,16 +74,16 @@ def family_run(request, tmp_path_factory):
 
 def test_family_trains_through_the_pipeline(family_run):
     name, _, result = family_run
-    assert result["status"] == "completed"
-    assert result["model_info"]["family"] == name and result["model_info"]["n_parameters"] > 0
-    acc = result["test_metrics"]["accuracy"]
+    assert result.status == "completed"
+    assert result.model_info.family == name and result.model_info.n_parameters > 0
+    acc = result.test_metrics["accuracy"]
     assert isinstance(acc, float) and math.isfinite(acc) and 0.0 <= acc <= 1.0
-    assert result["test_metrics"]["n"] > 0 and math.isfinite(result["test_metrics"]["log_loss"])
+    assert result.test_metrics["n"] > 0 and math.isfinite(result.test_metrics["log_loss"])
 
 
 def test_reloaded_family_reproduces_the_evaluated_predictions(family_run):
     _, cfg, result = family_run
-    run_dir = Path(result["run"]["run_dir"])
+    run_dir = Path(result.run.run_dir)
     evaluated = pd.read_parquet(run_dir / "predictions_test.parquet")
     candles = load_candles(cfg.data, ["BTC"], cfg.seed).by_symbol["BTC"]
     out = load_model(run_dir).predict_proba(candles)
@@ -109,7 +109,7 @@ def test_network_emits_raw_outputs_without_sigmoid_or_softmax(name):
 def test_regression_target_gives_one_output(tmp_path, name):
     cfg = _cfg(name, tmp_path, "target=forward_return", "model.max_epochs=1", "trainer.limit_train_batches=3")
     result = train(cfg)
-    assert result["status"] == "completed"
+    assert result.status == "completed"
     loaded = load_model(tmp_path)
     assert loaded.model.net.head.out_features == 1
     window = loaded.model.window
@@ -141,10 +141,10 @@ def test_cancelled_mid_epoch_by_token_keeps_a_checkpoint(tmp_path, name):
         "callbacks.cancel.check_every_n_batches=3",
     )
     result = train(cfg, progress_callback=progress, cancellation_token=token)
-    assert result["status"] == "cancelled" and result["reason"] == "test" and result["model_path"] is None
-    stopped = result["training_metrics"]["cancelled_at"]
+    assert result.status == "cancelled" and result.reason == "test" and result.model_path is None
+    stopped = result.training_metrics["cancelled_at"]
     assert stopped["epoch"] == 0 and 4 <= stopped["batch"] <= 4 + 3 < stopped_events[0].batches
-    ckpt = torch.load(result["artifacts"]["checkpoint"], weights_only=True)
+    ckpt = torch.load(result.artifacts.checkpoint, weights_only=True)
     assert any(k.startswith("body.") for k in ckpt["state_dict"])
     assert not (tmp_path / "model").exists()
 

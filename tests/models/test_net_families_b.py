@@ -90,8 +90,8 @@ def _opts(epochs=1):
 @pytest.mark.parametrize("family", sorted(FAST))
 def test_family_completes_and_reloads_with_identical_predictions(request, family):
     cfg, result, _ = request.getfixturevalue(f"{family}_run")
-    assert result["status"] == "completed" and result["model_info"]["family"] == family
-    assert Path(result["model_path"], "model.safetensors").is_file()
+    assert result.status == "completed" and result.model_info.family == family
+    assert Path(result.model_path, "model.safetensors").is_file()
     _assert_reload_parity(cfg, result, atol=1e-6)
 
 
@@ -117,12 +117,12 @@ def test_family_cancelled_mid_epoch_by_token(tmp_path, family):
         run_dir=tmp_path,
     )
     result = train(cfg, progress_callback=on_event, cancellation_token=token)
-    assert result["status"] == "cancelled" and result["model_path"] is None
-    stopped = result["training_metrics"]["cancelled_at"]
+    assert result.status == "cancelled" and result.model_path is None
+    stopped = result.training_metrics["cancelled_at"]
     assert stopped["epoch"] == 0 and 4 <= stopped["batch"] < steps[-1].batches
     # one step of progress per batch, even where a batch takes two optimiser steps (GAN)
     assert [e.iteration for e in steps] == [e.batch for e in steps]
-    assert "state_dict" in torch.load(result["artifacts"]["checkpoint"], weights_only=True)
+    assert "state_dict" in torch.load(result.artifacts.checkpoint, weights_only=True)
 
 
 @pytest.mark.parametrize(
@@ -253,11 +253,11 @@ def test_gan_resumes_a_cancelled_fit_with_both_optimisers(tmp_path):
         progress_callback=cancel_in_epoch_1,
         cancellation_token=token,
     )
-    assert cut["status"] == "cancelled" and cut["training_metrics"]["epochs_completed"] == 1
+    assert cut.status == "cancelled" and cut.training_metrics["epochs_completed"] == 1
     for name in ("latest.ckpt", "cancelled.ckpt"):  # the epoch-end state and the mid-epoch one it stopped at
         saved = torch.load(tmp_path / "runs" / "cut" / "checkpoints" / name, weights_only=True)
         assert len(saved["optimizer_states"]) == 2
     resumed = train(make_cfg(*common, "resume=true", run_dir=tmp_path / "runs" / "resumed"))
-    assert resumed["status"] == "completed" and resumed["training_metrics"]["epochs_run"] == 3
+    assert resumed.status == "completed" and resumed.training_metrics["epochs_run"] == 3
     # the newer of the two: the batch the cancel stopped at, not the start of its epoch
-    assert resumed["training_metrics"]["resumed_from"].endswith("cancelled.ckpt")
+    assert resumed.training_metrics["resumed_from"].endswith("cancelled.ckpt")

@@ -18,6 +18,7 @@ from trainer.backtest import backtest
 from trainer.evaluation import economic_statistics, fixed_policy
 from trainer.gates import economic_verdict
 from trainer.policy import DecisionPolicy
+from trainer.result import RunResult
 from trainer.selection import (
     deflated_sharpe,
     expected_max_sharpe,
@@ -127,7 +128,7 @@ def test_the_policy_never_reads_test_rows(tmp_path):
     first = train(
         make_cfg(*args, f"data.path={tmp_path / 'a' / 'BTC-USD_1h_synthetic.parquet'}", run_dir=tmp_path / "run_a")
     )
-    test_start = pd.Timestamp(first["data_summary"]["split_cutoffs"]["test_start"])
+    test_start = pd.Timestamp(first.data_summary.split_cutoffs["test_start"])
     other = generate(
         ["BTC"], rows=len(candles), timeframe="1h", seed=99, signal_strength=1.5, signal_half_life=120, volatility=0.006
     ).candles["BTC"]
@@ -141,9 +142,9 @@ def test_the_policy_never_reads_test_rows(tmp_path):
     second = train(
         make_cfg(*args, f"data.path={tmp_path / 'b' / 'BTC-USD_1h_synthetic.parquet'}", run_dir=tmp_path / "run_b")
     )
-    assert first["policy"]["long_threshold"] is not None or first["policy"]["short_threshold"] is not None
-    assert second["policy"] == first["policy"]
-    assert second["trading"]["total_return"] != first["trading"]["total_return"]  # the test did change
+    assert first.policy["long_threshold"] is not None or first.policy["short_threshold"] is not None
+    assert second.policy == first.policy
+    assert second.trading["total_return"] != first.trading["total_return"]  # the test did change
 
 
 # --- whole runs: planted, cost-bound and absent signals ------------------------------------------------------
@@ -154,37 +155,37 @@ def registry_root(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("registry")
 
 
-def _run(tmp_path: Path, root: Path, *overrides: str) -> dict:
+def _run(tmp_path: Path, root: Path, *overrides: str) -> RunResult:
     return train(make_cfg(*FAST, "experiment=tradeable", f"registry.root={root}", *overrides, run_dir=tmp_path / "run"))
 
 
 def test_a_planted_signal_that_beats_costs_is_promoted(tmp_path, registry_root):
     result = _run(tmp_path, registry_root)
-    assert result["verdict"] == {"predictive": True, "tradeable": True, "label": "tradeable after costs", "failed": []}
-    econ = result["economic"]
+    assert result.verdict == {"predictive": True, "tradeable": True, "label": "tradeable after costs", "failed": []}
+    econ = result.economic
     assert econ["passed"] and econ["n_trials"] == 1 and econ["dsr"] >= 0.95
     assert econ["checks"]["mean_net_return"]["value_bps"] > 0 and econ["checks"]["profit_factor"]["value"] > 1
-    assert result["policy"]["chosen_on"] == "validation" and result["policy"]["validation"]["expectancy_bps"] > 0
-    assert result["registry"]["promoted"] and result["gates"]["passed"]
-    card = json.loads((Path(result["model_path"]) / "model_card.json").read_text())
-    assert card["policy"] == result["policy"]  # the runtime trades exactly what was tested
+    assert result.policy["chosen_on"] == "validation" and result.policy["validation"]["expectancy_bps"] > 0
+    assert result.registry["promoted"] and result.gates["passed"]
+    card = json.loads((Path(result.model_path) / "model_card.json").read_text())
+    assert card["policy"] == result.policy  # the runtime trades exactly what was tested
 
 
 def test_the_same_signal_with_moves_below_costs_is_predictive_not_tradeable(tmp_path, registry_root):
     # the same planted drift, in units of the per-candle volatility, at the default's 1m-sized moves (8 bps):
     # the direction is as predictable, but a 12-candle move is worth less than the ~29 bps round trip
     result = _run(tmp_path, registry_root, "data.volatility=0.0008")
-    assert result["verdict"]["predictive"] and not result["verdict"]["tradeable"]
-    assert result["verdict"]["label"] == "predictive, not tradeable after costs"
-    assert not result["gates"]["passed"] and not result["registry"]["promoted"]
-    assert result["registry"]["stage"] == "candidate"
-    assert any("not tradeable after costs" in r for r in result["gates"]["reasons"])
+    assert result.verdict["predictive"] and not result.verdict["tradeable"]
+    assert result.verdict["label"] == "predictive, not tradeable after costs"
+    assert not result.gates["passed"] and not result.registry["promoted"]
+    assert result.registry["stage"] == "candidate"
+    assert any("not tradeable after costs" in r for r in result.gates["reasons"])
 
 
 def test_a_random_walk_is_never_promoted(tmp_path, registry_root):
     result = _run(tmp_path, registry_root, "data.signal_strength=0", "data.rows=20000")
-    assert not result["verdict"]["tradeable"] and not result["registry"]["promoted"]
-    assert not result["economic"]["passed"]
+    assert not result.verdict["tradeable"] and not result.registry["promoted"]
+    assert not result.economic["passed"]
 
 
 # --- selection: the best of many random strategies -----------------------------------------------------------
@@ -241,9 +242,9 @@ def test_walk_forward_chooses_each_folds_policy_on_its_own_validation_rows(tmp_p
             run_dir=tmp_path / "run",
         )
     )
-    folds = result["data_summary"]["folds"]
+    folds = result.data_summary.folds
     assert len(folds) == 4 and all(f["policy"]["chosen_on"] == "validation" for f in folds)
     for fold in folds:  # scored on at most that fold's validation rows (those closing before its test block)
         assert 0 < fold["policy"]["validation"]["rows"] <= fold["rows"]["val"]
     assert len({(f["policy"]["long_threshold"], f["policy"]["short_threshold"]) for f in folds}) > 1
-    assert result["policy"] == folds[-1]["policy"]  # the saved model is the last fold's, with its policy
+    assert result.policy == folds[-1]["policy"]  # the saved model is the last fold's, with its policy

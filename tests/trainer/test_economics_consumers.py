@@ -9,6 +9,7 @@ import pytest
 
 from trainer.registry import Registry
 from trainer.registry import main as registry_main
+from trainer.result import RunResult
 from trainer.selection import probability_of_backtest_overfitting
 
 # ---------------------------------------------------------------- PBO
@@ -206,19 +207,19 @@ def served(tmp_path_factory):
     out = tmp_path_factory.mktemp("served")
     cfg = make_cfg(*TRAIN, f"paths.output_dir={out}", run_dir=out / "run")
     result = train(cfg)
-    assert result["status"] == "completed"
-    reg = result["registry"]
+    assert result.status == "completed"
+    reg = result.registry
     Registry(out / "registry").promote(reg["model_id"], reg["version"], force=True)
     return out, cfg, result
 
 
-def _serve_copy(result: dict, root, tmp, run_id: str, policy) -> None:
+def _serve_copy(result: RunResult, root, tmp, run_id: str, policy) -> None:
     """The trained model registered and promoted in a registry of its own, its card's policy replaced."""
     import shutil
     from pathlib import Path
 
     staged = tmp / f"model-{run_id}"
-    shutil.copytree(Path(result["model_path"]), staged)
+    shutil.copytree(Path(result.model_path), staged)
     card = json.loads((staged / "model_card.json").read_text())
     card["run_id"] = run_id
     if policy is None:
@@ -256,7 +257,7 @@ def _runtime_sides(cfg, result, engine, n: int = 40):
 
     from data.providers import load_candles
 
-    evaluated = pd.read_parquet(Path(result["run"]["run_dir"]) / "predictions_test.parquet")
+    evaluated = pd.read_parquet(Path(result.run.run_dir) / "predictions_test.parquet")
     candles = load_candles(cfg.data, ["BTC"], cfg.seed).by_symbol["BTC"]
     picks = evaluated.iloc[np.linspace(0, len(evaluated) - 1, n).astype(int)]
     position = pd.Index(candles["timestamp"])
@@ -272,7 +273,7 @@ def test_runtime_trades_exactly_the_cards_policy(served, tmp_path, caplog):
     with caplog.at_level("INFO", logger="candlelab.runtime"):
         [model] = load_promoted(out / "registry", [SLOT])
     card = json.loads((model.model.directory / "model_card.json").read_text())
-    assert model.policy == DecisionPolicy.from_dict(card["policy"]) and card["policy"] == result["policy"]
+    assert model.policy == DecisionPolicy.from_dict(card["policy"]) and card["policy"] == result.policy
     assert (model.policy.long_threshold, model.policy.short_threshold) == (0.51, 0.51)
     messages = [r.getMessage() for r in caplog.records]
     assert any("did not pass its economic checks" in m for m in messages)  # forced promotion: warned

@@ -52,8 +52,8 @@ def test_feature_select_trains_and_reloads_on_the_selected_features(tmp_path):
     from trainer import load_model, train
 
     result = train(cfg)
-    assert result["status"] == "completed"
-    model = load_model(result["model_path"])
+    assert result.status == "completed"
+    model = load_model(result.model_path)
     assert model.card["feature_names"] == ["ret_1", "rsi", "atr"]
     assert model.scaler.names == ["ret_1", "rsi", "atr"]
     evaluated = pd.read_parquet(tmp_path / "predictions_test.parquet")

@@ -17,6 +17,7 @@ from core.errors import UserError
 from data.windows import WindowBatches
 from tests.conftest import FAST_DATA, FAST_LSTM, make_cfg
 from trainer import train
+from trainer.result import RunResult
 from trainer.resume import resume_checkpoint
 
 COMMON = [
@@ -30,8 +31,8 @@ COMMON = [
 ]
 
 
-def _weights(result: dict) -> dict:
-    return load_file(str(Path(result["model_path"]) / "model.safetensors"))
+def _weights(result: RunResult) -> dict:
+    return load_file(str(Path(result.model_path) / "model.safetensors"))
 
 
 def test_a_run_cancelled_in_its_first_epoch_resumes_to_the_uninterrupted_weights(tmp_path):
@@ -49,7 +50,7 @@ def test_a_run_cancelled_in_its_first_epoch_resumes_to_the_uninterrupted_weights
         progress_callback=cancel_at_batch_7,
         cancellation_token=token,
     )
-    assert cut["status"] == "cancelled" and cut["training_metrics"]["cancelled_at"]["batch"] == 7
+    assert cut.status == "cancelled" and cut.training_metrics["cancelled_at"]["batch"] == 7
     checkpoints = tmp_path / "runs" / "cut" / "checkpoints"
     assert (checkpoints / "cancelled.ckpt").is_file() and not (checkpoints / "latest.ckpt").exists()
 
@@ -57,15 +58,15 @@ def test_a_run_cancelled_in_its_first_epoch_resumes_to_the_uninterrupted_weights
         warnings.simplefilter("always")
         resumed = train(make_cfg(*common, "resume=true", run_dir=tmp_path / "runs" / "resumed"))
     assert not [w for w in caught if "not resumable" in str(w.message)]
-    assert resumed["status"] == "completed"
-    assert resumed["training_metrics"]["resumed_from"] == str(checkpoints / "cancelled.ckpt")
-    assert resumed["training_metrics"]["epochs_run"] == full["training_metrics"]["epochs_run"]
+    assert resumed.status == "completed"
+    assert resumed.training_metrics["resumed_from"] == str(checkpoints / "cancelled.ckpt")
+    assert resumed.training_metrics["epochs_run"] == full.training_metrics["epochs_run"]
     # the 7 batches already trained on are skipped, the rest come in the same order from the same weights
     ours, theirs = _weights(resumed), _weights(full)
     assert ours.keys() == theirs.keys()
     for name in ours:
         torch.testing.assert_close(ours[name], theirs[name], rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(resumed["test_metrics"]["log_loss"], full["test_metrics"]["log_loss"], rtol=1e-6)
+    np.testing.assert_allclose(resumed.test_metrics["log_loss"], full.test_metrics["log_loss"], rtol=1e-6)
 
 
 def _batches(seed=3) -> WindowBatches:
@@ -159,7 +160,7 @@ def test_schedulers_run_and_the_learning_rate_is_logged_per_epoch(tmp_path, sche
             run_dir=tmp_path,
         )
     )
-    assert result["status"] == "completed"
+    assert result.status == "completed"
     import pandas as pd
 
     logged = pd.read_csv(tmp_path / "logs" / "metrics.csv")

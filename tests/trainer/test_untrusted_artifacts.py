@@ -49,7 +49,7 @@ def trained(tmp_path_factory) -> Path:
     """A real LightGBM model folder to tamper with (copied per test)."""
     out = tmp_path_factory.mktemp("trained")
     result = train(make_cfg("model=lightgbm", "model.n_estimators=20", *FAST_DATA, run_dir=out))
-    return Path(result["model_path"])
+    return Path(result.model_path)
 
 
 @pytest.fixture

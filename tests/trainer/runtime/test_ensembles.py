@@ -38,7 +38,7 @@ def two_families(tmp_path_factory):
     rows = {}
     for family in ("lightgbm", "ftrl"):
         result = train(make_cfg(f"model={family}", *TRAIN, f"paths.output_dir={out}", run_dir=out / family))
-        rows[family] = result["registry"]
+        rows[family] = result.registry
     registry = Registry(out / "registry")
     registry.promote(rows["lightgbm"]["model_id"], rows["lightgbm"]["version"], force=True)
     registry.promote_member(rows["ftrl"]["model_id"], rows["ftrl"]["version"], force=True)

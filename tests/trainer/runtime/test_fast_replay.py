@@ -33,7 +33,7 @@ REPLAYED = 160
 def promoted(tmp_path_factory):
     out = tmp_path_factory.mktemp("replay")
     result = train(make_cfg(*TRAIN, f"paths.output_dir={out}", run_dir=out / "train"))
-    reg = result["registry"]
+    reg = result.registry
     if reg["stage"] != "promoted":
         Registry(out / "registry").promote(reg["model_id"], reg["version"], force=True)
     return out, result
@@ -43,7 +43,7 @@ def test_probabilities_computed_ahead_equal_the_per_candle_path(promoted):
     out, result = promoted
     cfg = make_cfg(*DATA, f"paths.output_dir={out}")
     candles = load_candles(cfg.data, ["BTC"], cfg.seed).by_symbol["BTC"]
-    start = pd.Timestamp(result["data_summary"]["split_cutoffs"]["test_start"])
+    start = pd.Timestamp(result.data_summary.split_cutoffs["test_start"])
     first = int(candles["timestamp"].searchsorted(start))
     per_candle = SignalEngine(load_promoted(out / "registry", [SLOT]))
     ahead = SignalEngine(load_promoted(out / "registry", [SLOT]))

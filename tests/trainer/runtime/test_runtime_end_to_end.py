@@ -50,7 +50,7 @@ def promoted(tmp_path_factory, shared_data_dir):
             run_dir=out / "train",
         )
     )
-    reg = result["registry"]
+    reg = result.registry
     registry = Registry(out / "registry")
     if reg["stage"] != "promoted":
         registry.promote(reg["model_id"], reg["version"], force=True)
@@ -77,8 +77,8 @@ def test_paper_replay_of_real_btc_with_the_promoted_model(promoted):
     summary = run(cfg)
     run_dir = Path(summary["run_dir"])
     # it ran the promoted run's model, on candles from the model's test period on (never trained on)
-    assert [m["run_id"] for m in summary["models"]] == [result["run"]["run_id"]]
-    assert pd.Timestamp(summary["replay_start"]) == pd.Timestamp(result["data_summary"]["split_cutoffs"]["test_start"])
+    assert [m["run_id"] for m in summary["models"]] == [result.run.run_id]
+    assert pd.Timestamp(summary["replay_start"]) == pd.Timestamp(result.data_summary.split_cutoffs["test_start"])
     assert summary["steps"] == 400 and summary["signals_emitted"] > 0
     with sqlite3.connect(run_dir / "runtime.db") as db:
         signals = db.execute("SELECT COUNT(*) FROM signals").fetchone()[0]
@@ -314,7 +314,7 @@ def test_a_model_promoted_past_its_gates_is_served_with_a_warning(promoted, capl
     from trainer.runtime.signals import load_promoted
 
     out, result = promoted
-    assert not result["gates"]["passed"]  # real BTC 1h LightGBM: not significant, promoted with --force
+    assert not result.gates["passed"]  # real BTC 1h LightGBM: not significant, promoted with --force
     with caplog.at_level("WARNING"):
         load_promoted(out / "registry", [SLOT])
     assert any("promoted without passing its gates" in r.getMessage() for r in caplog.records)

@@ -28,8 +28,8 @@ FAST = ["data.rows=20000", "trainer.num_threads=1", "logger=none", "eval.leakage
 def _train_promoted(out: Path, *overrides: str):
     cfg = make_cfg(*overrides, *FAST, f"paths.output_dir={out}", run_dir=out / "run")
     result = train(cfg)
-    assert result["status"] == "completed"
-    reg = result["registry"]
+    assert result.status == "completed"
+    reg = result.registry
     Registry(out / "registry").promote(reg["model_id"], reg["version"], force=True)  # gates may refuse it
     return cfg, result
 
@@ -41,7 +41,7 @@ def lightgbm_promoted(tmp_path_factory):
 
 
 def _evaluated_vs_runtime(cfg, result, engine, n):
-    evaluated = pd.read_parquet(Path(result["run"]["run_dir"]) / "predictions_test.parquet")
+    evaluated = pd.read_parquet(Path(result.run.run_dir) / "predictions_test.parquet")
     candles = load_candles(cfg.data, ["BTC"], cfg.seed).by_symbol["BTC"]
     picks = evaluated.iloc[np.linspace(0, len(evaluated) - 1, n).astype(int)]
     position = pd.Index(candles["timestamp"])
@@ -62,9 +62,9 @@ def test_runtime_serves_the_promoted_run_and_reproduces_its_test_probabilities(l
     assert (
         promoted.ref
         == f"{row['model_id']}:{row['version']}"
-        == f"{result['registry']['model_id']}:{result['registry']['version']}"
+        == f"{result.registry['model_id']}:{result.registry['version']}"
     )
-    assert promoted.model.card["run_id"] == result["run"]["run_id"]
+    assert promoted.model.card["run_id"] == result.run.run_id
     assert promoted.model.directory == Registry(out / "registry").promoted_path(SLOT)  # loaded through the link
     assert promoted.weight == 1.0 and promoted.horizon == 15 and promoted.history >= 3000
     got, picks = _evaluated_vs_runtime(cfg, result, SignalEngine([promoted]), 50)
@@ -163,19 +163,17 @@ def test_a_link_pointing_at_another_model_is_repaired_and_a_foreign_card_refused
     out, _, result = lightgbm_promoted
     root = _copy_registry(out / "registry", tmp_path / "registry")
     reg = Registry(root)
-    other = _register_copy(reg, Path(result["model_path"]), tmp_path, "synthetic-ETH", "run-other")
+    other = _register_copy(reg, Path(result.model_path), tmp_path, "synthetic-ETH", "run-other")
     link = reg.promoted_path(SLOT)
     assert len(load_promoted(root, [SLOT])) == 1
     os.unlink(link)
     os.symlink(os.path.relpath(other["model_dir"], link.parent), link)  # tampered: the DB still says the run
     (served,) = load_promoted(root, [SLOT])  # reading through the link puts it back where the DB says
-    assert served.model.card["run_id"] == result["run"]["run_id"]
+    assert served.model.card["run_id"] == result.run.run_id
     assert link.resolve() == Path(reg.promoted(SLOT)["model_dir"]).resolve()
     card = link / "model_card.json"  # the promoted copy itself names another run: refused
     card.write_text(json.dumps({**json.loads(card.read_text()), "run_id": "run-other"}))
-    with pytest.raises(
-        UserError, match=f"serves run run-other but the registry promoted run {result['run']['run_id']}"
-    ):
+    with pytest.raises(UserError, match=f"serves run run-other but the registry promoted run {result.run.run_id}"):
         load_promoted(root, [SLOT])
 
 
@@ -183,7 +181,7 @@ def test_weights_are_per_slot_and_regression_models_are_refused(lightgbm_promote
     out, cfg, result = lightgbm_promoted
     root = _copy_registry(out / "registry", tmp_path / "registry")
     reg = Registry(root)
-    _register_copy(reg, Path(result["model_path"]), tmp_path, "synthetic-SOL", "run-sol")
+    _register_copy(reg, Path(result.model_path), tmp_path, "synthetic-SOL", "run-sol")
     second = "synthetic-SOL/1m/direction_h15"
     a, b = load_promoted(root, [SLOT, second], weights={SLOT: 3.0}, history=500)
     assert (a.weight, b.weight) == (0.75, 0.25) and a.history == b.history == 500
@@ -197,7 +195,7 @@ def test_weights_are_per_slot_and_regression_models_are_refused(lightgbm_promote
         label["type"] = label["target"]["type"] = "forward_return"
         (d / "label.json").write_text(json.dumps(label))
 
-    _register_copy(reg, Path(result["model_path"]), tmp_path, "synthetic-BNB", "run-bnb", to_regression)
+    _register_copy(reg, Path(result.model_path), tmp_path, "synthetic-BNB", "run-bnb", to_regression)
     with pytest.raises(UserError, match="classifiers only"):
         load_promoted(root, ["synthetic-BNB/1m/direction_h15"])
 

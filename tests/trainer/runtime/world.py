@@ -30,10 +30,10 @@ def promoted_world(base: Path) -> Path:
                 run_dir=base / "train",
             )
         )
-        reg = result["registry"]
+        reg = result.registry
         if reg["stage"] != "promoted":
             Registry(base / "registry").promote(reg["model_id"], reg["version"], force=True)
-        done.write_text(result["data_summary"]["split_cutoffs"]["test_start"])
+        done.write_text(result.data_summary.split_cutoffs["test_start"])
     return base
 
 

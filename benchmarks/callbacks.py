@@ -70,7 +70,7 @@ def cfg_for(*overrides):
 def fit_seconds(overrides, hooks: bool) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         result = train(cfg_for(*overrides, *COMMON, f"callbacks.hooks={str(hooks).lower()}", f"paths.run_dir={tmp}"))
-    return result["run"]["phase_seconds"]["fit"]
+    return result.run.phase_seconds["fit"]
 
 
 def overhead(family: str, pairs: int) -> dict:
@@ -113,7 +113,7 @@ def latency_trial(family: str, rng: random.Random) -> dict:
         )
         result = train(cfg, progress_callback=on_event, cancellation_token=token)
         returned = time.perf_counter()
-    assert result["status"] == "cancelled", result["status"]
+    assert result.status == "cancelled", result.status
     steps = marks["steps"]
     gaps = [b - a for a, b in zip(steps, steps[1:])]
     return {

@@ -47,11 +47,11 @@ def run_family(overrides: list[str], rows: int) -> dict:
                 ],
             )
         result = train(cfg)
-    phases = result["run"]["phase_seconds"]
+    phases = result.run.phase_seconds
     return {
-        "test_rows": result["test_metrics"]["n"],
-        "trades": result["trading"]["n_trades"],
-        "gates_passed": result["gates"]["passed"],
+        "test_rows": result.test_metrics["n"],
+        "trades": result.trading["n_trades"],
+        "gates_passed": result.gates["passed"],
         **{p: phases.get(p) for p in PHASES},
     }
 

@@ -292,7 +292,12 @@ def run_once(overrides: list[str], sampler: UtilSampler | None = None, stop_afte
             result = train(cfg, progress_callback=on_event, cancellation_token=token)
     finally:
         samples = sampler.stop() if sampler is not None else []
-    out = {"result": result, "timeline": timeline, "samples": samples, "batch_size": int(cfg.model.batch_size)}
+    out = {
+        "result": result.to_json(),
+        "timeline": timeline,
+        "samples": samples,
+        "batch_size": int(cfg.model.batch_size),
+    }
     if cuda:
         out["peak_allocated_mib"] = torch.cuda.max_memory_allocated() / 2**20
         out["peak_reserved_mib"] = torch.cuda.max_memory_reserved() / 2**20

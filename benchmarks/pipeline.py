@@ -197,11 +197,11 @@ def main() -> None:
             result, s = timed(lambda: train(cfg))
         runs[family] = {
             "wall_s": round(s, 2),
-            "accuracy": result["test_metrics"]["accuracy"],
-            "oracle_accuracy": result["data_summary"]["oracle_accuracy"],
-            "persistence": result["baselines"]["persistence"]["accuracy"],
-            "phase_seconds": result["run"]["phase_seconds"],
-            "train_rows": result["data_summary"]["rows_per_split"]["train"],
+            "accuracy": result.test_metrics["accuracy"],
+            "oracle_accuracy": result.data_summary.oracle_accuracy,
+            "persistence": result.baselines["persistence"]["accuracy"],
+            "phase_seconds": result.run.phase_seconds,
+            "train_rows": result.data_summary.rows_per_split["train"],
         }
         rows.append((f"default run: {family} (synthetic, {cfg.data.rows} candles)", cfg.data.rows, s))
 

@@ -113,7 +113,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         result = train(_cfg(*TRAIN, f"data.rows={rows}", f"paths.output_dir={out}", f"paths.run_dir={out}/train"))
-        reg = result["registry"]
+        reg = result.registry
         if reg["stage"] != "promoted":
             Registry(out / "registry").promote(reg["model_id"], reg["version"], force=True)
         sessions = []

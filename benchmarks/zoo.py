@@ -36,14 +36,14 @@ def run_one(family: str, rows: int) -> dict:
         wall = time.perf_counter() - start
     return {
         "family": family,
-        "status": result["status"],
-        "accuracy": result["test_metrics"].get("accuracy"),
-        "oracle_accuracy": result["data_summary"].get("oracle_accuracy"),
-        "majority": result["baselines"].get("majority_class", {}).get("accuracy"),
-        "persistence": result["baselines"].get("persistence", {}).get("accuracy"),
-        "fit_s": result["run"]["phase_seconds"].get("fit"),
+        "status": result.status,
+        "accuracy": result.test_metrics.get("accuracy"),
+        "oracle_accuracy": result.data_summary.oracle_accuracy,
+        "majority": result.baselines.get("majority_class", {}).get("accuracy"),
+        "persistence": result.baselines.get("persistence", {}).get("accuracy"),
+        "fit_s": result.run.phase_seconds.get("fit"),
         "wall_s": round(wall, 2),
-        "n_parameters": result["model_info"].get("n_parameters"),
+        "n_parameters": result.model_info.n_parameters,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
     }
 

@@ -521,7 +521,7 @@ def test_lightgbm_tree_sizes_must_match_the_trees(folder):
 @pytest.fixture(scope="module")
 def trained_xgboost(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("trained_xgboost")
-    return Path(train(make_cfg("model=xgboost", "model.n_estimators=10", *FAST_DATA, run_dir=out))["model_path"])
+    return Path(train(make_cfg("model=xgboost", "model.n_estimators=10", *FAST_DATA, run_dir=out)).model_path)
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from callbacks.checkpoints import read_checkpoint
 from core.errors import UserError
+from trainer.result import RunResult
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +55,8 @@ def _unfinished_with_checkpoint(run_dir: Path, config_hash: str) -> bool:
         or newest_checkpoint(run_dir) is None
     ):
         return False
-    try:
-        status = json.loads((run_dir / "result.json").read_text()).get("status")
-    except (OSError, ValueError, AttributeError):
-        status = None  # killed before it could write one: a crash
-    return status != "completed"
+    result = RunResult.read(run_dir / "result.json")  # None: killed before it could write one (a crash)
+    return result is None or result.status != "completed"
 
 
 def resume_checkpoint(cfg: DictConfig, run_dir: Path, config_hash: str) -> str | None:

@@ -9,12 +9,13 @@ divided by the job's symbol count (each symbol holds an equal share, as the back
 that never traded earns 0 in every period: choosing it is a choice too.
 """
 
-import json
 import logging
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from trainer.result import DataSummary, RunResult
 
 log = logging.getLogger("candlelab.plan")
 
@@ -36,14 +37,16 @@ def slot_trials(jobs) -> dict[str, int]:
 
 def _job_returns(run_dir: Path) -> tuple[pd.DataFrame, pd.Timestamp | None, int] | None:
     """(trades, test start, symbol count) of a finished job, or None when it left no trades file."""
+    result = RunResult.read(run_dir / "result.json")
+    if result is None:
+        return None
     try:
-        result = json.loads((run_dir / "result.json").read_text())
         trades = pd.read_parquet(run_dir / TRADES_FILE, columns=["exit_time", "net_return"])
     except (OSError, ValueError):
         return None
-    data = result.get("data_summary") or {}
-    start = (data.get("split_cutoffs") or {}).get("test_start")
-    return trades, pd.Timestamp(start) if start else None, max(1, len(data.get("symbols") or []))
+    data = result.data_summary or DataSummary()
+    start = (data.split_cutoffs or {}).get("test_start")
+    return trades, pd.Timestamp(start) if start else None, max(1, len(data.symbols or []))
 
 
 def returns_matrix(run_dirs: dict[str, Path], n_periods: int) -> tuple[np.ndarray, list[str], dict]:

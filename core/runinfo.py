@@ -25,6 +25,7 @@ _PLACEMENT_KEYS = (
     "callbacks",
     "trainer.num_threads",
     "device.devices",
+    "model.checks",  # the ranges a family's keys are checked against, not the model
 )
 
 

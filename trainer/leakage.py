@@ -98,6 +98,7 @@ def control_verdict(
     forward_return: np.ndarray,
     horizon: int,
     alpha: float,
+    *,
     trades: pd.DataFrame | None = None,
     up_share: float | None = None,
     max_rank_corr: float = 0.2,

@@ -193,7 +193,14 @@ def card_family(card: dict, where: str) -> type:
 
 
 def save_model_dir(
-    final: Path, model: CandleModel, card: dict, config_yaml: str, scaler: Standardizer, feature_cfg: dict, label: dict
+    final: Path,
+    model: CandleModel,
+    *,
+    card: dict,
+    config_yaml: str,
+    scaler: Standardizer,
+    feature_cfg: dict,
+    label: dict,
 ) -> Path:
     tmp = fresh_temp_dir(final)
     model.save(tmp)

@@ -332,7 +332,9 @@ def fold_trades(
     if pred_val is None or not len(val):
         policy = DecisionPolicy(None, None, horizon, validation={"reason": "no validation rows"})
     else:
-        policy = choose_policy(trading, task, _as_proba(task, pred_val), frame, val, candles, cut)
+        policy = choose_policy(
+            trading, task, _as_proba(task, pred_val), frame=frame, val_rows=val, candles=candles, test_start=cut
+        )
     p_long, p_short = trade_signals(task, trading.target, _as_proba(task, pred_test), 0.0)
     side = policy.sides(p_long, p_short)
     if not side.any():

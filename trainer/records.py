@@ -130,7 +130,15 @@ def _label(prepared: Prepared) -> dict:
 
 def _save(prepared: Prepared, fitted: FittedFold, card: dict, config_yaml: str, path: Path) -> Path:
     feature_cfg = OmegaConf.to_container(prepared.cfg.features, resolve=True)
-    return save_model_dir(path, fitted.model, card, config_yaml, fitted.scaler, feature_cfg, _label(prepared))
+    return save_model_dir(
+        path,
+        fitted.model,
+        card=card,
+        config_yaml=config_yaml,
+        scaler=fitted.scaler,
+        feature_cfg=feature_cfg,
+        label=_label(prepared),
+    )
 
 
 def cancelled_fit(
@@ -203,12 +211,12 @@ def plots(result: RunResult, prepared: Prepared, training: Training, evaluation:
     plot_files = run_report.make_plots(
         run_dir / "plots",
         prepared.cfg.model.name,
-        curve,
-        training.last.report.history,
-        confusion,
-        [c.removeprefix("p_") for c in output_columns(prepared.cfg.target)],
-        evaluation.backtest.equity if evaluation.backtest is not None else None,
-        evaluation.importance,
+        curve=curve,
+        history=training.last.report.history,
+        confusion=confusion,
+        class_names=[c.removeprefix("p_") for c in output_columns(prepared.cfg.target)],
+        equity=evaluation.backtest.equity if evaluation.backtest is not None else None,
+        importance=evaluation.importance,
     )
     result.artifacts.reliability = curve
     result.artifacts.confusion_matrix = confusion

@@ -17,6 +17,7 @@ def confusion_matrix(proba: np.ndarray, y: np.ndarray, k: int) -> list[list[int]
 def make_plots(
     plot_dir: Path,
     name: str,
+    *,
     curve: dict | None,
     history: dict,
     confusion: list | None,

@@ -342,10 +342,10 @@ def _fold_outcome(prepared: Prepared, fitted: FittedFold) -> FoldOutcome:
             cfg,
             task,
             model.predict_proba(val),
-            prepared.frame,
-            val.rows,
-            prepared.candles,
-            fold.cutoffs["test_start"],
+            frame=prepared.frame,
+            val_rows=val.rows,
+            candles=prepared.candles,
+            test_start=fold.cutoffs["test_start"],
         )
         log.info("policy %s: %s", fold.name, policy.describe())
     summary = {
@@ -412,7 +412,15 @@ def evaluate(prepared: Prepared, training: Training, ctx: RunContext) -> Evaluat
         last.model, last.rows["val"], prepared.table.feature_names, cfg.seed
     )
     significance = significance_table(
-        task, proba, test_y, test_symbols, hits, per_symbol, test_metrics, int(cfg.target.horizon), cfg
+        task,
+        proba,
+        test_y,
+        symbols=test_symbols,
+        base_hits=hits,
+        per_symbol=per_symbol,
+        overall=test_metrics,
+        horizon=int(cfg.target.horizon),
+        cfg=cfg,
     )
     backtest = _backtest(prepared, outcomes, proba, test_rows, fold_ids)
     if backtest is not None:
@@ -423,12 +431,12 @@ def evaluate(prepared: Prepared, training: Training, ctx: RunContext) -> Evaluat
     leakage = leakage_summary(
         split_check,
         control,
-        significance,
-        test_metrics,
-        backtest.metrics if backtest else None,
-        prepared.candles.timeframe,
-        oracle,
-        cfg,
+        evaluation=significance,
+        metrics=test_metrics,
+        trading=backtest.metrics if backtest else None,
+        timeframe=prepared.candles.timeframe,
+        oracle=oracle,
+        cfg=cfg,
     )
     significance["forward_looking"] = cfg.split.type != "purged_kfold"
     gates = evaluate_gates(
@@ -521,7 +529,9 @@ def _backtest(
     for i, outcome in enumerate(outcomes):
         mine = fold_ids == i
         sides[mine] = outcome.policy.sides(p_long[mine], p_short[mine])
-    return trading_evaluation(cfg, task, proba, prepared.frame, test_rows, prepared.candles, sides)
+    return trading_evaluation(
+        cfg, task, proba, frame=prepared.frame, rows=test_rows, candles=prepared.candles, sides=sides
+    )
 
 
 def _economic(prepared: Prepared, backtest: Backtest | None, policy: dict | None) -> dict:
@@ -566,10 +576,10 @@ def _shuffled_control(prepared: Prepared, last: FittedFold, ctx: RunContext) -> 
         forward,
         int(cfg.target.horizon),
         float(leak.control_alpha),
-        trades,
-        float(np.mean(forward > 0)),
-        float(leak.control_max_rank_corr),
-        float(leak.control_max_win_edge),
+        trades=trades,
+        up_share=float(np.mean(forward > 0)),
+        max_rank_corr=float(leak.control_max_rank_corr),
+        max_win_edge=float(leak.control_max_win_edge),
     )
     verdict["family"] = cfg.model.name
     return verdict

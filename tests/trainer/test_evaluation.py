@@ -130,8 +130,8 @@ def test_control_verdict_flags_skill_on_any_of_its_three_counts():
     # an evaluator that prices exits off entries: every trade of a no-skill ranking "wins"
     rigged = pd.DataFrame({"side": rng.choice([-1, 1], 400), "gross_return": np.full(400, 0.01)})
     fair = rigged.assign(gross_return=rng.standard_normal(400))
-    assert not control_verdict(at_chance, 0.52, noise, forward, 1, 0.01, rigged, 0.5)["passed"]
-    assert control_verdict(at_chance, 0.52, noise, forward, 1, 0.01, fair, 0.5)["passed"]
+    assert not control_verdict(at_chance, 0.52, noise, forward, 1, 0.01, trades=rigged, up_share=0.5)["passed"]
+    assert control_verdict(at_chance, 0.52, noise, forward, 1, 0.01, trades=fair, up_share=0.5)["passed"]
     # a control that collapsed to one constant output could not have shown anything
     assert not control_verdict(at_chance, 0.52, np.zeros(n), forward, 1, 0.01)["conclusive"]
 

@@ -7,6 +7,19 @@ import numpy as np
 from trainer import plots
 from trainer.result import RunResult
 
+# The backtest's headline figures, in the order the report's trading table shows them.
+TRADING_COLUMNS = (
+    "n_trades",
+    "win_rate",
+    "profit_factor",
+    "total_return",
+    "sharpe",
+    "sortino",
+    "max_drawdown",
+    "turnover",
+    "exposure",
+)
+
 
 def confusion_matrix(proba: np.ndarray, y: np.ndarray, k: int) -> list[list[int]]:
     m = np.zeros((k, k), dtype=np.int64)
@@ -142,39 +155,9 @@ def write_report(run_dir: Path, result: RunResult) -> Path:
             "",
             "## Trading (test signals, next-candle prices, after costs)",
             "",
-            "| "
-            + " | ".join(
-                k
-                for k in (
-                    "n_trades",
-                    "win_rate",
-                    "profit_factor",
-                    "total_return",
-                    "sharpe",
-                    "sortino",
-                    "max_drawdown",
-                    "turnover",
-                    "exposure",
-                )
-            )
-            + " |",
-            "|---" * 9 + "|",
-            "| "
-            + " | ".join(
-                fmt(trading.get(k))
-                for k in (
-                    "n_trades",
-                    "win_rate",
-                    "profit_factor",
-                    "total_return",
-                    "sharpe",
-                    "sortino",
-                    "max_drawdown",
-                    "turnover",
-                    "exposure",
-                )
-            )
-            + " |",
+            "| " + " | ".join(TRADING_COLUMNS) + " |",
+            "|---" * len(TRADING_COLUMNS) + "|",
+            "| " + " | ".join(fmt(trading.get(k)) for k in TRADING_COLUMNS) + " |",
         ]
     econ = result.economic or {}
     if result.verdict:

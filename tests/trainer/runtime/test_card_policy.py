@@ -1,10 +1,12 @@
 """The runtime trades exactly the decision policy on a model's card and refuses a model without one."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.trainer.runtime.world import register_copy
 from trainer.registry import Registry
 from trainer.result import RunResult
 
@@ -37,39 +39,16 @@ def served(tmp_path_factory):
 
 def _serve_copy(result: RunResult, root, tmp, run_id: str, policy) -> None:
     """The trained model registered and promoted in a registry of its own, its card's policy replaced."""
-    import shutil
-    from pathlib import Path
 
-    staged = tmp / f"model-{run_id}"
-    shutil.copytree(Path(result.model_path), staged)
-    card = json.loads((staged / "model_card.json").read_text())
-    card["run_id"] = run_id
-    if policy is None:
-        card.pop("policy", None)
-    else:
-        card["policy"] = policy
-    (staged / "model_card.json").write_text(json.dumps(card))
-    reg = Registry(root)
-    row = reg.register(
-        {
-            "family": "lightgbm",
-            "symbol": "synthetic-BTC",
-            "timeframe": "1m",
-            "target": "direction_h15",
-            "headline": "accuracy",
-            "headline_value": 0.5,
-            "metrics": {},
-            "gates": {"passed": False},
-            "run_id": run_id,
-            "run_dir": None,
-            "git_commit": None,
-            "config_hash": run_id,
-            "data_fingerprint": "d",
-        },
-        staged,
-        auto_promote=False,
-    )
-    reg.promote(row["model_id"], row["version"], force=True)
+    def set_policy(staged):
+        card = json.loads((staged / "model_card.json").read_text())
+        if policy is None:
+            card.pop("policy", None)
+        else:
+            card["policy"] = policy
+        (staged / "model_card.json").write_text(json.dumps(card))
+
+    register_copy(Registry(root), Path(result.model_path), tmp, "synthetic-BTC", run_id, edit=set_policy)
 
 
 def _runtime_sides(cfg, result, engine, n: int = 40):

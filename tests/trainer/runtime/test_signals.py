@@ -16,6 +16,7 @@ from data.labels import TASKS, n_classes, output_columns
 from data.providers import load_candles
 from models.base import Task
 from tests.conftest import make_cfg
+from tests.trainer.runtime.world import register_copy
 from trainer import train
 from trainer.evaluation import trade_signals
 from trainer.registry import Registry
@@ -127,43 +128,11 @@ def _copy_registry(src: Path, dst: Path) -> Path:
     return dst
 
 
-def _register_copy(reg: Registry, model_dir: Path, tmp: Path, slot_symbol: str, run_id: str, edit=None) -> dict:
-    """The trained model dir registered again under another slot, its card/label edited by ``edit``."""
-    staged = tmp / f"stage-{slot_symbol}"
-    shutil.copytree(model_dir, staged)
-    card = json.loads((staged / "model_card.json").read_text())
-    card["run_id"] = run_id
-    (staged / "model_card.json").write_text(json.dumps(card))
-    if edit:
-        edit(staged)
-    row = reg.register(
-        {
-            "family": "lightgbm",
-            "symbol": slot_symbol,
-            "timeframe": "1m",
-            "target": "direction_h15",
-            "headline": "accuracy",
-            "headline_value": 0.5,
-            "metrics": {},
-            "gates": {"passed": False},
-            "run_id": run_id,
-            "run_dir": None,
-            "git_commit": None,
-            "config_hash": run_id,
-            "data_fingerprint": "d",
-        },
-        staged,
-        auto_promote=False,
-    )
-    reg.promote(row["model_id"], row["version"], force=True)
-    return row
-
-
 def test_a_link_pointing_at_another_model_is_repaired_and_a_foreign_card_refused(lightgbm_promoted, tmp_path):
     out, _, result = lightgbm_promoted
     root = _copy_registry(out / "registry", tmp_path / "registry")
     reg = Registry(root)
-    other = _register_copy(reg, Path(result.model_path), tmp_path, "synthetic-ETH", "run-other")
+    other = register_copy(reg, Path(result.model_path), tmp_path, "synthetic-ETH", "run-other")
     link = reg.promoted_path(SLOT)
     assert len(load_promoted(root, [SLOT])) == 1
     os.unlink(link)
@@ -181,7 +150,7 @@ def test_weights_are_per_slot_and_regression_models_are_refused(lightgbm_promote
     out, cfg, result = lightgbm_promoted
     root = _copy_registry(out / "registry", tmp_path / "registry")
     reg = Registry(root)
-    _register_copy(reg, Path(result.model_path), tmp_path, "synthetic-SOL", "run-sol")
+    register_copy(reg, Path(result.model_path), tmp_path, "synthetic-SOL", "run-sol")
     second = "synthetic-SOL/1m/direction_h15"
     a, b = load_promoted(root, [SLOT, second], weights={SLOT: 3.0}, history=500)
     assert (a.weight, b.weight) == (0.75, 0.25) and a.history == b.history == 500
@@ -195,7 +164,7 @@ def test_weights_are_per_slot_and_regression_models_are_refused(lightgbm_promote
         label["type"] = label["target"]["type"] = "forward_return"
         (d / "label.json").write_text(json.dumps(label))
 
-    _register_copy(reg, Path(result.model_path), tmp_path, "synthetic-BNB", "run-bnb", to_regression)
+    register_copy(reg, Path(result.model_path), tmp_path, "synthetic-BNB", "run-bnb", to_regression)
     with pytest.raises(UserError, match="classifiers only"):
         load_promoted(root, ["synthetic-BNB/1m/direction_h15"])
 

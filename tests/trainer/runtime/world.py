@@ -1,6 +1,8 @@
 """A small promoted LightGBM on synthetic 1m candles, trained once per test session, and what the runtime
 tests feed it: the candles after its test start, served poll by poll."""
 
+import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -73,3 +75,36 @@ class Polls:
         """Polls until every candle up to ``until`` has been served (failing polls included)."""
         n = 1 + -(-max(0, self.until - self.end) // self.per_poll) + 1
         return n + sum(1 for p in self.failing if p <= n + len(self.failing))
+
+
+def register_copy(reg, model_dir: Path, tmp: Path, slot_symbol: str, run_id: str, edit=None) -> dict:
+    """A trained model dir registered again (under ``slot_symbol``'s slot, as ``run_id``) and promoted by
+    force; ``edit(staged)`` may change its card or label first."""
+    staged = tmp / f"stage-{slot_symbol}-{run_id}"
+    shutil.copytree(model_dir, staged)
+    card = json.loads((staged / "model_card.json").read_text())
+    card["run_id"] = run_id
+    (staged / "model_card.json").write_text(json.dumps(card))
+    if edit:
+        edit(staged)
+    row = reg.register(
+        {
+            "family": "lightgbm",
+            "symbol": slot_symbol,
+            "timeframe": "1m",
+            "target": "direction_h15",
+            "headline": "accuracy",
+            "headline_value": 0.5,
+            "metrics": {},
+            "gates": {"passed": False},
+            "run_id": run_id,
+            "run_dir": None,
+            "git_commit": None,
+            "config_hash": run_id,
+            "data_fingerprint": "d",
+        },
+        staged,
+        auto_promote=False,
+    )
+    reg.promote(row["model_id"], row["version"], force=True)
+    return row
